@@ -1,0 +1,157 @@
+"""The loss registry: one frozen record per loss, one factory, plugins from entry points.
+
+Every loss ltbench knows is a `LossSpec`. Our own losses and any third-party package register
+the same way: a module-level `SPEC` (or a list of specs) named by an entry point in the group
+`ltbench.losses`. Entry points are loaded once, on first use; a broken plugin is skipped with a
+warning naming it, and an unknown name is answered with the list of known ones.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import inspect
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from types import MappingProxyType
+from typing import Any
+
+from ltbench.errors import LtbenchError
+
+ENTRY_POINT_GROUP = "ltbench.losses"
+HEADS = ("linear", "cosine")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """What the registry knows about one loss.
+
+    `factory(cls_num_list, **params)` builds the plugin module; `defaults` are the paper's
+    defaults and the only place they live; `head` is the classifier the loss expects.
+    `kind` is "loss" for a plain loss, "two-stage" for a two-stage method (see two_stage.py).
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    head: str
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    paper: str = ""
+    kind: str = "loss"
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"loss {self.name!r}: head must be one of {HEADS}, got {self.head!r}")
+        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+
+
+_REGISTRY: dict[str, LossSpec] = {}
+_ENTRY_POINTS_LOADED = False
+
+
+def register(spec: LossSpec) -> LossSpec:
+    """Add a spec; a second spec under the same name is an error, not a silent override."""
+    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
+        raise LtbenchError(f"loss {spec.name!r} is registered twice")
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def _specs_from(obj: Any) -> Iterable[LossSpec]:
+    if isinstance(obj, LossSpec):
+        return [obj]
+    if isinstance(obj, list | tuple) and all(isinstance(s, LossSpec) for s in obj):
+        return obj
+    raise TypeError(f"expected a LossSpec or a list of LossSpec, got {type(obj).__name__}")
+
+
+def load_entry_points(force: bool = False) -> None:
+    """Import every plugin of the `ltbench.losses` group once; skip a broken one with a warning."""
+    global _ENTRY_POINTS_LOADED
+    if _ENTRY_POINTS_LOADED and not force:
+        return
+    _ENTRY_POINTS_LOADED = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            specs = _specs_from(ep.load())
+        except Exception as exc:  # a broken third-party plugin must not take ltbench down
+            warnings.warn(
+                f"ltbench: skipping loss plugin {ep.name!r} ({ep.value}): {exc}", stacklevel=2
+            )
+            continue
+        for spec in specs:
+            if _REGISTRY.get(spec.name) is spec:
+                continue
+            try:
+                register(spec)
+            except LtbenchError as exc:
+                warnings.warn(f"ltbench: skipping loss plugin {ep.name!r}: {exc}", stacklevel=2)
+
+
+def get_spec(name: str) -> LossSpec:
+    """The spec registered under `name`, or a one-line error listing the known names."""
+    load_entry_points()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY)) or "(none)"
+        raise LtbenchError(f"unknown loss {name!r}; known losses: {known}") from None
+
+
+def list_losses(pattern: str = "*", kind: str | None = None) -> dict[str, dict[str, Any]]:
+    """Registered names matching a shell-style wildcard, each with its default parameters."""
+    load_entry_points()
+    return {
+        name: dict(spec.defaults)
+        for name, spec in sorted(_REGISTRY.items())
+        if fnmatch.fnmatchcase(name, pattern) and (kind is None or spec.kind == kind)
+    }
+
+
+def resolve_params(name: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The spec's defaults overridden by `params`; `None` values keep the default.
+
+    An unknown parameter is an error naming the allowed ones.
+    """
+    spec = get_spec(name)
+    params = {k: v for k, v in (params or {}).items() if v is not None}
+    unknown = sorted(set(params) - set(spec.defaults))
+    if unknown:
+        allowed = ", ".join(sorted(spec.defaults)) or "none"
+        raise LtbenchError(
+            f"loss {name!r} has no parameter {unknown[0]!r}; allowed parameters: {allowed}"
+        )
+    return {**spec.defaults, **params}
+
+
+def build_loss(name: str, cls_num_list: Iterable[int], **params: Any):
+    """Build the loss plugin `name` for a training set with per-class counts `cls_num_list`."""
+    spec = get_spec(name)
+    resolved = resolve_params(name, params)
+    counts = validate_class_counts(cls_num_list)
+    plugin = spec.factory(counts, **resolved)
+    if getattr(plugin, "head", spec.head) != spec.head:
+        raise TypeError(f"loss {name!r}: plugin head disagrees with its spec")
+    plugin.head = spec.head
+    plugin.loss_name = name
+    return plugin
+
+
+def validate_class_counts(cls_num_list: Iterable[int]) -> list[int]:
+    """Class counts must be positive integers, one per class."""
+    counts = list(cls_num_list)
+    if not counts:
+        raise LtbenchError("class counts are empty; give one positive integer per class")
+    for i, n in enumerate(counts):
+        if isinstance(n, bool) or not float(n).is_integer() or n < 1:
+            raise LtbenchError(
+                f"class count {n!r} of class {i} is invalid; counts must be positive integers"
+            )
+    return [int(n) for n in counts]
+
+
+def factory_parameters(factory: Callable[..., Any]) -> list[str]:
+    """Keyword parameters a factory accepts (used by tests to check specs against factories)."""
+    sig = inspect.signature(factory)
+    return [p for p in list(sig.parameters)[1:]]
