@@ -1,0 +1,241 @@
+"""The `ltbench` command: train, run, sweep, report, bench, list.
+
+Every mistake in the user's input ends as one line, `ltbench: error: ...`, exit status 2;
+no traceback from deep inside torch or Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ltbench.errors import LtbenchError
+
+
+def _param(text: str) -> tuple[str, Any]:
+    """`key=value`, the value read as YAML (so 0.5 is a float, 120 an int, true a bool)."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=None, help="dataset name (see `ltbench list datasets`)")
+    g.add_argument("--data-root", default=None, help="folder holding the dataset")
+    g.add_argument("--download", action="store_true", default=None,
+                   help="download CIFAR through torchvision if it is missing (needs network)")
+    g.add_argument("--imb-factor", type=float, default=None,
+                   help="1/rho in (0, 1], e.g. 0.01 for rho=100 (default: the paper's)")
+    g.add_argument("--profile", choices=["exp", "step"], default=None)
+    g.add_argument("--subset-seed", type=int, default=None,
+                   help="seed of the long-tailed draw (0: the standard draw)")
+    g.add_argument("--n-max", type=int, default=None,
+                   help="images per class before the long-tailed draw (default: all)")
+    g.add_argument("--val-fraction", type=float, default=None,
+                   help="share of the training data held out for model selection")
+    g = p.add_argument_group("method")
+    g.add_argument("--loss", default=None, help="loss or method name (see `ltbench list`)")
+    g.add_argument("--param", "-p", action="append", type=_param, default=[],
+                   metavar="KEY=VALUE", help="a loss parameter, e.g. -p m_max=0.4 (repeatable)")
+    g.add_argument("--mixup-alpha", type=float, default=None, help="mixup alpha (0: off)")
+    g = p.add_argument_group("model and schedule (default: the paper's Table 2)")
+    g.add_argument("--model", default=None)
+    g.add_argument("--width", type=float, default=None, help="channel width multiplier")
+    g.add_argument("--epochs", type=int, default=None)
+    g.add_argument("--batch-size", type=int, default=None)
+    g.add_argument("--lr", type=float, default=None)
+    g.add_argument("--weight-decay", type=float, default=None)
+    g.add_argument("--warmup-epochs", type=int, default=None)
+    g.add_argument("--lr-decay-epochs", type=lambda s: [int(x) for x in s.split(",") if x],
+                   default=None, metavar="E1,E2")
+    g.add_argument("--lr-decay-factor", type=float, default=None)
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on for CUDA)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model")
+    g.add_argument("--num-workers", type=int, default=None)
+    g.add_argument("--eval-every", type=int, default=None)
+    g.add_argument("--config", type=Path, default=None,
+                   help="a YAML of TrainConfig keys; command-line flags override it")
+
+
+_FLAG_TO_KEY = {
+    "imb_factor": "imb_factor", "mixup_alpha": "mixup_alpha", "data_root": "data_root",
+}
+
+
+def config_from_args(args: argparse.Namespace):
+    """A TrainConfig from --config (if any) overridden by the flags that were given."""
+    from ltbench.config import TrainConfig, load_yaml
+
+    cfg = load_yaml(args.config) if args.config else TrainConfig()
+    data = cfg.to_dict()
+    for key in data:
+        value = getattr(args, key, None)
+        if value is not None:
+            data[key] = value
+    if args.param:
+        data["loss_params"] = {**data["loss_params"], **dict(args.param)}
+    return TrainConfig.from_dict(data, source="command line")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ltbench.train import train
+
+    cfg = config_from_args(args)
+    out = args.out or Path("runs") / f"{cfg.loss}-{cfg.dataset}-seed{cfg.seed}"
+    resume: Any = False
+    if args.resume is not None:
+        resume = True if args.resume == "auto" else Path(args.resume)
+    result = train(cfg, out, resume=resume, overwrite=args.overwrite)
+    print(
+        f"{result['method']} on {result['dataset']} (rho={result['rho']:g}, seed "
+        f"{result['seed']}): top-1 error {result['top1_error']:.2f}%  "
+        f"many/medium/few acc {result['many_acc']:.1f}/{result['medium_acc']:.1f}/"
+        f"{result['few_acc']:.1f}  ECE {result['ece']:.2f}%  -> {Path(out) / 'result.json'}"
+    )
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from ltbench.config import DATASET_DEFAULTS
+    from ltbench.registry import get_spec, list_losses
+
+    what = args.what
+    if what in ("all", "losses"):
+        print("losses (name: head, defaults):")
+        for name, defaults in list_losses(args.pattern).items():
+            spec = get_spec(name)
+            params = ", ".join(f"{k}={v}" for k, v in defaults.items()) or "-"
+            extra = " [two-stage]" if spec.kind == "two-stage" else ""
+            print(f"  {name:<12} {spec.head:<7} {params}{extra}")
+    if what in ("all", "datasets"):
+        print("datasets (name: model, epochs, batch, lr, imb_factor):")
+        for name, d in DATASET_DEFAULTS.items():
+            print(f"  {name:<13} {d.model:<9} {d.epochs:>4} {d.batch_size:>4} {d.lr:<5} "
+                  f"{d.imb_factor:g}")
+    if what in ("all", "models"):
+        from ltbench.models import list_models
+
+        print("models:")
+        for name in list_models():
+            print(f"  {name}")
+    if what in ("all", "suites"):
+        from ltbench.suite import list_suites
+
+        print("suites:")
+        for name, desc in list_suites().items():
+            print(f"  {name:<13} {desc}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from reports import build_report
+
+    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
+    bad = [f for f in formats if f not in ("md", "pdf")]
+    if bad:
+        raise LtbenchError(f"unknown report format {bad[0]!r}; allowed: md, pdf")
+    paths = build_report(args.dir, formats=formats, out=args.out)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ltbench.tune_runner import run_suite_command
+
+    return run_suite_command(args)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ltbench.tune_runner import sweep_command
+
+    return sweep_command(args)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.what == "losses":
+        from ltbench.bench_losses import bench_losses, format_bench
+
+        rows = bench_losses(device=args.device, repeats=args.repeats)
+        print(format_bench(rows))
+        return 0
+    from ltbench.bench import bench_train_command
+
+    return bench_train_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    import ltbench
+
+    parser = argparse.ArgumentParser(
+        prog="ltbench", description="Benchmark harness for long-tailed recognition losses.")
+    parser.add_argument("--version", action="version", version=f"ltbench {ltbench.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one method on one dataset")
+    _add_train_args(p)
+    p.add_argument("--out", type=Path, default=None, help="output directory of the run")
+    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
+                   help="continue from OUT/checkpoint.pt, or from the given checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("list", help="list losses, datasets, models and suites")
+    p.add_argument("what", nargs="?", default="all",
+                   choices=["all", "losses", "datasets", "models", "suites"])
+    p.add_argument("--pattern", default="*", help="wildcard on loss names, e.g. 'kps*'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="run a suite of trials on Ray Tune")
+    from ltbench.suite import add_run_args, add_sweep_args
+
+    add_run_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="search KPS hyper-parameters on Ray Tune")
+    add_sweep_args(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="write the markdown / PDF report of a results folder")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--format", default="md,pdf", help="comma-separated: md, pdf")
+    p.add_argument("--out", type=Path, default=None, help="output folder or file prefix")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="measure loss and training-step speed")
+    p.add_argument("what", choices=["losses", "train"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--batch-sizes", default="64,128")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `ltbench` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LtbenchError as exc:
+        print(f"ltbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ltbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

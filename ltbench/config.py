@@ -1,0 +1,266 @@
+"""Training configuration: one flat dataclass, the paper's per-dataset defaults, validation.
+
+Defaults follow the paper's Table 2 (see METHODS.md). A field left as `None` takes the dataset's
+default; the resolved configuration (no `None` left where a default exists) is what a run saves
+in `config.yaml` and what a resumed run must match.
+
+Epoch milestones (warm-up, learning-rate decay, and any loss parameter ending in `_epoch`, such
+as KPS-GA's `ga_epoch` or DRW's `drw_epoch`) are stated for the paper's epoch count. When a run
+uses another number of epochs, milestones that the user did not set are scaled by
+`epochs / paper_epochs`, so a 20-epoch smoke run keeps the shape of the 200-epoch schedule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ltbench.errors import LtbenchError
+
+
+@dataclass(frozen=True)
+class DatasetDefaults:
+    """The paper's recipe for one dataset (Table 2), plus its per-dataset loss defaults."""
+
+    model: str
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    epochs: int
+    lr_decay_epochs: tuple[int, ...]
+    lr_decay_factor: float
+    imb_factor: float
+    width: float = 1.0
+    # Loss parameters whose paper value depends on the dataset (e.g. KPS's m_max).
+    # They apply to any loss that has a parameter of that name.
+    loss_defaults: dict[str, Any] = field(default_factory=dict)
+
+
+CIFAR = dict(
+    model="resnet32",
+    batch_size=64,
+    lr=0.1,
+    weight_decay=2e-4,
+    warmup_epochs=5,
+    epochs=200,
+    lr_decay_epochs=(160, 180),
+    lr_decay_factor=0.01,
+    imb_factor=0.01,
+)
+LARGE = dict(
+    model="resnet50",
+    weight_decay=1e-4,
+    warmup_epochs=0,
+    epochs=180,
+    lr_decay_epochs=(120, 160),
+    lr_decay_factor=0.1,
+    imb_factor=1.0,  # already long-tailed: no further subsampling
+)
+
+DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
+    "synthetic-lt": DatasetDefaults(**{**CIFAR, "epochs": 30, "lr_decay_epochs": (24, 27)},
+                                    width=0.5, loss_defaults={"m_max": 0.5}),
+    "cifar10-lt": DatasetDefaults(**CIFAR, loss_defaults={"m_max": 0.5}),
+    "cifar100-lt": DatasetDefaults(
+        **CIFAR, loss_defaults={"m_max": 0.5, "smooth_head": 0.4, "smooth_tail": 0.1}
+    ),
+    "imagenet-lt": DatasetDefaults(**LARGE, batch_size=128, lr=0.1,
+                                   loss_defaults={"m_max": 0.35}),
+    "inat2018": DatasetDefaults(**LARGE, batch_size=512, lr=0.2, loss_defaults={"m_max": 0.3}),
+}
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run needs. `None` means "the dataset's paper default"."""
+
+    # data
+    dataset: str = "synthetic-lt"
+    data_root: str | None = None
+    download: bool = False
+    imb_factor: float | None = None  # 1/rho, in (0, 1]
+    profile: str = "exp"  # "exp" or "step"
+    subset_seed: int = 0  # seed of the long-tailed draw (the standard draw is 0)
+    n_max: int | None = None  # images per class before the long-tailed draw (None: all)
+    val_fraction: float = 0.0  # held out of the training data for model selection
+    # method
+    loss: str = "ce"
+    loss_params: dict[str, Any] = field(default_factory=dict)
+    mixup_alpha: float = 0.0  # 0 disables mixup
+    # model
+    model: str | None = None
+    width: float | None = None
+    # optimisation (SGD, momentum 0.9)
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    momentum: float = 0.9
+    warmup_epochs: int | None = None
+    lr_decay_epochs: list[int] | None = None
+    lr_decay_factor: float | None = None
+    # run
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None  # bf16 autocast; None: on for CUDA
+    channels_last: bool | None = None  # None: on for CUDA
+    compile: bool = False
+    num_workers: int = 4  # DataLoader workers for file-based datasets
+    eval_every: int = 1  # test-set evaluation period, in epochs (the last epoch always)
+    # Extra settings of a two-stage method (stage-2 epochs, ...), validated by that method.
+    stage2: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rho(self) -> float:
+        """The imbalance ratio max(n)/min(n) the run asked for."""
+        return 1.0 / self.imb_factor if self.imb_factor else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (lists, not tuples), as saved in config.yaml."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a dict, naming the source and the key on an unknown key or a wrong type."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise LtbenchError(
+                f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(names))}"
+            )
+        cfg = cls(**data)
+        check_types(cfg, source)
+        return cfg
+
+
+_TYPES = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "dict": (dict,),
+    "list": (list, tuple),
+}
+
+
+def check_types(cfg: TrainConfig, source: str = "config") -> None:
+    """Every field holds a value of its declared type (or None where None is allowed)."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        kinds = [k.strip() for k in str(f.type).replace("[", " ").split("|")]
+        allowed: tuple[type, ...] = ()
+        for k in kinds:
+            base = k.split()[0] if k else k
+            allowed += _TYPES.get(base, ())
+        if value is None and "None" in kinds:
+            continue
+        ok = isinstance(value, allowed) and not (
+            isinstance(value, bool) and bool not in allowed
+        )
+        if not ok:
+            want = " or ".join(k.split()[0] for k in kinds if k)
+            raise LtbenchError(
+                f"{source}: {f.name} must be {want}, got {value!r} ({type(value).__name__})"
+            )
+
+
+def _scaled(epoch: int, factor: float) -> int:
+    return int(round(epoch * factor))
+
+
+def resolve(cfg: TrainConfig) -> TrainConfig:
+    """Fill every `None` with the dataset's paper default and check every value.
+
+    Returns a new config; raises `LtbenchError` with a one-line message on a bad value.
+    """
+    from ltbench.registry import get_spec, resolve_params
+
+    check_types(cfg)
+    if cfg.dataset not in DATASET_DEFAULTS:
+        known = ", ".join(sorted(DATASET_DEFAULTS))
+        raise LtbenchError(f"unknown dataset {cfg.dataset!r}; known datasets: {known}")
+    d = DATASET_DEFAULTS[cfg.dataset]
+    out = dataclasses.replace(cfg, loss_params=dict(cfg.loss_params), stage2=dict(cfg.stage2))
+
+    def pick(name: str, default: Any) -> Any:
+        value = getattr(cfg, name)
+        return default if value is None else value
+
+    out.imb_factor = float(pick("imb_factor", d.imb_factor))
+    if not 0.0 < out.imb_factor <= 1.0:
+        raise LtbenchError(
+            f"imbalance factor {out.imb_factor!r} is outside (0, 1]; it is 1/rho, "
+            "e.g. 0.01 for rho = 100"
+        )
+    if out.profile not in ("exp", "step"):
+        raise LtbenchError(f"unknown profile {out.profile!r}; allowed: exp, step")
+    if not 0.0 <= out.val_fraction < 1.0:
+        raise LtbenchError(f"val_fraction {out.val_fraction!r} is outside [0, 1)")
+    if out.mixup_alpha < 0:
+        raise LtbenchError(f"mixup alpha {out.mixup_alpha!r} must be >= 0 (0 disables mixup)")
+    if out.device not in DEVICES:
+        raise LtbenchError(f"unknown device {out.device!r}; allowed: {', '.join(DEVICES)}")
+
+    out.model = pick("model", d.model)
+    out.width = float(pick("width", d.width))
+    out.epochs = int(pick("epochs", d.epochs))
+    out.batch_size = int(pick("batch_size", d.batch_size))
+    out.lr = float(pick("lr", d.lr))
+    out.weight_decay = float(pick("weight_decay", d.weight_decay))
+    out.lr_decay_factor = float(pick("lr_decay_factor", d.lr_decay_factor))
+    for name in ("epochs", "batch_size"):
+        if getattr(out, name) < 1:
+            raise LtbenchError(f"{name} must be >= 1, got {getattr(out, name)!r}")
+    for name in ("lr", "width"):
+        if not getattr(out, name) > 0:
+            raise LtbenchError(f"{name} must be > 0, got {getattr(out, name)!r}")
+    if out.weight_decay < 0:
+        raise LtbenchError(f"weight_decay must be >= 0, got {out.weight_decay!r}")
+
+    # Milestones the user did not set follow the paper's schedule, scaled to the run's length.
+    factor = out.epochs / d.epochs
+    out.warmup_epochs = int(pick("warmup_epochs", _scaled(d.warmup_epochs, factor)))
+    if cfg.lr_decay_epochs is None:
+        out.lr_decay_epochs = [_scaled(e, factor) for e in d.lr_decay_epochs]
+    else:
+        out.lr_decay_epochs = [int(e) for e in cfg.lr_decay_epochs]
+    if out.warmup_epochs < 0:
+        raise LtbenchError(f"warmup_epochs must be >= 0, got {out.warmup_epochs!r}")
+
+    spec = get_spec(out.loss)
+    defaults = dict(spec.defaults)
+    params: dict[str, Any] = {}
+    for key, value in defaults.items():
+        if key in cfg.loss_params:
+            continue
+        if key in d.loss_defaults:
+            params[key] = d.loss_defaults[key]
+        elif key.endswith("_epoch") and isinstance(value, int) and factor != 1.0:
+            params[key] = _scaled(value, factor)
+    params.update(cfg.loss_params)
+    out.loss_params = resolve_params(out.loss, params)
+    return out
+
+
+def save_yaml(cfg: TrainConfig, path: Path) -> None:
+    """Write the resolved configuration as YAML."""
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def load_yaml(path: Path) -> TrainConfig:
+    """Read a configuration written by `save_yaml` (safe_load: no code is executed)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as exc:
+        raise LtbenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise LtbenchError(f"{path}: expected a mapping of configuration keys")
+    return TrainConfig.from_dict(data, source=str(path))

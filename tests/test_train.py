@@ -1,0 +1,160 @@
+"""The training loop end to end on tiny settings: files, reproducibility, resume, errors."""
+
+import json
+
+import pytest
+import torch
+
+from ltbench.cli import main
+from ltbench.config import TrainConfig
+from ltbench.errors import LtbenchError
+from ltbench.registry import _REGISTRY, LossSpec, register
+from ltbench.train import learning_rate, train
+
+TINY = dict(dataset="synthetic-lt", n_max=100, imb_factor=0.05, width=0.25, batch_size=64,
+            epochs=2)
+
+
+def tiny(**kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, **kw})
+
+
+def test_train_writes_every_file(tmp_path):
+    result = train(tiny(loss="kps-ga"), tmp_path / "run")
+    run = tmp_path / "run"
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.jsonl",
+                                               "checkpoint.pt", "result.json"}
+    saved = json.loads((run / "result.json").read_text())
+    assert saved["top1_error"] == pytest.approx(result["top1_error"])
+    assert len(saved["per_class_accuracy"]) == 10
+    assert len(saved["confusion_matrix"]) == 10
+    assert saved["class_counts"][0] > saved["class_counts"][-1]  # long-tailed
+    assert saved["env"]["torch"] == torch.__version__
+    for key in ("many_acc", "medium_acc", "few_acc", "head_error", "mid_error", "tail_error",
+                "ece", "wall_seconds", "best_test_top1_error_selected_on_test"):
+        assert key in saved
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
+    a = train(tiny(loss="ce", seed=3), tmp_path / "a")
+    b = train(tiny(loss="ce", seed=3), tmp_path / "b")
+    c = train(tiny(loss="ce", seed=4), tmp_path / "c")
+    assert a["confusion_matrix"] == b["confusion_matrix"]
+    la = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    lb = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["train_loss"] for x in la] == [json.loads(x)["train_loss"] for x in lb]
+    assert [json.loads(x)["train_loss"] for x in la] != [
+        json.loads(x)["train_loss"] for x in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+class _Crash:
+    """A hook that stops the run after a given epoch, like a killed process."""
+
+    def __init__(self, after: int):
+        self.after = after
+
+    def on_epoch_end(self, epoch, metrics, checkpoint):
+        if epoch == self.after:
+            raise KeyboardInterrupt
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    cfg = tiny(loss="ldam-drw", epochs=3)
+    full = train(cfg, tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "cut", hooks=_Crash(after=2))
+    assert not (tmp_path / "cut" / "result.json").exists()
+    with pytest.raises(LtbenchError, match="holds an unfinished run; pass --resume"):
+        train(cfg, tmp_path / "cut")
+    resumed = train(cfg, tmp_path / "cut", resume=True)
+    assert resumed["confusion_matrix"] == full["confusion_matrix"]
+    epochs = [json.loads(x)["epoch"] for x in
+              (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3]
+
+
+def test_finished_run_is_never_overwritten_without_overwrite(tmp_path):
+    cfg = tiny(loss="ce", epochs=1)
+    train(cfg, tmp_path / "r")
+    before = (tmp_path / "r" / "result.json").read_bytes()
+    with pytest.raises(LtbenchError, match="already holds a finished run.*--overwrite"):
+        train(cfg, tmp_path / "r")
+    assert (tmp_path / "r" / "result.json").read_bytes() == before
+    train(tiny(loss="ce", epochs=1, seed=9), tmp_path / "r", overwrite=True)
+    assert (tmp_path / "r" / "result.json").read_bytes() != before
+
+
+def test_corrupted_and_foreign_checkpoints_are_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(LtbenchError, match=r"bad\.pt is corrupted or not a checkpoint"):
+        train(tiny(loss="ce", epochs=1), tmp_path / "x", resume=bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(3)}, foreign)
+    with pytest.raises(LtbenchError, match="was not written by ltbench"):
+        train(tiny(loss="ce", epochs=1), tmp_path / "y", resume=foreign)
+    train(tiny(loss="ce", epochs=1), tmp_path / "ce")
+    with pytest.raises(LtbenchError, match="belongs to another run: loss is 'ce' there"):
+        train(tiny(loss="la", epochs=1), tmp_path / "z", resume=tmp_path / "ce" / "checkpoint.pt")
+
+
+class _NanAfter(torch.nn.Module):
+    head = "linear"
+
+    def __init__(self, counts, bad_step):
+        super().__init__()
+        self.bad_step, self.calls = bad_step, 0
+
+    def set_epoch(self, epoch):
+        pass
+
+    def forward(self, scores, targets):
+        self.calls += 1
+        loss = torch.nn.functional.cross_entropy(scores, targets)
+        return loss * float("nan") if self.calls > self.bad_step else loss
+
+
+def test_nan_loss_stops_with_epoch_and_step(tmp_path):
+    name = "test-nan-after-3"
+    if name not in _REGISTRY:
+        register(LossSpec(name=name, factory=_NanAfter, head="linear", defaults={"bad_step": 3}))
+    with pytest.raises(LtbenchError, match=r"NaN or infinite at epoch 1, step 4"):
+        train(tiny(loss=name, n_max=200, epochs=1), tmp_path / "nan")
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(dataset="cifar10-lt", lr=0.1)
+    from ltbench.config import resolve
+
+    cfg = resolve(cfg)
+    assert learning_rate(cfg, 0) == pytest.approx(0.02)
+    assert learning_rate(cfg, 4) == pytest.approx(0.1)
+    assert learning_rate(cfg, 159) == pytest.approx(0.1)
+    assert learning_rate(cfg, 160) == pytest.approx(0.001)
+    assert learning_rate(cfg, 199) == pytest.approx(0.00001)
+
+
+def test_cli_train_and_one_line_errors(tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["train", "--dataset", "synthetic-lt", "--loss", "la", "--epochs", "1",
+                 "--n-max", "100", "--imb-factor", "0.05", "--width", "0.25", "--out", str(out)])
+    assert code == 0
+    assert "top-1 error" in capsys.readouterr().out
+    cases = [
+        (["--loss", "nope"], "unknown loss 'nope'"),
+        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--imb-factor", "1.5"], "imbalance factor 1.5 is outside (0, 1]"),
+        (["--model", "vgg"], "unknown model 'vgg'"),
+        (["--dataset", "cifar10-lt", "--data-root", str(tmp_path / "nowhere")], "nowhere"),
+        (["-p", "m_max=-1", "--loss", "kps"], "m_max"),
+    ]
+    for extra, message in cases:
+        code = main(["train", "--epochs", "1", "--n-max", "100", "--imb-factor", "0.05", "--out",
+                     str(tmp_path / "e"), "--overwrite", *extra])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, extra
+        assert err.startswith("ltbench: error:") and message in err, err
+        assert "\n" not in err
