@@ -1,0 +1,106 @@
+"""``build_report``: one suite output directory -> report.md / report.pdf / figures/*.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ltbench.errors import LtbenchError
+from reports.collect import load_run, run_metadata
+from reports.content import Report
+from reports.figures import make_figures
+from reports.markdown import write_markdown
+from reports.paper import load_paper_numbers
+from reports.pdf import write_pdf
+from reports.tables import (
+    incomplete_warnings,
+    problems_table,
+    reference_table,
+    result_tables,
+    sweep_table,
+    sweep_warnings,
+)
+
+FORMATS = ("md", "pdf")
+
+
+def _formats(formats) -> tuple[str, ...]:
+    if isinstance(formats, str):
+        formats = formats.split(",")
+    wanted = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in formats if f.strip()))
+    if not wanted:
+        raise LtbenchError(f"no report format given; choose from {', '.join(FORMATS)}")
+    for f in wanted:
+        if f not in FORMATS:
+            raise LtbenchError(f"unknown report format {f!r}; choose from {', '.join(FORMATS)}")
+    return wanted
+
+
+def output_prefix(run_dir: Path, out: str | Path | None) -> Path:
+    """Where report.<ext> goes, as a path without suffix.
+
+    ``out`` ending in .md or .pdf is a file prefix: ``--out results/c10.pdf`` gives
+    results/c10.md and results/c10.pdf. Any other ``out`` is a directory (created when
+    needed) that receives report.md / report.pdf. Default: ``run_dir``.
+    """
+    if out is None:
+        return run_dir / "report"
+    path = Path(out)
+    if path.suffix.lower() in (".md", ".pdf") and not path.is_dir():
+        return path.with_suffix("")
+    return path / "report"
+
+
+def assemble(run_dir: str | Path, fig_dir: Path) -> Report:
+    """Read the run and build the ``Report`` (tables, warnings, figures written to fig_dir).
+
+    A sweep directory (one with sweep.csv) is reported as a sweep: the table of best points
+    and the heat map, since its results.csv rows are search points of one method, not seeds
+    to average; only failed points are listed as problems (early-stopped ones are expected).
+    """
+    data = load_run(run_dir)
+    paper = load_paper_numbers()
+    results = data.results
+    meta = run_metadata(data)
+    if data.sweep is not None:
+        tables = [sweep_table(data.sweep)] if not data.sweep.empty else []
+        warnings = sweep_warnings(data.sweep) if not data.sweep.empty else []
+        if data.sweep.empty:
+            warnings = ["sweep.csv lists no points: there is nothing to report."]
+        problems = problems_table(results, only=("failed",))
+        figures = make_figures(data, fig_dir, sweep_only=True)
+    else:
+        tables = result_tables(results, paper)
+        warnings = incomplete_warnings(results)
+        problems = problems_table(results)
+        figures = make_figures(data, fig_dir)
+    return Report(
+        title=f"ltbench report: {dict(meta)['suite']}",
+        meta=meta,
+        warnings=warnings,
+        problems=problems,
+        tables=tables,
+        figures=figures,
+        reference=reference_table(paper),
+    )
+
+
+def build_report(run_dir, formats=FORMATS, out=None) -> dict[str, Path]:
+    """Write the report of a suite output directory; returns {format: path written}.
+
+    ``formats``: any of "md", "pdf" (a list or a comma-separated string). ``out``: a directory
+    or path prefix for report.md / report.pdf (default: ``run_dir``). Figures are written as
+    PNG files to a ``figures`` folder next to the report files.
+    Raises ``LtbenchError`` (one line) for a directory that is not a suite output directory.
+    """
+    wanted = _formats(formats)
+    run_dir = Path(run_dir)
+    prefix = output_prefix(run_dir, out)
+    report = assemble(run_dir, prefix.parent / "figures")
+    written: dict[str, Path] = {}
+    if "md" in wanted:
+        written["md"] = write_markdown(report, prefix.with_name(prefix.name + ".md"))
+    if "pdf" in wanted:
+        pdf_path = prefix.with_name(prefix.name + ".pdf")
+        write_pdf(report, pdf_path)
+        written["pdf"] = pdf_path
+    return written

@@ -1,0 +1,222 @@
+"""Read a suite output directory (layout in docs/DESIGN.md) into pandas frames.
+
+Only reading and validation happen here: a directory without results.csv, or a CSV that lacks
+a column the contract names, is a user error with a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import socket
+import subprocess
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from ltbench.errors import LtbenchError
+
+RESULTS_COLUMNS = (
+    "trial method params dataset imb_factor rho seed subset_seed top1_error many_acc "
+    "medium_acc few_acc head_error mid_error tail_error ece epochs wall_seconds status error"
+).split()
+PER_CLASS_COLUMNS = "trial method dataset rho seed class class_name count accuracy".split()
+SWEEP_COLUMNS = "trial m_max s_base val_top1_error test_top1_error epochs status".split()
+CURVE_COLUMNS = ("epoch", "train_loss", "test_top1_error")
+STATUSES = ("finished", "failed", "missing")  # others (e.g. "stopped") count as not finished
+
+
+@dataclass
+class RunData:
+    """Everything a report needs from one suite output directory."""
+
+    run_dir: Path
+    results: pd.DataFrame  # results.csv, all statuses
+    per_class: pd.DataFrame | None = None  # per_class.csv
+    sweep: pd.DataFrame | None = None  # sweep.csv
+    curves: pd.DataFrame | None = None  # metrics.jsonl of every finished trial, stacked
+    suite: dict = field(default_factory=dict)  # suite.yaml
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        """The rows of results.csv whose trial finished."""
+        return self.results[self.results["status"] == "finished"]
+
+
+def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    try:
+        df = pd.read_csv(path, keep_default_na=True)
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise LtbenchError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise LtbenchError(
+            f"{path} lacks column(s) {', '.join(missing)} (see 'Suite output directory' in "
+            "docs/DESIGN.md)"
+        )
+    return df
+
+
+def _normalise_results(df: pd.DataFrame) -> pd.DataFrame:
+    df = df.copy()
+    df["status"] = df["status"].fillna("missing").astype(str).str.strip()
+    df["method"] = df["method"].astype(str)
+    df["dataset"] = df["dataset"].astype(str)
+    df["trial"] = df["trial"].astype(str)
+    df["rho"] = pd.to_numeric(df["rho"], errors="coerce")
+    df["error"] = df["error"].astype(object).where(df["error"].notna(), "").astype(str)
+    return df
+
+
+def load_run(run_dir: str | Path) -> RunData:
+    """Read results.csv (required), per_class.csv, sweep.csv, suite.yaml and the curves."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise LtbenchError(f"{run_dir} is not a directory")
+    results_path = run_dir / "results.csv"
+    sweep_path = run_dir / "sweep.csv"
+    if not results_path.is_file():
+        raise LtbenchError(
+            f"{run_dir} has no results.csv: not a suite output directory "
+            "(run `ltbench suite` into it first)"
+        )
+    results = _normalise_results(_read_csv(results_path, RESULTS_COLUMNS))
+    data = RunData(run_dir=run_dir, results=results)
+
+    per_class_path = run_dir / "per_class.csv"
+    if per_class_path.is_file():
+        pc = _read_csv(per_class_path, PER_CLASS_COLUMNS)
+        pc["trial"] = pc["trial"].astype(str)
+        pc["rho"] = pd.to_numeric(pc["rho"], errors="coerce")
+        data.per_class = pc
+    if sweep_path.is_file():
+        sweep = _read_csv(sweep_path, SWEEP_COLUMNS)
+        sweep["status"] = sweep["status"].fillna("missing").astype(str).str.strip()
+        data.sweep = sweep
+    data.curves = _read_curves(run_dir, data.finished)
+    suite_path = run_dir / "suite.yaml"
+    if suite_path.is_file():
+        try:
+            data.suite = yaml.safe_load(suite_path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise LtbenchError(f"cannot read {suite_path}: {exc}") from None
+        if not isinstance(data.suite, dict):
+            data.suite = {}
+    return data
+
+
+def _read_curves(run_dir: Path, finished: pd.DataFrame) -> pd.DataFrame | None:
+    """Stack trials/<trial>/metrics.jsonl of finished trials; None when there are none."""
+    frames = []
+    for row in finished.itertuples(index=False):
+        path = run_dir / "trials" / row.trial / "metrics.jsonl"
+        if not path.is_file():
+            continue
+        records = []
+        for line in path.read_text().splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a half-written last line of an interrupted trial
+        if not records:
+            continue
+        df = pd.DataFrame.from_records(records)
+        if "epoch" not in df.columns:
+            continue
+        for col in CURVE_COLUMNS:
+            if col not in df.columns:
+                df[col] = math.nan
+        df = df[list(CURVE_COLUMNS)].assign(
+            trial=row.trial, method=row.method, dataset=row.dataset, rho=row.rho, seed=row.seed
+        )
+        frames.append(df)
+    if not frames:
+        return None
+    return pd.concat(frames, ignore_index=True)
+
+
+def _first_env(data: RunData) -> dict:
+    """The `env` block of the first finished trial's result.json, if any."""
+    for trial in data.finished["trial"]:
+        path = data.run_dir / "trials" / trial / "result.json"
+        try:
+            env = json.loads(path.read_text()).get("env")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(env, dict) and env:
+            return env
+    return {}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def _ltbench_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ltbench")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def run_metadata(data: RunData) -> list[tuple[str, str]]:
+    """(label, value) pairs for the title page.
+
+    Values recorded by the run (suite.yaml, the trials' `env`) come first; where the run
+    recorded nothing, the environment the report is built in is used and labelled so.
+    """
+    env = _first_env(data)
+    suite = data.suite
+    here = " (report machine)"
+    meta = [("suite", str(suite.get("name") or data.run_dir.resolve().name))]
+    for key in ("description", "preset"):
+        if suite.get(key):
+            meta.append((key, str(suite[key])))
+    meta.append(("directory", str(data.run_dir.resolve())))
+    if suite.get("created"):
+        meta.append(("run started", str(suite["created"])))
+    meta.append(("report built", datetime.now().strftime("%Y-%m-%d %H:%M")))
+    host = env.get("hostname") or suite.get("hostname")
+    meta.append(("run host", str(host) if host else "not recorded"))
+    meta.append(("device", str(env.get("device") or "not recorded by the trials")))
+    if env.get("cpu_count"):
+        meta.append(("CPU cores", str(env["cpu_count"])))
+    for key in ("platform", "torch", "python"):
+        if env.get(key):
+            meta.append((key, str(env[key])))
+    meta.append(("ltbench", str(env.get("ltbench") or _ltbench_version() + here)))
+    meta.append(("git commit", str(env.get("git_commit") or _git_commit() + here)))
+    meta.append(("report machine", f"{socket.gethostname()}, {_cpu_name()}"))
+    counts = data.results["status"].value_counts()
+    parts = ", ".join(f"{int(n)} {s}" for s, n in counts.items())
+    meta.append(("trials", f"{len(data.results)} ({parts})" if parts else "0"))
+    return meta

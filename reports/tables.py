@@ -1,0 +1,468 @@
+"""Pure functions: results frames -> summary frames -> ``Table`` objects.
+
+Conventions, all stated in the rendered notes:
+
+* A cell is the mean ± standard deviation (ddof=1) over the seeds that finished. With one seed
+  the deviation is undefined and shown as "± -".
+* The expected number of seeds is the largest number of seeds any (method, dataset, rho) cell
+  of the suite planned. A cell with fewer finished seeds carries a dagger and a note
+  "n=2 of 3 seeds": fewer seeds are never averaged silently.
+* Best and second-best are ranked per column on the values as printed (2 decimals); equal
+  printed values share a mark.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from reports.content import BEST, SECOND, Cell, Column, Table
+from reports.paper import NATURAL_LT, PAPER_SETTINGS, PaperNumbers, reference_rows
+
+DAGGER = "†"
+NO_STD = "-"
+N_GROUPS = 10
+PART_NAMES = ("Head",) * 3 + ("Mid",) * 4 + ("Tail",) * 3
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One column group of the tables: a dataset at one imbalance ratio."""
+
+    dataset: str
+    rho: float  # NaN where the run recorded none
+
+    @property
+    def label(self) -> str:
+        """Column label, e.g. "cifar10-lt ρ=100" (ImageNet-LT and iNat show no ρ)."""
+        if self.dataset in NATURAL_LT or math.isnan(self.rho):
+            return self.dataset
+        return f"{self.dataset} ρ={_num(self.rho)}"
+
+    @property
+    def slug(self) -> str:
+        """File-name form of the label."""
+        if self.dataset in NATURAL_LT or math.isnan(self.rho):
+            return self.dataset
+        return f"{self.dataset}_rho{_num(self.rho)}"
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def fmt(x: float) -> str:
+    """A percentage with two decimals ("-" for NaN)."""
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+
+
+def with_setting(df: pd.DataFrame) -> pd.DataFrame:
+    """Add a ``setting`` column (the label) so NaN rho groups like any other value."""
+    df = df.copy()
+    df["setting"] = [
+        Setting(d, float(r)).label for d, r in zip(df["dataset"], df["rho"], strict=True)
+    ]
+    return df
+
+
+def settings_of(results: pd.DataFrame) -> list[Setting]:
+    """Settings in suite order: datasets as first seen, larger rho first within a dataset."""
+    order = {d: i for i, d in enumerate(dict.fromkeys(results["dataset"]))}
+    pairs = {(d, float(r)) for d, r in zip(results["dataset"], results["rho"], strict=True)}
+    unique: dict[str, Setting] = {}
+    for d, r in sorted(pairs, key=lambda p: (order[p[0]], -np.nan_to_num(p[1], nan=-1.0))):
+        s = Setting(d, r)
+        unique.setdefault(s.label, s)
+    return list(unique.values())
+
+
+def methods_of(results: pd.DataFrame) -> list[str]:
+    """Methods in the order the suite lists them (first appearance in results.csv)."""
+    return list(dict.fromkeys(results["method"]))
+
+
+def expected_seeds(results: pd.DataFrame) -> int:
+    """The suite's maximum number of seeds planned for one (method, dataset, rho) cell."""
+    if results.empty:
+        return 0
+    df = with_setting(results)
+    return int(df.groupby(["method", "setting"])["seed"].nunique().max())
+
+
+def summarize(results: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean, std (ddof=1), n over finished seeds, and n_finished, per (method, setting).
+
+    Every planned (method, setting) pair has a row, also those where nothing finished.
+    """
+    df = with_setting(results)
+    planned = df[["method", "setting"]].drop_duplicates()
+    fin = df[df["status"] == "finished"]
+    values = pd.to_numeric(fin[metric], errors="coerce")
+    stats = (
+        fin.assign(_v=values)
+        .groupby(["method", "setting"])
+        .agg(
+            mean=("_v", "mean"),
+            std=("_v", lambda v: v.std(ddof=1)),
+            n=("_v", "count"),
+            n_finished=("_v", "size"),
+        )
+        .reset_index()
+    )
+    out = planned.merge(stats, on=["method", "setting"], how="left")
+    out[["n", "n_finished"]] = out[["n", "n_finished"]].fillna(0).astype(int)
+    return out.set_index(["method", "setting"])
+
+
+def rank_marks(means: dict[str, float], higher_is_better: bool) -> dict[str, str]:
+    """Best / second-best marks for one column, ranked on the printed (2-decimal) values."""
+    shown = {k: round(v, 2) for k, v in means.items() if v is not None and not math.isnan(v)}
+    distinct = sorted(set(shown.values()), reverse=higher_is_better)
+    marks = {}
+    for key, value in shown.items():
+        if value == distinct[0]:
+            marks[key] = BEST
+        elif len(distinct) > 1 and value == distinct[1]:
+            marks[key] = SECOND
+    return marks
+
+
+def _capped(items: list[str], limit: int = 12) -> str:
+    """Join a list for a note, naming at most ``limit`` items."""
+    if len(items) <= limit:
+        return "; ".join(items)
+    return "; ".join(items[:limit]) + f"; and {len(items) - limit} more"
+
+
+class _Notes:
+    """Collects the footnotes of one table (fewer seeds, single seed)."""
+
+    def __init__(self, n_expected: int):
+        self.n_expected = n_expected
+        self.short: list[str] = []
+        self.single = False
+
+    def cell(self, row: pd.Series | None, method: str, setting: str) -> str:
+        """Text of a measured cell, registering any footnote it needs."""
+        if row is None:
+            return "-"  # this method was not run on this setting
+        n, nfin = int(row["n"]), int(row["n_finished"])
+        dagger = ""
+        if nfin < self.n_expected:
+            dagger = DAGGER
+            self.short.append(f"{method} on {setting}: n={nfin} of {self.n_expected} seeds")
+        if n == 0:
+            return "-" + dagger
+        if n == 1:
+            self.single = True
+            return f"{fmt(row['mean'])} ± {NO_STD}{dagger}"
+        return f"{fmt(row['mean'])} ± {fmt(row['std'])}{dagger}"
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.short:
+            out.append(
+                f"{DAGGER} fewer finished seeds than the suite's {self.n_expected}: "
+                + _capped(list(dict.fromkeys(self.short)))
+                + "."
+            )
+        if self.single:
+            out.append(f"± {NO_STD}: a single finished seed, so no standard deviation.")
+        return out
+
+
+def metric_table(
+    results: pd.DataFrame,
+    metrics: list[tuple[str, str]],
+    title: str,
+    higher_is_better: bool,
+    anchor: str,
+    paper: PaperNumbers | None = None,
+) -> Table:
+    """Methods as rows; for every setting one column per metric ((column, label) pairs).
+
+    With ``paper``, each setting also gets the paper's number and measured − paper (only
+    sensible for a single metric: top-1 error).
+    """
+    settings = settings_of(results)
+    methods = methods_of(results)
+    n_expected = expected_seeds(results)
+    notes = _Notes(n_expected)
+    stats = {m: summarize(results, m) for m, _ in metrics}
+
+    columns = [Column("method")]
+    for s in settings:
+        for _, label in metrics:
+            columns.append(Column(label, s.label))
+        if paper is not None:
+            columns += [Column("paper", s.label), Column("Δ", s.label)]
+
+    # marks per (setting, metric) column
+    marks: dict[tuple[str, str], dict[str, str]] = {}
+    for s in settings:
+        for m, _ in metrics:
+            st = stats[m]
+            means = {
+                meth: st.loc[(meth, s.label), "mean"]
+                for meth in methods
+                if (meth, s.label) in st.index and st.loc[(meth, s.label), "n"] > 0
+            }
+            marks[(s.label, m)] = rank_marks(means, higher_is_better)
+
+    used_tables: set[str] = set()
+    rows = []
+    for meth in methods:
+        row = [Cell(meth)]
+        for s in settings:
+            for m, _ in metrics:
+                st = stats[m]
+                rec = st.loc[(meth, s.label)] if (meth, s.label) in st.index else None
+                row.append(Cell(notes.cell(rec, meth, s.label), marks[(s.label, m)].get(meth, "")))
+            if paper is not None:
+                pv = paper.lookup(meth, s.dataset, s.rho)
+                rec = stats[metrics[0][0]]
+                mean = rec.loc[(meth, s.label), "mean"] if (meth, s.label) in rec.index else np.nan
+                if pv is None or pv.value is None:
+                    row += [Cell("-"), Cell("-")]
+                else:
+                    used_tables.add(pv.table)
+                    delta = "-" if math.isnan(mean) else f"{mean - pv.value:+.2f}"
+                    row += [Cell(fmt(pv.value)), Cell(delta)]
+        rows.append(row)
+
+    table_notes = [
+        f"Mean ± standard deviation (ddof=1) over seeds, in percent; "
+        f"{'higher' if higher_is_better else 'lower'} is better. "
+        "Best per column: underlined bold; second best: bold."
+    ]
+    if paper is not None:
+        cited = ", ".join(paper.table_title(t).split(":")[0] for t in sorted(used_tables))
+        table_notes.append(
+            "paper: the number the paper reports for the same method and setting"
+            + (f" ({cited})" if cited else "")
+            + "; Δ = measured mean − paper; '-' where the paper has no number."
+        )
+    table_notes += notes.lines()
+    return Table(title=title, columns=columns, rows=rows, notes=table_notes, anchor=anchor)
+
+
+def result_tables(results: pd.DataFrame, paper: PaperNumbers | None) -> list[Table]:
+    """The report's tables of measured results, in reading order."""
+    tables = [
+        metric_table(
+            results,
+            [("top1_error", "top-1 err")],
+            "Top-1 error (%) on the balanced test set, final epoch",
+            higher_is_better=False,
+            anchor="top1",
+            paper=paper,
+        ),
+        metric_table(
+            results,
+            [("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few")],
+            "Many / medium / few-shot accuracy (%): > 100, 20-100, < 20 training images",
+            higher_is_better=True,
+            anchor="shots",
+        ),
+        metric_table(
+            results,
+            [("head_error", "head"), ("mid_error", "mid"), ("tail_error", "tail")],
+            "Head / Mid / Tail error (%): frequency groups 1-3, 4-7, 8-10 of 10",
+            higher_is_better=False,
+            anchor="parts",
+        ),
+    ]
+    fin = results[results["status"] == "finished"]
+    if pd.to_numeric(fin["ece"], errors="coerce").notna().any():
+        tables.append(
+            metric_table(
+                results,
+                [("ece", "ECE")],
+                "Expected calibration error (%, 15 bins)",
+                higher_is_better=False,
+                anchor="ece",
+            )
+        )
+    return tables
+
+
+def problem_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """Trials that did not finish (status failed or missing)."""
+    return results[results["status"] != "finished"]
+
+
+def problems_table(results: pd.DataFrame, only: tuple[str, ...] | None = None) -> Table | None:
+    """The trials that did not finish (or only those with a status in ``only``), or None."""
+    bad = problem_rows(results)
+    if only is not None:
+        bad = bad[bad["status"].isin(only)]
+    if bad.empty:
+        return None
+    cols = ["trial", "method", "setting", "seed", "status", "error"]
+    rows = []
+    for r in with_setting(bad).itertuples(index=False):
+        err = r.error.strip().splitlines()[-1] if r.error.strip() else "(no error recorded)"
+        if len(err) > 160:
+            err = err[:157] + "..."
+        rows.append(
+            [Cell(str(r.trial)), Cell(r.method), Cell(r.setting), Cell(str(r.seed))]
+            + [Cell(r.status), Cell(err)]
+        )
+    columns = [Column(c, align="left" if c in ("trial", "error") else "center") for c in cols]
+    return Table("Trials that did not finish", columns, rows, anchor="problems")
+
+
+def incomplete_warnings(results: pd.DataFrame) -> list[str]:
+    """Sentences for the report's warning section; empty when the run is complete."""
+    if results.empty:
+        return ["results.csv lists no trials: there is nothing to report."]
+    out = []
+    counts = results["status"].value_counts()
+    bad = {s: int(n) for s, n in counts.items() if s != "finished"}
+    if bad:
+        what = " and ".join(f"{n} {s}" for s, n in sorted(bad.items()))
+        out.append(
+            f"This run is incomplete: of {len(results)} trials, {what} (listed below); "
+            "the tables average only the finished ones."
+        )
+    n_expected = expected_seeds(results)
+    st = summarize(results, "top1_error")
+    short = st[st["n_finished"] < n_expected]
+    if not short.empty:
+        cells = _capped(
+            [
+                f"{m} on {s} (n={int(r.n_finished)} of {n_expected})"
+                for (m, s), r in short.iterrows()
+            ]
+        )
+        out.append(
+            f"Cells averaged over fewer than {n_expected} seeds are marked {DAGGER} in the "
+            f"tables: {cells}."
+        )
+    fin = with_setting(results[results["status"] == "finished"])
+    dup = fin.duplicated(["method", "setting", "seed", "subset_seed"], keep=False)
+    if dup.any():
+        out.append(
+            f"{int(dup.sum())} finished rows share method, setting and seed with another row "
+            "(different params under one method label?); their cells average over them."
+        )
+    return out
+
+
+def sweep_warnings(sweep: pd.DataFrame) -> list[str]:
+    """Sentences about sweep points that did not finish (stopped early points are expected)."""
+    counts = sweep["status"].value_counts()
+    bad = {s: int(n) for s, n in counts.items() if s != "finished"}
+    if not bad:
+        return []
+    what = " and ".join(f"{n} {s}" for s, n in sorted(bad.items()))
+    out = [
+        f"Of {len(sweep)} sweep points, {what}; only finished points enter the heat map and "
+        "the table of best points."
+    ]
+    if "failed" in bad:
+        out.append("Failed points are listed below with their error.")
+    return out
+
+
+def per_group_errors(per_class: pd.DataFrame, finished_trials: set[str]) -> pd.DataFrame:
+    """Error (%) per frequency group and trial, as in the paper's Figs. 6 and 7.
+
+    Classes are sorted by training count (most frequent first). Ten classes or fewer: one
+    group per class. More: 10 groups of consecutive classes (CIFAR-100: 10 classes each).
+    Columns: trial, method, dataset, rho, seed, group (1-based), n_groups, error.
+    """
+    pc = per_class[per_class["trial"].isin(finished_trials)]
+    out = []
+    for trial, g in pc.groupby("trial", sort=False):
+        g = g.sort_values("class", kind="stable")
+        counts = pd.to_numeric(g["count"], errors="coerce").to_numpy()
+        err = 100.0 - pd.to_numeric(g["accuracy"], errors="coerce").to_numpy()
+        order = np.argsort(-counts, kind="stable")
+        n_groups = min(N_GROUPS, len(order))
+        first = g.iloc[0]
+        for k, idx in enumerate(np.array_split(order, n_groups), start=1):
+            out.append(
+                (
+                    trial,
+                    first["method"],
+                    first["dataset"],
+                    float(first["rho"]),
+                    first["seed"],
+                    k,
+                    n_groups,
+                    float(np.nanmean(err[idx])),
+                )
+            )
+    cols = ["trial", "method", "dataset", "rho", "seed", "group", "n_groups", "error"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def group_labels(n_groups: int, grouped: bool) -> list[str]:
+    """Tick labels: Head1-3 / Mid1-4 / Tail1-3 for exactly ten groups, else Class/Group k."""
+    if n_groups == N_GROUPS:
+        labels, seen = [], {}
+        for part in PART_NAMES:
+            seen[part] = seen.get(part, 0) + 1
+            labels.append(f"{part}{seen[part]}")
+        return labels
+    word = "Group" if grouped else "Class"
+    return [f"{word} {k}" for k in range(1, n_groups + 1)]
+
+
+def sweep_table(sweep: pd.DataFrame, top: int = 10) -> Table:
+    """The best points of a sweep by validation error (test error where none)."""
+    fin = sweep[sweep["status"] == "finished"].copy()
+    key = "val_top1_error" if fin["val_top1_error"].notna().any() else "test_top1_error"
+    fin = fin.sort_values(key).head(top)
+    cols = ["trial", "m_max", "s_base", "val top-1 err", "test top-1 err", "epochs"]
+    rows = [
+        [
+            Cell(str(r.trial)),
+            Cell(f"{r.m_max:g}"),
+            Cell(f"{r.s_base:g}"),
+            Cell(fmt(r.val_top1_error), BEST if i == 0 and key == "val_top1_error" else ""),
+            Cell(fmt(r.test_top1_error), BEST if i == 0 and key == "test_top1_error" else ""),
+            Cell(str(r.epochs)),
+        ]
+        for i, r in enumerate(fin.itertuples(index=False))
+    ]
+    n_bad = int((sweep["status"] != "finished").sum())
+    notes = [
+        f"The {len(rows)} best of {len(sweep)} points, ranked by "
+        f"{'validation' if key == 'val_top1_error' else 'test (no validation split)'} error."
+    ]
+    if n_bad:
+        notes.append(f"{n_bad} point(s) did not finish and are left out.")
+    return Table("Sweep: best points", [Column(c) for c in cols], rows, notes, anchor="sweep")
+
+
+def reference_table(paper: PaperNumbers) -> Table:
+    """All of the paper's rows (Tables 3-7) over its six settings, paper-only rows included."""
+    cols = [Column("paper's method"), Column("ltbench")]
+    for d, r in PAPER_SETTINGS:
+        cols.append(Column("ResNet-50" if r is None else f"ρ={_num(r)}", d))
+    cols.append(Column("tables"))
+    rows = []
+    for key, name, values in reference_rows(paper):
+        label = "(paper only)" if key in paper.paper_only else key
+        cells = [Cell(name), Cell(label)]
+        cells += [Cell("-" if v is None or v.value is None else fmt(v.value)) for v in values]
+        tabs = sorted(
+            {
+                t.replace("table", "")
+                for t, body in paper.tables.items()
+                if key in (body.get("values") or {})
+            }
+        )
+        cells.append(Cell(", ".join(tabs)))
+        rows.append(cells)
+    notes = [
+        "Top-1 error (%) as printed in the paper (ResNet-32 on CIFAR, ResNet-50 on ImageNet-LT "
+        "and iNaturalist 2018); '-': not reported. Paper-only rows are methods ltbench does "
+        "not implement.",
+    ]
+    return Table("Paper reference numbers", cols, rows, notes, anchor="paper")
