@@ -9,11 +9,9 @@ warning naming it, and an unknown name is answered with the list of known ones.
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from types import MappingProxyType
 from typing import Any
 
@@ -30,6 +28,8 @@ class LossSpec:
     `factory(cls_num_list, **params)` builds the plugin module; `defaults` are the paper's
     defaults and the only place they live; `head` is the classifier the loss expects.
     `kind` is "loss" for a plain loss, "two-stage" for a two-stage method (see two_stage.py).
+    `runner`, when set, trains the method instead of the plain loop: a callable with the
+    signature of `ltbench.train.train` (a method with its own schedule, e.g. two stages).
     """
 
     name: str
@@ -39,6 +39,7 @@ class LossSpec:
     description: str = ""
     paper: str = ""
     kind: str = "loss"
+    runner: Callable[..., Any] | None = None
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -71,6 +72,8 @@ def load_entry_points(force: bool = False) -> None:
     global _ENTRY_POINTS_LOADED
     if _ENTRY_POINTS_LOADED and not force:
         return
+    from importlib.metadata import entry_points  # imported here: `import ltbench` stays fast
+
     _ENTRY_POINTS_LOADED = True
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -130,7 +133,10 @@ def build_loss(name: str, cls_num_list: Iterable[int], **params: Any):
     spec = get_spec(name)
     resolved = resolve_params(name, params)
     counts = validate_class_counts(cls_num_list)
-    plugin = spec.factory(counts, **resolved)
+    try:
+        plugin = spec.factory(counts, **resolved)
+    except LtbenchError as exc:  # a parameter check: say which loss it was
+        raise LtbenchError(f"loss {name!r}: {exc}") from None
     if getattr(plugin, "head", spec.head) != spec.head:
         raise TypeError(f"loss {name!r}: plugin head disagrees with its spec")
     plugin.head = spec.head
@@ -153,5 +159,7 @@ def validate_class_counts(cls_num_list: Iterable[int]) -> list[int]:
 
 def factory_parameters(factory: Callable[..., Any]) -> list[str]:
     """Keyword parameters a factory accepts (used by tests to check specs against factories)."""
+    import inspect
+
     sig = inspect.signature(factory)
     return [p for p in list(sig.parameters)[1:]]
