@@ -49,7 +49,7 @@ class LDAMLoss(LossPlugin):
     def __init__(self, cls_num_list, max_m: float, s: float, reweight=None):
         super().__init__(cls_num_list)
         self.max_m = check_positive("max_m", max_m)
-        self.s = check_positive("s", s)
+        self.s = self.logit_scale = check_positive("s", s)
         margins = torch.as_tensor(ldam_margins(cls_num_list, self.max_m))
         self.register_buffer("margins", margins, persistent=False)
         # s * m_j, the amount taken off the scaled target logit

@@ -56,7 +56,7 @@ class CosFaceLoss(LossPlugin):
 
     def __init__(self, cls_num_list, s: float, m: float):
         super().__init__(cls_num_list)
-        self.s = check_positive("s", s)
+        self.s = self.logit_scale = check_positive("s", s)
         self.m = check_positive("m", m)
 
     def compute(self, x, targets):
@@ -73,7 +73,7 @@ class ArcFaceLoss(LossPlugin):
 
     def __init__(self, cls_num_list, s: float, m: float):
         super().__init__(cls_num_list)
-        self.s = check_positive("s", s)
+        self.s = self.logit_scale = check_positive("s", s)
         self.m = check_positive("m", m)
         if self.m >= math.pi:
             raise LtbenchError(f"m={m!r} is invalid; m must be a number in (0, π) radians")

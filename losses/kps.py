@@ -118,7 +118,7 @@ class KPSLoss(LossPlugin):
     ):
         super().__init__(cls_num_list)
         self.m_max = check_positive("m_max", m_max)
-        self.s_base = check_positive("s_base", s_base)
+        self.s_base = self.logit_scale = check_positive("s_base", s_base)
         self.n_base = check_positive("n_base", n_base)
         self.ga_epoch = None if ga_epoch is None else check_epoch("ga_epoch", ga_epoch)
         self.reweight = reweight

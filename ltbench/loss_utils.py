@@ -198,6 +198,10 @@ class LossPlugin(_ConstantsModule):
     """
 
     head = "linear"
+    # Scores times this are the logits behind the reported confidences (ECE). Cosine-head
+    # losses set it to their scale s (s_base for KPS); one number for every class, so the
+    # predicted class stays the argmax of the raw scores.
+    logit_scale = 1.0
 
     def __init__(self, cls_num_list: Sequence[int]):
         super().__init__()
@@ -216,6 +220,10 @@ class LossPlugin(_ConstantsModule):
         for child in self.children():
             if hasattr(child, "set_epoch"):
                 child.set_epoch(epoch)
+
+    def eval_logits(self, scores: torch.Tensor) -> torch.Tensor:
+        """The logits whose softmax gives the model's confidences at evaluation."""
+        return scores * self.logit_scale
 
     # -- forward -------------------------------------------------------------------------------
 

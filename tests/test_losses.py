@@ -554,3 +554,16 @@ def test_bench_losses_smoke():
     table = format_bench(rows)
     assert "kps-ga" in table and "B=4 C=6" in table and "x)" in table
     assert "min ms" in format_bench(rows, stat="min")
+
+
+@pytest.mark.parametrize("name", sorted(ltbench.list_losses(kind="loss")))
+def test_eval_logits_rescale_cosines_without_changing_the_prediction(name):
+    counts = [500, 120, 40, 9, 3]
+    plugin = ltbench.build_loss(name, counts)
+    scores = torch.rand(6, 5) * 2 - 1
+    logits = plugin.eval_logits(scores)
+    assert torch.equal(logits.argmax(1), scores.argmax(1))
+    if plugin.head == "cosine":
+        assert logits.abs().max() > 2  # the loss's scale, not raw cosines in [-1, 1]
+    else:
+        assert torch.equal(logits, scores)
