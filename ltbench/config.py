@@ -4,10 +4,11 @@ Defaults follow the paper's Table 2 (see METHODS.md). A field left as `None` tak
 default; the resolved configuration (no `None` left where a default exists) is what a run saves
 in `config.yaml` and what a resumed run must match.
 
-Epoch milestones (warm-up, learning-rate decay, and any loss parameter ending in `_epoch`, such
-as KPS-GA's `ga_epoch` or DRW's `drw_epoch`) are stated for the paper's epoch count. When a run
-uses another number of epochs, milestones that the user did not set are scaled by
-`epochs / paper_epochs`, so a 20-epoch smoke run keeps the shape of the 200-epoch schedule.
+Epoch milestones are stated for a schedule of known length: warm-up and learning-rate decay for
+the dataset's schedule (`DatasetDefaults.epochs`), and loss parameters ending in `_epoch` (KPS-GA's
+`ga_epoch`, DRW's `drw_epoch`) for the paper's 200-epoch CIFAR schedule (`LOSS_SCHEDULE_EPOCHS`).
+When a run uses another number of epochs, milestones that the user did not set are scaled to it,
+so a 20-epoch smoke run keeps the shape of the 200-epoch schedule (GA from 60% of the run on).
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
 }
 
 DEVICES = ("auto", "cpu", "cuda")
+# The schedule length that the loss plugins' `*_epoch` defaults refer to (ga_epoch=120 of 200).
+LOSS_SCHEDULE_EPOCHS = 200
 
 
 @dataclass
@@ -227,7 +230,9 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
 
     # Milestones the user did not set follow the paper's schedule, scaled to the run's length.
     factor = out.epochs / d.epochs
-    out.warmup_epochs = int(pick("warmup_epochs", _scaled(d.warmup_epochs, factor)))
+    # A scaled warm-up keeps at least one epoch where the paper has one.
+    warmup = max(1, _scaled(d.warmup_epochs, factor)) if d.warmup_epochs else 0
+    out.warmup_epochs = int(pick("warmup_epochs", warmup))
     if cfg.lr_decay_epochs is None:
         out.lr_decay_epochs = [_scaled(e, factor) for e in d.lr_decay_epochs]
     else:
@@ -237,14 +242,15 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
 
     spec = get_spec(out.loss)
     defaults = dict(spec.defaults)
+    loss_factor = out.epochs / LOSS_SCHEDULE_EPOCHS
     params: dict[str, Any] = {}
     for key, value in defaults.items():
         if key in cfg.loss_params:
             continue
         if key in d.loss_defaults:
             params[key] = d.loss_defaults[key]
-        elif key.endswith("_epoch") and isinstance(value, int) and factor != 1.0:
-            params[key] = _scaled(value, factor)
+        elif key.endswith("_epoch") and isinstance(value, int) and loss_factor != 1.0:
+            params[key] = _scaled(value, loss_factor)
     params.update(cfg.loss_params)
     out.loss_params = resolve_params(out.loss, params)
     return out

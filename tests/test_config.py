@@ -23,7 +23,7 @@ def test_dataset_specific_loss_defaults():
 
 def test_shorter_runs_scale_the_milestones_the_user_did_not_set():
     cfg = resolve(TrainConfig(dataset="cifar10-lt", loss="kps-ga", epochs=20))
-    assert cfg.warmup_epochs == 0 or cfg.warmup_epochs == 1  # 5 * 0.1 rounds to 0
+    assert cfg.warmup_epochs == 1  # 5 * 0.1 = 0.5, kept at one epoch
     assert cfg.lr_decay_epochs == [16, 18]
     assert cfg.loss_params["ga_epoch"] == 12
     kept = resolve(TrainConfig(dataset="cifar10-lt", loss="kps-ga", epochs=20,
@@ -57,3 +57,12 @@ def test_yaml_round_trip_and_unknown_key(tmp_path):
     (tmp_path / "bad.yaml").write_text("dataset: synthetic-lt\nepochz: 3\n")
     with pytest.raises(LtbenchError, match=r"bad.yaml: unknown key 'epochz'"):
         load_yaml(tmp_path / "bad.yaml")
+
+
+def test_loss_milestones_scale_from_the_200_epoch_schedule_on_every_dataset():
+    # synthetic-lt's own schedule is 30 epochs; ga_epoch=120 of 200 means 60% of the run.
+    cfg = resolve(TrainConfig(dataset="synthetic-lt", loss="kps-ga"))
+    assert cfg.epochs == 30 and cfg.loss_params["ga_epoch"] == 18
+    cfg = resolve(TrainConfig(dataset="synthetic-lt", loss="kps-drw", epochs=12))
+    assert cfg.loss_params["drw_epoch"] == round(160 * 12 / 200)
+    assert cfg.lr_decay_epochs == [round(24 * 12 / 30), round(27 * 12 / 30)]
