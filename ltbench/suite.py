@@ -1,0 +1,719 @@
+"""Suites: YAML files that list the axes of an experiment, expanded into one spec per trial.
+
+A suite names its axes; the runner (`ltbench.tune_runner`) turns every combination into one
+training run. The file format, checked key by key when the file is loaded:
+
+    description: KPS ablation (paper Table 5)      # one line, shown by `ltbench list suites`
+    methods:                                      # required, at least one
+      - loss: kps-ga                               # a registered loss / method name (required)
+        name: kps-ga+mixup                         # label in tables (default: the loss name)
+        params: {m_max: 0.5}                       # loss parameters (default: the paper's)
+        mixup_alpha: 1.0                           # 0 (default) disables mixup
+        config: {stage2: {epochs: 10}}             # TrainConfig keys for this method only
+    datasets: [cifar10-lt, cifar100-lt]           # required
+    rhos: [100, 50]                               # imbalance ratios max(n)/min(n), required
+    seeds: [0, 1, 2]                              # training seeds, required
+    subset_seeds: [0]                             # draws of the long-tailed subset (0: standard)
+    config: {val_fraction: 0.1}                   # TrainConfig keys for every trial
+    search:                                       # sweep suites only (`ltbench sweep`)
+      space:
+        m_max: {type: float, low: 0.1, high: 0.8}
+        s_base: {type: int, low: 5, high: 40}    # bounds are inclusive
+      num_samples: 30
+      grace_fraction: 0.1                         # share of the epochs before ASHA may stop
+      reduction_factor: 3
+
+The trial grid is methods x datasets x rhos x seeds x subset_seeds. A trial's settings are
+layered: TrainConfig defaults (the paper's schedule) < the suite's `config` < the method's
+`config` < the preset (`smoke` shrinks everything) < the axis values. Method names are checked
+against the loss registry when a suite is run (`check_methods`), not when it is loaded, so a
+suite may name a method whose plugin is installed later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ltbench.config import DATASET_DEFAULTS, TrainConfig
+from ltbench.errors import LtbenchError
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+
+# TrainConfig keys that belong to an axis of the suite, so a `config` block may not set them.
+AXIS_KEYS = {
+    "dataset": "datasets",
+    "imb_factor": "rhos",
+    "seed": "seeds",
+    "subset_seed": "subset_seeds",
+    "loss": "methods[].loss",
+    "loss_params": "methods[].params",
+    "mixup_alpha": "methods[].mixup_alpha",
+}
+SUITE_KEYS = (
+    "description",
+    "methods",
+    "datasets",
+    "rhos",
+    "seeds",
+    "subset_seeds",
+    "config",
+    "search",
+)
+REQUIRED_KEYS = ("methods", "datasets", "rhos", "seeds")
+METHOD_KEYS = ("name", "loss", "params", "mixup_alpha", "config")
+SEARCH_KEYS = ("space", "num_samples", "grace_fraction", "reduction_factor")
+SPACE_KEYS = ("type", "low", "high")
+SPACE_TYPES = ("float", "int")
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
+
+
+# ----------------------------------------------------------------------------------------------
+# Presets: the one place that says what `smoke` and `paper` mean
+
+
+@dataclass(frozen=True)
+class Preset:
+    """TrainConfig overrides applied to every trial, plus the default number of seeds."""
+
+    description: str
+    overrides: dict[str, Any]
+    seeds: int | None = None  # None: the suite's own seeds
+    num_samples: int | None = None  # sweeps: None keeps the suite's search.num_samples
+    grace_fraction: float | None = None  # sweeps: None keeps the suite's search.grace_fraction
+
+
+PRESETS: dict[str, Preset] = {
+    # The paper's Table 2 schedule: TrainConfig's defaults, resolved per dataset.
+    "paper": Preset("the paper's schedule (Table 2) and image counts", {}),
+    # Sized by measurement: one synthetic-lt trial takes ~23 s of CPU at rho=100 (ResNet-32 at
+    # 1/4 width, 1 thread) and already learns (top-1 error ~76% against 90% for chance), so the
+    # ablation suite (3 methods x 2 rho x 2 seeds = 12 trials) takes about 3 minutes on 2 idle
+    # CPU cores, Ray start-up and the report included.
+    "smoke": Preset(
+        "a few minutes on 2 CPU cores: 12 epochs, <= 200 images per class, 1/4-width model",
+        {"epochs": 12, "n_max": 200, "width": 0.25, "batch_size": 64, "eval_every": 4},
+        seeds=2,
+        num_samples=4,
+        grace_fraction=0.25,  # 3 of 12 epochs: a tenth would judge points after one epoch
+    ),
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# The loaded suite and its trials
+
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of a suite's `methods` list."""
+
+    name: str
+    loss: str
+    params: dict[str, Any] = field(default_factory=dict)
+    mixup_alpha: float = 0.0
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The `search` block of a sweep suite."""
+
+    space: dict[str, dict[str, Any]]
+    num_samples: int = 20
+    grace_fraction: float = 0.1
+    reduction_factor: float = 3
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A validated suite file. `source` is the file it came from (used in messages)."""
+
+    name: str
+    source: str
+    description: str
+    methods: list[Method]
+    datasets: list[str]
+    rhos: list[float]
+    seeds: list[int]
+    subset_seeds: list[int] = field(default_factory=lambda: [0])
+    config: dict[str, Any] = field(default_factory=dict)
+    search: SearchSpace | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data, as written to DIR/suite.yaml."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """Everything one trial needs; `config` is a TrainConfig dict (None: paper default)."""
+
+    key: str
+    method: str
+    loss: str
+    params: dict[str, Any]
+    mixup_alpha: float
+    dataset: str
+    rho: float
+    seed: int
+    subset_seed: int
+    config: dict[str, Any]
+
+    def train_config(self) -> TrainConfig:
+        """The TrainConfig of this trial (unresolved: `None` still means the paper default)."""
+        return TrainConfig.from_dict(dict(self.config), source=f"trial {self.key}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
+        return cls(**data)
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding and loading suite files
+
+
+def _suite_files() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(SUITES_DIR.glob("*.yaml"))}
+
+
+def list_suites() -> dict[str, str]:
+    """The suites shipped in `sweeps/`, each with its one-line description."""
+    out = {}
+    for name, path in _suite_files().items():
+        try:
+            out[name] = load_suite(path).description
+        except LtbenchError as exc:
+            out[name] = f"(invalid: {exc})"
+    return out
+
+
+def suite_path(name_or_path: str | Path) -> Path:
+    """A suite name from `sweeps/` or a path to a YAML file; one-line error otherwise."""
+    text = str(name_or_path)
+    if text.endswith((".yaml", ".yml")) or "/" in text or "\\" in text:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise LtbenchError(f"suite file {text} does not exist")
+        return path
+    files = _suite_files()
+    if text not in files:
+        known = ", ".join(files) or "(none)"
+        raise LtbenchError(
+            f"unknown suite {text!r}; known suites: {known} (or pass --suite path/to/file.yaml)"
+        )
+    return files[text]
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_keys(data: dict, allowed: tuple[str, ...], where: str) -> None:
+    for key in data:
+        if key not in allowed:
+            raise LtbenchError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
+
+
+def _list_of(data: dict, key: str, where: str, check, what: str) -> list:
+    value = data[key]
+    if not isinstance(value, list) or not value:
+        raise LtbenchError(
+            f"{where}: {key} must be a non-empty list of {what}, got {value!r} "
+            f"({_type_name(value)})"
+        )
+    for item in value:
+        if not check(item):
+            raise LtbenchError(
+                f"{where}: {key} must be a list of {what}, got item {item!r} ({_type_name(item)})"
+            )
+    if len(set(map(str, value))) != len(value):
+        raise LtbenchError(f"{where}: {key} lists a value twice: {value!r}")
+    return list(value)
+
+
+def check_config_block(block: Any, where: str) -> dict[str, Any]:
+    """A `config` block: TrainConfig keys (not the axis keys) with values of the right type."""
+    if not isinstance(block, dict):
+        raise LtbenchError(f"{where} must be a mapping of TrainConfig keys, got {block!r}")
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    for key in block:
+        if key in AXIS_KEYS:
+            raise LtbenchError(
+                f"{where}: key {key!r} is set by the suite's {AXIS_KEYS[key]}, not in config"
+            )
+        if key not in fields:
+            allowed = ", ".join(k for k in fields if k not in AXIS_KEYS)
+            raise LtbenchError(f"{where}: unknown key {key!r}; allowed keys: {allowed}")
+    TrainConfig.from_dict(dict(block), source=where)  # type check of every value
+    return dict(block)
+
+
+def _method(entry: Any, index: int, where: str) -> Method:
+    at = f"{where}: methods[{index}]"
+    if isinstance(entry, str):
+        entry = {"loss": entry}
+    if not isinstance(entry, dict):
+        raise LtbenchError(
+            f"{at} must be a loss name or a mapping with keys {', '.join(METHOD_KEYS)}, "
+            f"got {entry!r}"
+        )
+    _check_keys(entry, METHOD_KEYS, at)
+    loss = entry.get("loss")
+    if not isinstance(loss, str) or not loss:
+        raise LtbenchError(f"{at}: loss must be a registered loss name (str), got {loss!r}")
+    name = entry.get("name", loss)
+    if not isinstance(name, str) or not LABEL_RE.match(name):
+        raise LtbenchError(
+            f"{at}: name must be a label of letters, digits and . _ + = -, got {name!r}"
+        )
+    params = entry.get("params", {}) or {}
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise LtbenchError(f"{at}: params must be a mapping of parameter names, got {params!r}")
+    alpha = entry.get("mixup_alpha", 0.0)
+    if not _is_number(alpha) or alpha < 0:
+        raise LtbenchError(f"{at}: mixup_alpha must be a number >= 0, got {alpha!r}")
+    config = check_config_block(entry.get("config", {}) or {}, f"{at}: config")
+    return Method(name, loss, dict(params), float(alpha), config)
+
+
+def _search(block: Any, where: str) -> SearchSpace:
+    at = f"{where}: search"
+    if not isinstance(block, dict):
+        raise LtbenchError(f"{at} must be a mapping with keys {', '.join(SEARCH_KEYS)}")
+    _check_keys(block, SEARCH_KEYS, at)
+    space = block.get("space")
+    if not isinstance(space, dict) or not space:
+        raise LtbenchError(f"{at}: space must map parameter names to {{type, low, high}}")
+    for pname, dim in space.items():
+        pat = f"{at}: space: {pname}"
+        if not isinstance(dim, dict):
+            raise LtbenchError(f"{pat} must be a mapping with keys {', '.join(SPACE_KEYS)}")
+        _check_keys(dim, SPACE_KEYS, pat)
+        if dim.get("type") not in SPACE_TYPES:
+            raise LtbenchError(
+                f"{pat}: type must be one of {', '.join(SPACE_TYPES)}, got {dim.get('type')!r}"
+            )
+        check = _is_int if dim["type"] == "int" else _is_number
+        for bound in ("low", "high"):
+            if not check(dim.get(bound)):
+                raise LtbenchError(f"{pat}: {bound} must be {dim['type']}, got {dim.get(bound)!r}")
+        if not dim["low"] < dim["high"]:
+            raise LtbenchError(f"{pat}: low must be < high, got {dim['low']!r}..{dim['high']!r}")
+    out = SearchSpace({k: dict(v) for k, v in space.items()})
+    num = block.get("num_samples", out.num_samples)
+    if not _is_int(num) or num < 1:
+        raise LtbenchError(f"{at}: num_samples must be an integer >= 1, got {num!r}")
+    grace = block.get("grace_fraction", out.grace_fraction)
+    if not _is_number(grace) or not 0 < grace <= 1:
+        raise LtbenchError(f"{at}: grace_fraction must be a number in (0, 1], got {grace!r}")
+    rf = block.get("reduction_factor", out.reduction_factor)
+    if not _is_number(rf) or rf < 2:
+        raise LtbenchError(f"{at}: reduction_factor must be a number >= 2, got {rf!r}")
+    return SearchSpace(out.space, num, float(grace), rf)
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """Load and validate a suite by name (from `sweeps/`) or path; one-line errors."""
+    path = suite_path(name_or_path)
+    where = str(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "syntax error"
+        raise LtbenchError(f"{where}: not valid YAML ({first})") from None
+    except OSError as exc:
+        raise LtbenchError(f"cannot read suite file {where}: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise LtbenchError(f"{where}: expected a mapping with keys {', '.join(SUITE_KEYS)}")
+    _check_keys(data, SUITE_KEYS, where)
+    for key in REQUIRED_KEYS:
+        if key not in data:
+            raise LtbenchError(f"{where}: missing required key {key!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise LtbenchError(f"{where}: description must be a string, got {description!r}")
+
+    if not isinstance(data["methods"], list) or not data["methods"]:
+        raise LtbenchError(f"{where}: methods must be a non-empty list, got {data['methods']!r}")
+    methods = [_method(m, i, where) for i, m in enumerate(data["methods"])]
+    labels = [m.name for m in methods]
+    for label in labels:
+        if labels.count(label) > 1:
+            raise LtbenchError(
+                f"{where}: two methods are labelled {label!r}; give one of them a distinct name"
+            )
+    datasets = _list_of(data, "datasets", where, lambda v: isinstance(v, str), "dataset names")
+    check_datasets(datasets, where)
+    rhos = _list_of(
+        data,
+        "rhos",
+        where,
+        lambda v: _is_number(v) and v >= 1,
+        "imbalance ratios >= 1 (e.g. 100 for rho = 100)",
+    )
+    seeds = _list_of(data, "seeds", where, lambda v: _is_int(v) and v >= 0, "integers >= 0")
+    subset_seeds = [0]
+    if "subset_seeds" in data:
+        subset_seeds = _list_of(
+            data, "subset_seeds", where, lambda v: _is_int(v) and v >= 0, "integers >= 0"
+        )
+    config = check_config_block(data.get("config", {}) or {}, f"{where}: config")
+    search = _search(data["search"], where) if "search" in data else None
+    return Suite(
+        path.stem,
+        where,
+        description,
+        methods,
+        datasets,
+        [float(r) for r in rhos],
+        seeds,
+        subset_seeds,
+        config,
+        search,
+    )
+
+
+def check_datasets(datasets: list[str], where: str) -> None:
+    """Every dataset is one ltbench knows; the error lists the known ones."""
+    for d in datasets:
+        if d not in DATASET_DEFAULTS:
+            known = ", ".join(DATASET_DEFAULTS)
+            raise LtbenchError(f"{where}: unknown dataset {d!r}; known datasets: {known}")
+
+
+def check_methods(suite: Suite) -> None:
+    """Every method's loss is registered (run time: plugins may arrive after the YAML)."""
+    from ltbench.registry import get_spec
+
+    for m in suite.methods:
+        try:
+            get_spec(m.loss)
+        except LtbenchError as exc:
+            raise LtbenchError(f"{suite.source}: method {m.name!r}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Overrides from the command line, and expansion into trials
+
+
+def apply_overrides(
+    suite: Suite,
+    *,
+    datasets: list[str] | None = None,
+    rhos: list[float] | None = None,
+    seeds: int | None = None,
+    preset: str = "paper",
+    preset_seeds: bool = True,
+    data_root: str | Path | None = None,
+    download: bool = False,
+) -> tuple[Suite, dict[str, Any]]:
+    """The suite with the command line's axes, and the preset's TrainConfig overrides.
+
+    `preset_seeds=False` keeps the suite's seeds under a preset that sets a seed count.
+    """
+    if preset not in PRESETS:
+        raise LtbenchError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    changes: dict[str, Any] = {}
+    if datasets:
+        check_datasets(datasets, "--dataset")
+        changes["datasets"] = list(dict.fromkeys(datasets))
+    if rhos:
+        bad = [r for r in rhos if not r >= 1]
+        if bad:
+            raise LtbenchError(f"--rho must be >= 1 (e.g. 100), got {bad[0]!r}")
+        changes["rhos"] = [float(r) for r in dict.fromkeys(rhos)]
+    n_seeds = seeds if seeds is not None else (p.seeds if preset_seeds else None)
+    if n_seeds is not None:
+        if n_seeds < 1:
+            raise LtbenchError(f"--seeds must be >= 1, got {n_seeds}")
+        changes["seeds"] = list(range(n_seeds))
+    if suite.search is not None:
+        search = suite.search
+        if p.num_samples is not None:
+            search = dataclasses.replace(search, num_samples=p.num_samples)
+        if p.grace_fraction is not None:
+            search = dataclasses.replace(search, grace_fraction=p.grace_fraction)
+        changes["search"] = search
+    overrides = dict(p.overrides)
+    if data_root is not None:
+        overrides["data_root"] = str(Path(data_root).expanduser().resolve())
+    if download:
+        overrides["download"] = True
+    return dataclasses.replace(suite, **changes), overrides
+
+
+def format_rho(rho: float) -> str:
+    """100.0 -> '100', 12.5 -> '12.5'."""
+    return f"{rho:g}"
+
+
+def trial_key(method: str, dataset: str, rho: float, seed: int, subset_seed: int | None) -> str:
+    """The trial's directory name under DIR/trials, e.g. `kps-ga_cifar10-lt_rho100_seed0`."""
+    key = f"{method}_{dataset}_rho{format_rho(rho)}_seed{seed}"
+    return key if subset_seed is None else f"{key}_subset{subset_seed}"
+
+
+def expand(suite: Suite, preset_overrides: dict[str, Any] | None = None) -> list[TrialSpec]:
+    """One TrialSpec per (method, dataset, rho, seed, subset_seed), in suite order."""
+    preset_overrides = dict(preset_overrides or {})
+    tag_subset = len(suite.subset_seeds) > 1 or suite.subset_seeds != [0]
+    trials = []
+    for m in suite.methods:
+        for dataset in suite.datasets:
+            for rho in suite.rhos:
+                for seed in suite.seeds:
+                    for ss in suite.subset_seeds:
+                        cfg = TrainConfig().to_dict()
+                        cfg.update(suite.config)
+                        cfg.update(m.config)
+                        cfg.update(preset_overrides)
+                        cfg.update(
+                            dataset=dataset,
+                            imb_factor=1.0 / rho,
+                            seed=seed,
+                            subset_seed=ss,
+                            loss=m.loss,
+                            loss_params=dict(m.params),
+                            mixup_alpha=m.mixup_alpha,
+                        )
+                        key = trial_key(m.name, dataset, rho, seed, ss if tag_subset else None)
+                        trials.append(
+                            TrialSpec(
+                                key,
+                                m.name,
+                                m.loss,
+                                dict(m.params),
+                                m.mixup_alpha,
+                                dataset,
+                                rho,
+                                seed,
+                                ss,
+                                cfg,
+                            )
+                        )
+    return trials
+
+
+BUILT_IN_DATASETS = ("synthetic-lt",)  # drawn in memory; every other dataset needs data_root
+
+
+def check_trials(trials: list[TrialSpec]) -> None:
+    """Resolve every trial's configuration now, so a bad value fails before Ray starts."""
+    from ltbench.config import resolve
+
+    for t in trials:
+        if t.dataset not in BUILT_IN_DATASETS and not t.config.get("data_root"):
+            raise LtbenchError(
+                f"dataset {t.dataset!r} needs its files: pass --data-root DIR (or set "
+                "config: {data_root: DIR} in the suite), or use --dataset synthetic-lt"
+            )
+        try:
+            resolve(t.train_config())
+        except LtbenchError as exc:
+            raise LtbenchError(f"trial {t.key}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# The trial list saved in DIR (the trainable reads it; resume compares with it)
+
+TRIALS_FILE = "trials.json"
+
+
+def save_trials(out_dir: Path, trials: list[TrialSpec]) -> None:
+    """Write DIR/trials.json atomically: {key: spec}."""
+    path = Path(out_dir) / TRIALS_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({t.key: t.to_dict() for t in trials}, indent=1))
+    tmp.replace(path)
+
+
+def load_trials(out_dir: Path) -> dict[str, TrialSpec]:
+    """Read DIR/trials.json; {} when there is none."""
+    path = Path(out_dir) / TRIALS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LtbenchError(f"cannot read {path}: {exc}") from None
+    return {k: TrialSpec.from_dict(v) for k, v in data.items()}
+
+
+def first_difference(old: TrialSpec, new: TrialSpec) -> str | None:
+    """The first setting two specs of the same key disagree on, as text; None if equal.
+
+    Settings that do not change a run's numbers (device, workers, evaluation period, ...) may
+    differ: a resumed suite can move to other hardware.
+    """
+    from ltbench.train import RUNTIME_KEYS
+
+    a, b = old.to_dict(), new.to_dict()
+    for name in a:
+        if name == "config":
+            continue
+        if a[name] != b[name]:
+            return f"{name} is {a[name]!r} there, {b[name]!r} now"
+    for name in sorted(set(a["config"]) | set(b["config"])):
+        if name in RUNTIME_KEYS:
+            continue
+        x, y = a["config"].get(name), b["config"].get(name)
+        if x != y and not (_is_number(x) and _is_number(y) and math.isclose(x, y)):
+            return f"{name} is {x!r} there, {y!r} now"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# argparse helpers (ltbench run / ltbench sweep)
+
+
+def _comma_list(kind):
+    def parse(text: str) -> list:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list, got {text!r}"
+            ) from None
+
+    return parse
+
+
+def _add_common(p: argparse.ArgumentParser, default_suite: str | None) -> None:
+    p.add_argument(
+        "--suite",
+        required=default_suite is None,
+        default=default_suite,
+        help="a suite in sweeps/ (see `ltbench list suites`) or a path to a YAML file",
+    )
+    p.add_argument(
+        "--dataset",
+        type=_comma_list(str),
+        default=None,
+        metavar="D[,D2]",
+        help="replace the suite's datasets, e.g. synthetic-lt",
+    )
+    p.add_argument(
+        "--rho",
+        type=_comma_list(float),
+        default=None,
+        metavar="R[,R2]",
+        help="replace the suite's imbalance ratios, e.g. 100,50",
+    )
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="paper",
+        help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()),
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder holding the datasets' files (CIFAR: torchvision's layout)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="let torchvision download CIFAR into --data-root if missing",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: runs/<suite>[-<preset>]); on a multi-node "
+        "cluster it must be on a filesystem shared by all nodes",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="join an existing Ray cluster (host:port of its head); default: start "
+        "Ray on this machine",
+    )
+    p.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=None,
+        help="CPUs per trial (default: 1 without GPUs, else an even share)",
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="GPUs per trial, fractions allowed: 0.25 packs 4 trials per GPU "
+        "(default: 1 if the cluster has GPUs, else 0)",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="at most this many trials at once (default: as resources allow)",
+    )
+    p.add_argument(
+        "--report",
+        default="md,pdf",
+        metavar="FORMATS",
+        help="report formats written at the end: md, pdf, md,pdf (default) or none",
+    )
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The options of `ltbench run`."""
+    _add_common(p, None)
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="run seeds 0..N-1 (default: the suite's; smoke preset: 2)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a suite in --out: run only the trials without a result",
+    )
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=1,
+        help="retries of a failing trial before it counts as failed (default 1)",
+    )
+
+
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    """The options of `ltbench sweep`."""
+    _add_common(p, "kps-search")
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help="points to try (default: the suite's; smoke preset: 4)",
+    )
+    p.add_argument(
+        "--max-failures", type=int, default=0, help="retries of a failing trial (default 0)"
+    )
+
+
+def default_out(suite: str, preset: str) -> Path:
+    """runs/<suite> for the paper preset, runs/<suite>-<preset> otherwise."""
+    stem = Path(suite).stem if suite.endswith((".yaml", ".yml")) else suite
+    return Path("runs") / (stem if preset == "paper" else f"{stem}-{preset}")
