@@ -217,8 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure loss and training-step speed")
     p.add_argument("what", choices=["losses", "train"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--repeats", type=int, default=None)
-    p.add_argument("--batch-sizes", default="64,128")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed runs per measurement (default: 20 for losses, 5 for train)")
+    p.add_argument("--batch-sizes", default="64,128", help="train: comma-separated batch sizes")
+    g = p.add_argument_group("train (ltbench's loop against a reference loop)")
+    g.add_argument("--steps", type=int, default=20, help="steps in one timed epoch")
+    g.add_argument("--warmup", type=int, default=1, help="untimed rounds before the timed ones")
+    g.add_argument("--workers", type=int, default=2,
+                   help="DataLoader worker processes of the reference loop")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile ltbench's model (default: as `ltbench train`, off)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="ltbench's layout (default: as `ltbench train`, channels-last)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="ltbench's bf16 autocast (default: as `ltbench train`, on for CUDA)")
     p.set_defaults(func=cmd_bench)
     return parser
 

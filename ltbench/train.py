@@ -137,6 +137,43 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# The step's parts: precision, layout, model, optimizer (`ltbench bench train` builds the same)
+
+# where torch.optim.SGD has a fused kernel: one update for all ~100 parameter tensors
+FUSED_SGD_DEVICES = ("cpu", "cuda")
+
+
+def step_options(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+    """`(amp, channels_last)` of a run: the config's choice, else the default for the device.
+
+    bf16 autocast is on by default only on CUDA, since it changes the numbers. Channels-last
+    changes only the memory layout, and both cuDNN and oneDNN (CPU) run the convolutions faster
+    in it, so it is on by default everywhere.
+    """
+    amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
+    channels_last = cfg.channels_last if cfg.channels_last is not None else True
+    return amp, channels_last
+
+
+def build_step(cfg: TrainConfig, counts: list[int], num_classes: int, device: torch.device,
+               *, channels_last: bool):
+    """The loss plugin, the model, the module the step calls (the model compiled when
+    `cfg.compile`) and the SGD optimizer. Seed torch first: the initial weights come from it."""
+    from ltbench.models import build_model
+    from ltbench.registry import build_loss
+
+    plugin = build_loss(cfg.loss, counts, **cfg.loss_params).to(device)
+    model = build_model(cfg.model, num_classes, head=plugin.head, width=cfg.width).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if cfg.compile else model
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay,
+                                fused=device.type in FUSED_SGD_DEVICES)
+    return plugin, model, step_model, optimizer
+
+
+# ----------------------------------------------------------------------------------------------
 # The learning-rate schedule (paper Table 2): linear warm-up, then step decay
 
 
@@ -261,15 +298,17 @@ def train(
     from ltbench.strategies import Mixup
 
     from ltbench.data import load_dataset
-    from ltbench.models import build_model
-    from ltbench.registry import build_loss
+    from ltbench.registry import get_spec
 
     cfg = resolve(cfg)
+    spec = get_spec(cfg.loss)
+    if spec.runner is not None:  # a method with its own schedule (e.g. two stages) runs itself
+        return spec.runner(cfg, out_dir, hooks, resume=resume, overwrite=overwrite,
+                           progress=progress)
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, resume=bool(resume), overwrite=overwrite)
     device = pick_device(cfg.device)
-    amp = cfg.amp if cfg.amp is not None else device.type == "cuda"
-    channels_last = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+    amp, channels_last = step_options(cfg, device)
     start_time = time.perf_counter()
 
     # -- data ------------------------------------------------------------------------------
@@ -290,15 +329,9 @@ def train(
 
     # -- method: loss plugin, head, model ---------------------------------------------------
     torch.manual_seed(cfg.seed)
-    plugin = build_loss(cfg.loss, counts, **cfg.loss_params).to(device)
+    plugin, model, step_model, optimizer = build_step(
+        cfg, counts, bundle.num_classes, device, channels_last=channels_last)
     mixup = Mixup(cfg.mixup_alpha) if cfg.mixup_alpha > 0 else None
-    model = build_model(cfg.model, bundle.num_classes, head=plugin.head, width=cfg.width)
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
     to_logits = getattr(plugin, "eval_logits", None)
 
     def assess(loader) -> dict[str, Any]:
