@@ -221,10 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed runs per measurement (default: 20 for losses, 5 for train)")
     p.add_argument("--batch-sizes", default="64,128", help="train: comma-separated batch sizes")
     g = p.add_argument_group("train (ltbench's loop against a reference loop)")
-    g.add_argument("--steps", type=int, default=20, help="steps in one timed epoch")
-    g.add_argument("--warmup", type=int, default=1, help="untimed rounds before the timed ones")
-    g.add_argument("--workers", type=int, default=2,
-                   help="DataLoader worker processes of the reference loop")
+    g.add_argument("--steps", type=int, default=None, help="steps in one timed epoch (20)")
+    g.add_argument("--warmup", type=int, default=None,
+                   help="untimed rounds before the timed ones (train: 1)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes of the reference loop (2)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile ltbench's model (default: as `ltbench train`, off)")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,

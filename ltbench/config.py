@@ -114,7 +114,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool | None = None  # bf16 autocast; None: on for CUDA
-    channels_last: bool | None = None  # None: on for CUDA
+    channels_last: bool | None = None  # None: on (faster convolutions on CUDA and CPU)
     compile: bool = False
     num_workers: int = 4  # DataLoader workers for file-based datasets
     eval_every: int = 1  # test-set evaluation period, in epochs (the last epoch always)

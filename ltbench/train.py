@@ -295,10 +295,9 @@ def train(
     `resume`: False, True (continue from `out_dir/checkpoint.pt` if there is one) or the path
     of a checkpoint to continue from.
     """
-    from ltbench.strategies import Mixup
-
     from ltbench.data import load_dataset
     from ltbench.registry import get_spec
+    from ltbench.strategies import Mixup
 
     cfg = resolve(cfg)
     spec = get_spec(cfg.loss)

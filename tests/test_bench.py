@@ -1,0 +1,59 @@
+"""`ltbench bench train` plumbing on tiny settings (one short run; no timing is asserted)."""
+
+import re
+
+import pytest
+import torch
+
+from ltbench.bench import (
+    bench_config,
+    bench_train,
+    cifar_shaped_images,
+    format_train_bench,
+    ltbench_run,
+    parse_batch_sizes,
+    reference_run,
+)
+from ltbench.cli import main
+from ltbench.errors import LtbenchError
+
+
+def test_both_loops_start_from_the_same_model_loss_and_optimizer_settings():
+    cfg = bench_config(8, "cpu", width=0.25)
+    data = cifar_shaped_images(16)
+    ours = ltbench_run(cfg, data, torch.device("cpu"))
+    ref = reference_run(cfg, data, torch.device("cpu"), workers=0)
+    a, b = ours.step_model.state_dict(), ref.model.state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert type(ours.plugin) is type(ref.loss_fn)
+    for ga, gb in zip(ours.optimizer.param_groups, ref.optimizer.param_groups, strict=True):
+        assert (ga["lr"], ga["momentum"], ga["weight_decay"]) == \
+            (gb["lr"], gb["momentum"], gb["weight_decay"])
+    assert len(ours.loader) == len(ref.loader) == 2
+
+
+def test_bench_train_rows_and_table():
+    rows = bench_train(batch_sizes=(8,), repeats=1, steps=2, warmup=0, workers=0, width=0.25)
+    assert [r["batch"] for r in rows] == [8]
+    row = rows[0]
+    assert row["ltbench"] > 0 and row["reference"] > 0
+    assert row["ratio"] == pytest.approx(row["ltbench"] / row["reference"])
+    table = format_train_bench(rows, device="cpu", repeats=1, warmup=0, workers=0)
+    assert re.fullmatch(r"speedup \d+\.\d\dx", table.splitlines()[-1])
+
+
+def test_bench_train_command_prints_the_speedup_last(capsys):
+    code = main(["bench", "train", "--batch-sizes", "4", "--steps", "1", "--repeats", "1",
+                 "--warmup", "0", "--workers", "0"])
+    assert code == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"speedup \d+\.\d\dx", out[-1])
+    assert any(line.split()[0] == "4" for line in out if line.strip())
+
+
+def test_bad_batch_sizes_are_one_line_errors(capsys):
+    with pytest.raises(LtbenchError, match="positive integers"):
+        parse_batch_sizes("64,x")
+    assert main(["bench", "train", "--batch-sizes", "0", "--steps", "1"]) == 2
+    assert capsys.readouterr().err.startswith("ltbench: error: --batch-sizes")
