@@ -94,10 +94,11 @@ class LtbenchRun:
 
     def epoch(self, epoch: int) -> int:
         """Train one epoch and read its sums back as `train()` does; the number of images."""
-        from ltbench.train import _batches, train_one_epoch
+        from ltbench.train import epoch_batches, train_one_epoch
 
-        stats = train_one_epoch(self.step_model, _batches(self.loader, epoch, self.channels_last),
-                                self.plugin, self.optimizer, self.device, amp=self.amp)
+        batches = epoch_batches(self.loader, epoch, self.channels_last)
+        stats = train_one_epoch(self.step_model, batches, self.plugin, self.optimizer,
+                                self.device, amp=self.amp)
         int(stats.first_bad_step)  # the end-of-epoch reads of train(): one host sync per epoch
         return int(stats.seen)
 

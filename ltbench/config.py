@@ -113,7 +113,7 @@ class TrainConfig:
     # run
     seed: int = 0
     device: str = "auto"
-    amp: bool | None = None  # bf16 autocast; None: on for CUDA
+    amp: bool | None = None  # bf16 autocast; None: on where bf16 is fast (CUDA, AMX CPUs)
     channels_last: bool | None = None  # None: on (faster convolutions on CUDA and CPU)
     compile: bool = False
     num_workers: int = 4  # DataLoader workers for file-based datasets

@@ -106,6 +106,7 @@ from ltbench.train import (
     TrainHooks,
     build_result,
     environment,
+    epoch_batches,
     epoch_seed,
     evaluate,
     load_checkpoint,
@@ -373,14 +374,6 @@ def cosine_learning_rate(base: float, epoch: int, epochs: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
 
-def _batches(loader, epoch: int, channels_last: bool):
-    loader.set_epoch(epoch)
-    for images, labels in loader:
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        yield images, labels
-
-
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
@@ -477,7 +470,7 @@ def run_two_stage(
     def assess(loader) -> dict[str, Any]:
         return evaluate(
             model,
-            _batches(loader, 0, channels_last),
+            epoch_batches(loader, 0, channels_last),
             bundle.num_classes,
             device,
             amp=amp,
@@ -531,7 +524,7 @@ def run_two_stage(
         generator = torch.Generator(device=device).manual_seed(seed)
         stats = train_one_epoch(
             model,
-            _batches(train_loader, overall, channels_last),
+            epoch_batches(train_loader, overall, channels_last),
             plugin,
             optimizer,
             device,
@@ -594,7 +587,7 @@ def run_two_stage(
         - start_time
         + sum(r.get("epoch_seconds", 0.0) for r in history2[:start])
     )
-    result2["env"] = environment(device)
+    result2["env"] = environment(device, amp=amp, channels_last=channels_last)
     result = {
         **result2,
         "epochs": epochs1 + plan.epochs,
