@@ -755,7 +755,7 @@ def _load_cifar(
 ) -> DatasetBundle:
     tv_class, pickle_dir, num_classes = _CIFAR[name]
     if root is None:
-        raise LtbenchError(f"dataset {name!r} needs a root folder (root=...)")
+        raise LtbenchError(f"dataset {name!r} needs its folder: pass --data-root DIR")
     root = Path(root).expanduser()
     folder = root / "train", root / "test"
     if folder[0].is_dir() and folder[1].is_dir():
@@ -849,7 +849,7 @@ def _load_split_files(
     if download:
         raise LtbenchError(f"{name} cannot be downloaded by ltbench; point root at a local copy")
     if root is None:
-        raise LtbenchError(f"dataset {name!r} needs a root folder (root=...)")
+        raise LtbenchError(f"dataset {name!r} needs its folder: pass --data-root DIR")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise LtbenchError(f"{name}: root folder not found: {root}")

@@ -82,7 +82,7 @@ def load_run(run_dir: str | Path) -> RunData:
     if not results_path.is_file():
         raise LtbenchError(
             f"{run_dir} has no results.csv: not a suite output directory "
-            "(run `ltbench suite` into it first)"
+            "(write one with `ltbench run --suite ... --out DIR`)"
         )
     results = _normalise_results(_read_csv(results_path, RESULTS_COLUMNS))
     data = RunData(run_dir=run_dir, results=results)

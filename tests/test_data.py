@@ -143,7 +143,7 @@ def test_missing_cifar_root(tmp_path):
     missing = tmp_path / "nowhere"
     with pytest.raises(LtbenchError, match=f"no CIFAR data under {missing}"):
         data.load_dataset("cifar10-lt", root=missing, imb_factor=0.01)
-    with pytest.raises(LtbenchError, match="needs a root folder"):
+    with pytest.raises(LtbenchError, match="needs its folder: pass --data-root"):
         data.load_dataset("cifar100-lt", imb_factor=0.01)
 
 
