@@ -261,6 +261,32 @@ def train_one_epoch(
     return stats
 
 
+def fit_epoch(model, loader, plugin, optimizer, device: torch.device, *, seed: int,
+              epoch: int, schedule_epoch: int, channels_last: bool, amp: bool, mixup=None,
+              where: str = "", hint: str = "") -> dict[str, float]:
+    """Train one epoch with its own seeds and return `train_loss`, `train_acc`.
+
+    `epoch` (0-based) seeds the batch order, the augmentation and every other draw;
+    `schedule_epoch` is what the loss's `set_epoch` sees (they differ in a second stage). A
+    non-finite loss stops the run with an error naming the epoch and the step.
+    """
+    plugin.set_epoch(schedule_epoch)
+    draw = epoch_seed(seed, epoch)
+    torch.manual_seed(draw)
+    generator = torch.Generator(device=device).manual_seed(draw)
+    stats = train_one_epoch(model, epoch_batches(loader, epoch, channels_last), plugin,
+                            optimizer, device, amp=amp, mixup=mixup, generator=generator)
+    bad_step = int(stats.first_bad_step)
+    if bad_step >= 0:
+        raise LtbenchError(
+            f"the loss became NaN or infinite {where}at epoch {schedule_epoch + 1}, step "
+            f"{bad_step + 1}; {hint or 'try a lower learning rate or check the loss parameters'}"
+        )
+    seen = max(int(stats.seen), 1)
+    return {"train_loss": float(stats.loss_sum) / seen,
+            "train_acc": 100.0 * int(stats.correct) / seen}
+
+
 @torch.no_grad()
 def evaluate(model, batches, num_classes: int, device: torch.device, *, amp: bool,
              to_logits: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Evaluator:
@@ -380,26 +406,13 @@ def train(
         lr = learning_rate(cfg, epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        plugin.set_epoch(epoch)
-        seed = epoch_seed(cfg.seed, epoch)
-        torch.manual_seed(seed)
-        generator = torch.Generator(device=device).manual_seed(seed)
-        stats = train_one_epoch(
-            step_model, epoch_batches(loaders.train, epoch, channels_last), plugin, optimizer,
-            device, amp=amp, mixup=mixup, generator=generator,
-        )
-        bad_step = int(stats.first_bad_step)
-        if bad_step >= 0:
-            raise LtbenchError(
-                f"the loss became NaN or infinite at epoch {epoch + 1}, step {bad_step + 1}; "
-                f"try a lower learning rate (lr={lr:g}) or check the loss parameters"
-            )
-        seen = max(int(stats.seen), 1)
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr,
-            "train_loss": float(stats.loss_sum) / seen,
-            "train_acc": 100.0 * int(stats.correct) / seen,
+            **fit_epoch(step_model, loaders.train, plugin, optimizer, device, seed=cfg.seed,
+                        epoch=epoch, schedule_epoch=epoch, channels_last=channels_last,
+                        amp=amp, mixup=mixup, hint=f"try a lower learning rate (lr={lr:g}) "
+                        "or check the loss parameters"),
         }
         last = epoch + 1 == cfg.epochs
         if last or (epoch + 1) % cfg.eval_every == 0:

@@ -107,8 +107,8 @@ from ltbench.train import (
     build_result,
     environment,
     epoch_batches,
-    epoch_seed,
     evaluate,
+    fit_epoch,
     load_checkpoint,
     make_loaders,
     pick_device,
@@ -116,7 +116,6 @@ from ltbench.train import (
     save_checkpoint,
     step_options,
     train,
-    train_one_epoch,
 )
 
 try:
@@ -517,33 +516,15 @@ def run_two_stage(
         lr = cosine_learning_rate(plan.lr, epoch, plan.epochs)
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_factor"]
-        plugin.set_epoch(epoch)
         overall = epochs1 + epoch  # 0-based epoch of the whole trial: seeds and batch order
-        seed = epoch_seed(cfg.seed, overall)
-        torch.manual_seed(seed)
-        generator = torch.Generator(device=device).manual_seed(seed)
-        stats = train_one_epoch(
-            model,
-            epoch_batches(train_loader, overall, channels_last),
-            plugin,
-            optimizer,
-            device,
-            amp=amp,
-            generator=generator,
-        )
-        bad_step = int(stats.first_bad_step)
-        if bad_step >= 0:
-            raise LtbenchError(
-                f"the loss became NaN or infinite in stage 2, epoch {epoch + 1}, step "
-                f"{bad_step + 1}; try a lower stage2_lr (now {plan.lr:g})"
-            )
-        seen = max(int(stats.seen), 1)
         row: dict[str, Any] = {
             "epoch": overall + 1,
             "stage": "stage2",
             "lr": lr * plan.lr_factor,
-            "train_loss": float(stats.loss_sum) / seen,
-            "train_acc": 100.0 * int(stats.correct) / seen,
+            **fit_epoch(model, train_loader, plugin, optimizer, device, seed=cfg.seed,
+                        epoch=overall, schedule_epoch=epoch, channels_last=channels_last,
+                        amp=amp, where="in stage 2 ",
+                        hint=f"try a lower stage2_lr (now {plan.lr:g})"),
         }
         last = epoch + 1 == plan.epochs
         if last or (epoch + 1) % cfg.eval_every == 0:
