@@ -65,8 +65,14 @@ def bench_config(batch_size: int, device: str, **overrides: Any):
     """The resolved TrainConfig of CIFAR-10-LT with ResNet-32 and KPS-GA (paper Table 2)."""
     from ltbench.config import TrainConfig, resolve
 
-    cfg = TrainConfig(dataset="cifar10-lt", loss=LOSS, model=MODEL, batch_size=batch_size,
-                      device=device, **{k: v for k, v in overrides.items() if v is not None})
+    cfg = TrainConfig(
+        dataset="cifar10-lt",
+        loss=LOSS,
+        model=MODEL,
+        batch_size=batch_size,
+        device=device,
+        **{k: v for k, v in overrides.items() if v is not None},
+    )
     return resolve(cfg)
 
 
@@ -97,8 +103,9 @@ class LtbenchRun:
         from ltbench.train import epoch_batches, train_one_epoch
 
         batches = epoch_batches(self.loader, epoch, self.channels_last)
-        stats = train_one_epoch(self.step_model, batches, self.plugin, self.optimizer,
-                                self.device, amp=self.amp)
+        stats = train_one_epoch(
+            self.step_model, batches, self.plugin, self.optimizer, self.device, amp=self.amp
+        )
         int(stats.first_bad_step)  # the end-of-epoch reads of train(): one host sync per epoch
         return int(stats.seen)
 
@@ -109,15 +116,23 @@ def ltbench_run(cfg, data, device: torch.device) -> LtbenchRun:
     from ltbench.train import build_step, make_loaders, step_options
 
     bundle = DatasetBundle(
-        name="bench", num_classes=NUM_CLASSES,
-        class_names=[str(c) for c in range(NUM_CLASSES)], cls_num_list=list(CLASS_COUNTS),
-        train=data, val=None, test=data, image_size=IMAGE_SHAPE[-1], in_memory=True,
-        mean=CIFAR_MEAN, std=CIFAR_STD,
+        name="bench",
+        num_classes=NUM_CLASSES,
+        class_names=[str(c) for c in range(NUM_CLASSES)],
+        cls_num_list=list(CLASS_COUNTS),
+        train=data,
+        val=None,
+        test=data,
+        image_size=IMAGE_SHAPE[-1],
+        in_memory=True,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
     )
     amp, channels_last = step_options(cfg, device)
     torch.manual_seed(cfg.seed)
-    plugin, _, step_model, optimizer = build_step(cfg, list(CLASS_COUNTS), NUM_CLASSES, device,
-                                                  channels_last=channels_last)
+    plugin, _, step_model, optimizer = build_step(
+        cfg, list(CLASS_COUNTS), NUM_CLASSES, device, channels_last=channels_last
+    )
     plugin.set_epoch(0)
     loader = make_loaders(bundle, cfg, device).train
     return LtbenchRun(cfg, device, amp, channels_last, plugin, step_model, optimizer, loader)
@@ -149,12 +164,14 @@ def reference_transform(mean, std):
     """The CIFAR training transform of the public repositories."""
     from torchvision import transforms
 
-    return transforms.Compose([
-        transforms.RandomCrop(32, padding=4),
-        transforms.RandomHorizontalFlip(),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
+    return transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
 
 
 @dataclass
@@ -198,12 +215,16 @@ def reference_run(cfg, data, device: torch.device, workers: int) -> ReferenceRun
     loss_fn = build_loss(cfg.loss, list(CLASS_COUNTS), **cfg.loss_params).to(device)
     model = build_model(cfg.model, NUM_CLASSES, head=loss_fn.head, width=cfg.width).to(device)
     loss_fn.set_epoch(0)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
     loader = torch.utils.data.DataLoader(
         PILImageDataset(data, reference_transform(CIFAR_MEAN, CIFAR_STD)),
-        batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
     )
     return ReferenceRun(device, model, loss_fn, optimizer, loader)
 
@@ -247,8 +268,9 @@ def bench_train(
     runs = {}
     for batch in batch_sizes:
         cfg = bench_config(batch, dev.type, **overrides)
-        data = replace(pool, images=pool.images[: steps * batch],
-                       labels=pool.labels[: steps * batch])
+        data = replace(
+            pool, images=pool.images[: steps * batch], labels=pool.labels[: steps * batch]
+        )
         runs[batch] = (ltbench_run(cfg, data, dev), reference_run(cfg, data, dev, workers))
     figures = {b: ([], []) for b in batch_sizes}
     for round_ in range(warmup + repeats):
@@ -261,12 +283,17 @@ def bench_train(
     rows = []
     for batch in batch_sizes:
         ours, ref = figures[batch]
-        rows.append({
-            "batch": batch, "steps": steps,
-            "ltbench": statistics.median(ours), "reference": statistics.median(ref),
-            "ratio": statistics.median(ours) / statistics.median(ref),
-            "ltbench_runs": ours, "reference_runs": ref,
-        })
+        rows.append(
+            {
+                "batch": batch,
+                "steps": steps,
+                "ltbench": statistics.median(ours),
+                "reference": statistics.median(ref),
+                "ratio": statistics.median(ours) / statistics.median(ref),
+                "ltbench_runs": ours,
+                "reference_runs": ref,
+            }
+        )
     return rows
 
 
@@ -283,16 +310,26 @@ def machine_line(device: str) -> str:
         name = platform.processor() or platform.machine()
         try:
             with open("/proc/cpuinfo") as fh:
-                name = next(line.split(":", 1)[1].strip() for line in fh
-                            if line.startswith("model name"))
+                name = next(
+                    line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")
+                )
         except (OSError, StopIteration):
             pass
-    return (f"{device}: {name}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} torch threads")
+    return (
+        f"{device}: {name}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads"
+    )
 
 
-def format_train_bench(rows: list[dict[str, Any]], *, device: str, repeats: int, warmup: int,
-                       workers: int, settings: str = "") -> str:
+def format_train_bench(
+    rows: list[dict[str, Any]],
+    *,
+    device: str,
+    repeats: int,
+    warmup: int,
+    workers: int,
+    settings: str = "",
+) -> str:
     """The table of `bench_train`'s rows; the last line is `speedup <geometric mean>x`."""
     steps = rows[0]["steps"]
     lines = [
@@ -305,8 +342,9 @@ def format_train_bench(rows: list[dict[str, Any]], *, device: str, repeats: int,
         f"{'batch':>5}  {'ltbench img/s':>13}  {'reference img/s':>15}  {'ratio':>6}",
     ]
     for r in rows:
-        lines.append(f"{r['batch']:>5}  {r['ltbench']:>13.1f}  {r['reference']:>15.1f}  "
-                     f"{r['ratio']:>5.2f}x")
+        lines.append(
+            f"{r['batch']:>5}  {r['ltbench']:>13.1f}  {r['reference']:>15.1f}  {r['ratio']:>5.2f}x"
+        )
     lines.append(f"speedup {overall_speedup(rows):.2f}x")
     return "\n".join(lines)
 
@@ -328,9 +366,23 @@ def bench_train_command(args) -> int:
     repeats, steps, warmup, workers = (DEFAULTS[k] if v is None else v for k, v in given.items())
     overrides = {"compile": args.compile, "channels_last": args.channels_last, "amp": args.amp}
     settings = ", ".join(f"{k}={v}" for k, v in overrides.items() if v is not None)
-    rows = bench_train(device=args.device, batch_sizes=parse_batch_sizes(args.batch_sizes),
-                       repeats=repeats, steps=steps, warmup=warmup, workers=workers,
-                       **overrides)
-    print(format_train_bench(rows, device=args.device, repeats=repeats, warmup=warmup,
-                             workers=workers, settings=settings))
+    rows = bench_train(
+        device=args.device,
+        batch_sizes=parse_batch_sizes(args.batch_sizes),
+        repeats=repeats,
+        steps=steps,
+        warmup=warmup,
+        workers=workers,
+        **overrides,
+    )
+    print(
+        format_train_bench(
+            rows,
+            device=args.device,
+            repeats=repeats,
+            warmup=warmup,
+            workers=workers,
+            settings=settings,
+        )
+    )
     return 0

@@ -28,21 +28,48 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None, help="dataset name (see `ltbench list datasets`)")
     g.add_argument("--data-root", default=None, help="folder holding the dataset")
-    g.add_argument("--download", action="store_true", default=None,
-                   help="download CIFAR through torchvision if it is missing (needs network)")
-    g.add_argument("--imb-factor", type=float, default=None,
-                   help="1/rho in (0, 1], e.g. 0.01 for rho=100 (default: the paper's)")
+    g.add_argument(
+        "--download",
+        action="store_true",
+        default=None,
+        help="download CIFAR through torchvision if it is missing (needs network)",
+    )
+    g.add_argument(
+        "--imb-factor",
+        type=float,
+        default=None,
+        help="1/rho in (0, 1], e.g. 0.01 for rho=100 (default: the paper's)",
+    )
     g.add_argument("--profile", choices=["exp", "step"], default=None)
-    g.add_argument("--subset-seed", type=int, default=None,
-                   help="seed of the long-tailed draw (0: the standard draw)")
-    g.add_argument("--n-max", type=int, default=None,
-                   help="images per class before the long-tailed draw (default: all)")
-    g.add_argument("--val-fraction", type=float, default=None,
-                   help="share of the training data held out for model selection")
+    g.add_argument(
+        "--subset-seed",
+        type=int,
+        default=None,
+        help="seed of the long-tailed draw (0: the standard draw)",
+    )
+    g.add_argument(
+        "--n-max",
+        type=int,
+        default=None,
+        help="images per class before the long-tailed draw (default: all)",
+    )
+    g.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="share of the training data held out for model selection",
+    )
     g = p.add_argument_group("method")
     g.add_argument("--loss", default=None, help="loss or method name (see `ltbench list`)")
-    g.add_argument("--param", "-p", action="append", type=_param, default=[],
-                   metavar="KEY=VALUE", help="a loss parameter, e.g. -p m_max=0.4 (repeatable)")
+    g.add_argument(
+        "--param",
+        "-p",
+        action="append",
+        type=_param,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a loss parameter, e.g. -p m_max=0.4 (repeatable)",
+    )
     g.add_argument("--mixup-alpha", type=float, default=None, help="mixup alpha (0: off)")
     g = p.add_argument_group("model and schedule (default: the paper's Table 2)")
     g.add_argument("--model", default=None)
@@ -52,24 +79,42 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, default=None)
     g.add_argument("--weight-decay", type=float, default=None)
     g.add_argument("--warmup-epochs", type=int, default=None)
-    g.add_argument("--lr-decay-epochs", type=lambda s: [int(x) for x in s.split(",") if x],
-                   default=None, metavar="E1,E2")
+    g.add_argument(
+        "--lr-decay-epochs",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=None,
+        metavar="E1,E2",
+    )
     g.add_argument("--lr-decay-factor", type=float, default=None)
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on for CUDA)")
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile the model")
+    g.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bf16 autocast (default: on for CUDA)",
+    )
+    g.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the model",
+    )
     g.add_argument("--num-workers", type=int, default=None)
     g.add_argument("--eval-every", type=int, default=None)
-    g.add_argument("--config", type=Path, default=None,
-                   help="a YAML of TrainConfig keys; command-line flags override it")
+    g.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="a YAML of TrainConfig keys; command-line flags override it",
+    )
 
 
 _FLAG_TO_KEY = {
-    "imb_factor": "imb_factor", "mixup_alpha": "mixup_alpha", "data_root": "data_root",
+    "imb_factor": "imb_factor",
+    "mixup_alpha": "mixup_alpha",
+    "data_root": "data_root",
 }
 
 
@@ -121,8 +166,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     if what in ("all", "datasets"):
         print("datasets (name: model, epochs, batch, lr, imb_factor):")
         for name, d in DATASET_DEFAULTS.items():
-            print(f"  {name:<13} {d.model:<9} {d.epochs:>4} {d.batch_size:>4} {d.lr:<5} "
-                  f"{d.imb_factor:g}")
+            print(
+                f"  {name:<13} {d.model:<9} {d.epochs:>4} {d.batch_size:>4} {d.lr:<5} "
+                f"{d.imb_factor:g}"
+            )
     if what in ("all", "models"):
         from ltbench.models import list_models
 
@@ -180,21 +227,29 @@ def build_parser() -> argparse.ArgumentParser:
     import ltbench
 
     parser = argparse.ArgumentParser(
-        prog="ltbench", description="Benchmark harness for long-tailed recognition losses.")
+        prog="ltbench", description="Benchmark harness for long-tailed recognition losses."
+    )
     parser.add_argument("--version", action="version", version=f"ltbench {ltbench.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one method on one dataset")
     _add_train_args(p)
     p.add_argument("--out", type=Path, default=None, help="output directory of the run")
-    p.add_argument("--resume", nargs="?", const="auto", default=None, metavar="CHECKPOINT",
-                   help="continue from OUT/checkpoint.pt, or from the given checkpoint")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from OUT/checkpoint.pt, or from the given checkpoint",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("list", help="list losses, datasets, models and suites")
-    p.add_argument("what", nargs="?", default="all",
-                   choices=["all", "losses", "datasets", "models", "suites"])
+    p.add_argument(
+        "what", nargs="?", default="all", choices=["all", "losses", "datasets", "models", "suites"]
+    )
     p.add_argument("--pattern", default="*", help="wildcard on loss names, e.g. 'kps*'")
     p.set_defaults(func=cmd_list)
 
@@ -217,21 +272,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure loss and training-step speed")
     p.add_argument("what", choices=["losses", "train"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed runs per measurement (default: 20 for losses, 5 for train)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed runs per measurement (default: 20 for losses, 5 for train)",
+    )
     p.add_argument("--batch-sizes", default="64,128", help="train: comma-separated batch sizes")
     g = p.add_argument_group("train (ltbench's loop against a reference loop)")
     g.add_argument("--steps", type=int, default=None, help="steps in one timed epoch (20)")
-    g.add_argument("--warmup", type=int, default=None,
-                   help="untimed rounds before the timed ones (train: 1)")
-    g.add_argument("--workers", type=int, default=None,
-                   help="DataLoader worker processes of the reference loop (2)")
-    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile ltbench's model (default: as `ltbench train`, off)")
-    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="ltbench's layout (default: as `ltbench train`, channels-last)")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="ltbench's bf16 autocast (default: as `ltbench train`, on for CUDA)")
+    g.add_argument(
+        "--warmup", type=int, default=None, help="untimed rounds before the timed ones (train: 1)"
+    )
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes of the reference loop (2)",
+    )
+    g.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile ltbench's model (default: as `ltbench train`, off)",
+    )
+    g.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ltbench's layout (default: as `ltbench train`, channels-last)",
+    )
+    g.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="ltbench's bf16 autocast (default: as `ltbench train`, on for CUDA)",
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 

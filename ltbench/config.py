@@ -65,14 +65,16 @@ LARGE = dict(
 )
 
 DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
-    "synthetic-lt": DatasetDefaults(**{**CIFAR, "epochs": 30, "lr_decay_epochs": (24, 27)},
-                                    width=0.5, loss_defaults={"m_max": 0.5}),
+    "synthetic-lt": DatasetDefaults(
+        **{**CIFAR, "epochs": 30, "lr_decay_epochs": (24, 27)},
+        width=0.5,
+        loss_defaults={"m_max": 0.5},
+    ),
     "cifar10-lt": DatasetDefaults(**CIFAR, loss_defaults={"m_max": 0.5}),
     "cifar100-lt": DatasetDefaults(
         **CIFAR, loss_defaults={"m_max": 0.5, "smooth_head": 0.4, "smooth_tail": 0.1}
     ),
-    "imagenet-lt": DatasetDefaults(**LARGE, batch_size=128, lr=0.1,
-                                   loss_defaults={"m_max": 0.35}),
+    "imagenet-lt": DatasetDefaults(**LARGE, batch_size=128, lr=0.1, loss_defaults={"m_max": 0.35}),
     "inat2018": DatasetDefaults(**LARGE, batch_size=512, lr=0.2, loss_defaults={"m_max": 0.3}),
 }
 
@@ -165,9 +167,7 @@ def check_types(cfg: TrainConfig, source: str = "config") -> None:
             allowed += _TYPES.get(base, ())
         if value is None and "None" in kinds:
             continue
-        ok = isinstance(value, allowed) and not (
-            isinstance(value, bool) and bool not in allowed
-        )
+        ok = isinstance(value, allowed) and not (isinstance(value, bool) and bool not in allowed)
         if not ok:
             want = " or ".join(k.split()[0] for k in kinds if k)
             raise LtbenchError(

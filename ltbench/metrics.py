@@ -85,8 +85,10 @@ def head_mid_tail_parts(train_counts: np.ndarray) -> dict[str, np.ndarray]:
 def head_mid_tail_errors(class_acc: np.ndarray, train_counts: np.ndarray) -> dict[str, float]:
     """Mean per-class error (percent) of the Head / Mid / Tail parts."""
     err = 100.0 - np.asarray(class_acc, dtype=np.float64)
-    return {f"{part}_error": _nanmean(err[idx]) for part, idx in
-            head_mid_tail_parts(train_counts).items()}
+    return {
+        f"{part}_error": _nanmean(err[idx])
+        for part, idx in head_mid_tail_parts(train_counts).items()
+    }
 
 
 def expected_calibration_error(

@@ -35,8 +35,16 @@ from ltbench.metrics import Evaluator
 CHECKPOINT_FORMAT = "ltbench-checkpoint-1"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "result.json")
 # Settings that do not change the numbers a run produces: a resumed run may change them.
-RUNTIME_KEYS = {"device", "amp", "channels_last", "compile", "num_workers", "eval_every",
-                "data_root", "download"}
+RUNTIME_KEYS = {
+    "device",
+    "amp",
+    "channels_last",
+    "compile",
+    "num_workers",
+    "eval_every",
+    "data_root",
+    "download",
+}
 
 
 class TrainHooks(Protocol):
@@ -95,8 +103,9 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LtbenchError(f"checkpoint {path} is corrupted or not a checkpoint ({first})") \
-            from None
+        raise LtbenchError(
+            f"checkpoint {path} is corrupted or not a checkpoint ({first})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise LtbenchError(f"checkpoint {path} was not written by ltbench ({CHECKPOINT_FORMAT})")
     saved, now = state["config"], cfg.to_dict()
@@ -113,8 +122,11 @@ def environment(device: torch.device, *, amp: bool, channels_last: bool) -> dict
     """Versions, machine and the numerics settings of the step, stored with every result."""
     try:
         commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
@@ -170,8 +182,14 @@ def step_options(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
     return amp, channels_last
 
 
-def build_step(cfg: TrainConfig, counts: list[int], num_classes: int, device: torch.device,
-               *, channels_last: bool):
+def build_step(
+    cfg: TrainConfig,
+    counts: list[int],
+    num_classes: int,
+    device: torch.device,
+    *,
+    channels_last: bool,
+):
     """The loss plugin, the model, the module the step calls (the model compiled when
     `cfg.compile`) and the SGD optimizer. Seed torch first: the initial weights come from it."""
     from ltbench.models import build_model
@@ -182,9 +200,13 @@ def build_step(cfg: TrainConfig, counts: list[int], num_classes: int, device: to
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     step_model = torch.compile(model) if cfg.compile else model
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                weight_decay=cfg.weight_decay,
-                                fused=device.type in FUSED_SGD_DEVICES)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        fused=device.type in FUSED_SGD_DEVICES,
+    )
     return plugin, model, step_model, optimizer
 
 
@@ -235,8 +257,12 @@ def train_one_epoch(
     """
     model.train()
     zero = torch.zeros((), device=device)
-    stats = EpochStats(zero.clone(), zero.clone().long(), zero.clone().long(),
-                       torch.full((), -1, device=device, dtype=torch.long))
+    stats = EpochStats(
+        zero.clone(),
+        zero.clone().long(),
+        zero.clone().long(),
+        torch.full((), -1, device=device, dtype=torch.long),
+    )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
     for step, (images, labels) in enumerate(batches):
         if mixup is not None:
@@ -253,17 +279,31 @@ def train_one_epoch(
         with torch.no_grad():
             loss = loss.detach().float()
             bad = ~torch.isfinite(loss) & (stats.first_bad_step < 0)
-            stats.first_bad_step = torch.where(bad, torch.full_like(stats.first_bad_step, step),
-                                               stats.first_bad_step)
+            stats.first_bad_step = torch.where(
+                bad, torch.full_like(stats.first_bad_step, step), stats.first_bad_step
+            )
             stats.loss_sum += loss * labels.shape[0]
             stats.correct += (scores.argmax(dim=1) == labels).sum()
             stats.seen += labels.shape[0]
     return stats
 
 
-def fit_epoch(model, loader, plugin, optimizer, device: torch.device, *, seed: int,
-              epoch: int, schedule_epoch: int, channels_last: bool, amp: bool, mixup=None,
-              where: str = "", hint: str = "") -> dict[str, float]:
+def fit_epoch(
+    model,
+    loader,
+    plugin,
+    optimizer,
+    device: torch.device,
+    *,
+    seed: int,
+    epoch: int,
+    schedule_epoch: int,
+    channels_last: bool,
+    amp: bool,
+    mixup=None,
+    where: str = "",
+    hint: str = "",
+) -> dict[str, float]:
     """Train one epoch with its own seeds and return `train_loss`, `train_acc`.
 
     `epoch` (0-based) seeds the batch order, the augmentation and every other draw;
@@ -274,8 +314,16 @@ def fit_epoch(model, loader, plugin, optimizer, device: torch.device, *, seed: i
     draw = epoch_seed(seed, epoch)
     torch.manual_seed(draw)
     generator = torch.Generator(device=device).manual_seed(draw)
-    stats = train_one_epoch(model, epoch_batches(loader, epoch, channels_last), plugin,
-                            optimizer, device, amp=amp, mixup=mixup, generator=generator)
+    stats = train_one_epoch(
+        model,
+        epoch_batches(loader, epoch, channels_last),
+        plugin,
+        optimizer,
+        device,
+        amp=amp,
+        mixup=mixup,
+        generator=generator,
+    )
     bad_step = int(stats.first_bad_step)
     if bad_step >= 0:
         raise LtbenchError(
@@ -283,13 +331,22 @@ def fit_epoch(model, loader, plugin, optimizer, device: torch.device, *, seed: i
             f"{bad_step + 1}; {hint or 'try a lower learning rate or check the loss parameters'}"
         )
     seen = max(int(stats.seen), 1)
-    return {"train_loss": float(stats.loss_sum) / seen,
-            "train_acc": 100.0 * int(stats.correct) / seen}
+    return {
+        "train_loss": float(stats.loss_sum) / seen,
+        "train_acc": 100.0 * int(stats.correct) / seen,
+    }
 
 
 @torch.no_grad()
-def evaluate(model, batches, num_classes: int, device: torch.device, *, amp: bool,
-             to_logits: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Evaluator:
+def evaluate(
+    model,
+    batches,
+    num_classes: int,
+    device: torch.device,
+    *,
+    amp: bool,
+    to_logits: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Evaluator:
     """Accumulate predictions over `batches`; `to_logits` maps scores to the loss's logits."""
     model.eval()
     evaluator = Evaluator(num_classes, device)
@@ -343,8 +400,9 @@ def train(
     cfg = resolve(cfg)
     spec = get_spec(cfg.loss)
     if spec.runner is not None:  # a method with its own schedule (e.g. two stages) runs itself
-        return spec.runner(cfg, out_dir, hooks, resume=resume, overwrite=overwrite,
-                           progress=progress)
+        return spec.runner(
+            cfg, out_dir, hooks, resume=resume, overwrite=overwrite, progress=progress
+        )
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, resume=bool(resume), overwrite=overwrite)
     device = pick_device(cfg.device)
@@ -353,9 +411,15 @@ def train(
 
     # -- data ------------------------------------------------------------------------------
     bundle = load_dataset(
-        cfg.dataset, root=cfg.data_root, imb_factor=cfg.imb_factor, profile=cfg.profile,
-        subset_seed=cfg.subset_seed, download=cfg.download, n_max=cfg.n_max,
-        val_fraction=cfg.val_fraction, val_seed=cfg.seed,
+        cfg.dataset,
+        root=cfg.data_root,
+        imb_factor=cfg.imb_factor,
+        profile=cfg.profile,
+        subset_seed=cfg.subset_seed,
+        download=cfg.download,
+        n_max=cfg.n_max,
+        val_fraction=cfg.val_fraction,
+        val_seed=cfg.seed,
     )
     counts = list(bundle.cls_num_list)
     if min(counts) < 1:
@@ -370,14 +434,16 @@ def train(
     # -- method: loss plugin, head, model ---------------------------------------------------
     torch.manual_seed(cfg.seed)
     plugin, model, step_model, optimizer = build_step(
-        cfg, counts, bundle.num_classes, device, channels_last=channels_last)
+        cfg, counts, bundle.num_classes, device, channels_last=channels_last
+    )
     mixup = Mixup(cfg.mixup_alpha) if cfg.mixup_alpha > 0 else None
     to_logits = getattr(plugin, "eval_logits", None)
 
     def assess(loader) -> dict[str, Any]:
         batches = epoch_batches(loader, 0, channels_last)
-        return evaluate(step_model, batches, bundle.num_classes, device, amp=amp,
-                        to_logits=to_logits).compute(counts)
+        return evaluate(
+            step_model, batches, bundle.num_classes, device, amp=amp, to_logits=to_logits
+        ).compute(counts)
 
     # -- resume -----------------------------------------------------------------------------
     start_epoch, history = 0, []
@@ -399,8 +465,13 @@ def train(
     if show:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.epochs, initial=start_epoch, desc=f"{cfg.loss} on {cfg.dataset}",
-                   unit="epoch", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.epochs,
+            initial=start_epoch,
+            desc=f"{cfg.loss} on {cfg.dataset}",
+            unit="epoch",
+            dynamic_ncols=True,
+        )
     for epoch in epochs:
         tick = time.perf_counter()
         lr = learning_rate(cfg, epoch)
@@ -409,10 +480,20 @@ def train(
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "lr": lr,
-            **fit_epoch(step_model, loaders.train, plugin, optimizer, device, seed=cfg.seed,
-                        epoch=epoch, schedule_epoch=epoch, channels_last=channels_last,
-                        amp=amp, mixup=mixup, hint=f"try a lower learning rate (lr={lr:g}) "
-                        "or check the loss parameters"),
+            **fit_epoch(
+                step_model,
+                loaders.train,
+                plugin,
+                optimizer,
+                device,
+                seed=cfg.seed,
+                epoch=epoch,
+                schedule_epoch=epoch,
+                channels_last=channels_last,
+                amp=amp,
+                mixup=mixup,
+                hint=f"try a lower learning rate (lr={lr:g}) or check the loss parameters",
+            ),
         }
         last = epoch + 1 == cfg.epochs
         if last or (epoch + 1) % cfg.eval_every == 0:
@@ -421,18 +502,25 @@ def train(
             row["val_top1_error"] = assess(loaders.val)["top1_error"]
         row["epoch_seconds"] = time.perf_counter() - tick
         history.append(row)
-        save_checkpoint(ckpt_path, {
-            "format": CHECKPOINT_FORMAT, "config": cfg.to_dict(), "epoch": epoch + 1,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        })
+        save_checkpoint(
+            ckpt_path,
+            {
+                "format": CHECKPOINT_FORMAT,
+                "config": cfg.to_dict(),
+                "epoch": epoch + 1,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+            },
+        )
         with open(out_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(row) + "\n")
         if hooks is not None:
             hooks.on_epoch_end(epoch + 1, row, ckpt_path)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{row['train_loss']:.3f}",
-                            err=f"{row.get('test_top1_error', math.nan):.1f}")
+            bar.set_postfix(
+                loss=f"{row['train_loss']:.3f}", err=f"{row.get('test_top1_error', math.nan):.1f}"
+            )
     if bar is not None:
         bar.close()
 
@@ -440,16 +528,19 @@ def train(
     result = build_result(cfg, bundle, assess(loaders.test), history)
     if loaders.val is not None:
         result["val_top1_error"] = assess(loaders.val)["top1_error"]
-    result["wall_seconds"] = time.perf_counter() - start_time + sum(
-        r.get("epoch_seconds", 0.0) for r in history[: start_epoch]
+    result["wall_seconds"] = (
+        time.perf_counter()
+        - start_time
+        + sum(r.get("epoch_seconds", 0.0) for r in history[:start_epoch])
     )
     result["env"] = environment(device, amp=amp, channels_last=channels_last)
     _write_json(out_dir / "result.json", result)
     return result
 
 
-def build_result(cfg: TrainConfig, bundle, final: dict[str, Any],
-                 history: list[dict[str, Any]]) -> dict[str, Any]:
+def build_result(
+    cfg: TrainConfig, bundle, final: dict[str, Any], history: list[dict[str, Any]]
+) -> dict[str, Any]:
     """The result record of DESIGN.md from the final metrics and the epoch history."""
     tested = [r for r in history if "test_top1_error" in r]
     best = min(tested, key=lambda r: r["test_top1_error"]) if tested else None

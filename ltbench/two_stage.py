@@ -521,10 +521,20 @@ def run_two_stage(
             "epoch": overall + 1,
             "stage": "stage2",
             "lr": lr * plan.lr_factor,
-            **fit_epoch(model, train_loader, plugin, optimizer, device, seed=cfg.seed,
-                        epoch=overall, schedule_epoch=epoch, channels_last=channels_last,
-                        amp=amp, where="in stage 2 ",
-                        hint=f"try a lower stage2_lr (now {plan.lr:g})"),
+            **fit_epoch(
+                model,
+                train_loader,
+                plugin,
+                optimizer,
+                device,
+                seed=cfg.seed,
+                epoch=overall,
+                schedule_epoch=epoch,
+                channels_last=channels_last,
+                amp=amp,
+                where="in stage 2 ",
+                hint=f"try a lower stage2_lr (now {plan.lr:g})",
+            ),
         }
         last = epoch + 1 == plan.epochs
         if last or (epoch + 1) % cfg.eval_every == 0:

@@ -28,8 +28,11 @@ def test_both_loops_start_from_the_same_model_loss_and_optimizer_settings():
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert type(ours.plugin) is type(ref.loss_fn)
     for ga, gb in zip(ours.optimizer.param_groups, ref.optimizer.param_groups, strict=True):
-        assert (ga["lr"], ga["momentum"], ga["weight_decay"]) == \
-            (gb["lr"], gb["momentum"], gb["weight_decay"])
+        assert (ga["lr"], ga["momentum"], ga["weight_decay"]) == (
+            gb["lr"],
+            gb["momentum"],
+            gb["weight_decay"],
+        )
     assert len(ours.loader) == len(ref.loader) == 2
 
 
@@ -44,8 +47,22 @@ def test_bench_train_rows_and_table():
 
 
 def test_bench_train_command_prints_the_speedup_last(capsys):
-    code = main(["bench", "train", "--batch-sizes", "4", "--steps", "1", "--repeats", "1",
-                 "--warmup", "0", "--workers", "0"])
+    code = main(
+        [
+            "bench",
+            "train",
+            "--batch-sizes",
+            "4",
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--workers",
+            "0",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"speedup \d+\.\d\dx", out[-1])

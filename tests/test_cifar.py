@@ -31,8 +31,15 @@ def cifar_root(tmp_path_factory):
 
 
 def test_resnet32_learns_cifar10_lt_from_the_jpeg_copy(cifar_root, tmp_path):
-    cfg = TrainConfig(dataset="cifar10-lt", data_root=str(cifar_root), imb_factor=0.1,
-                      loss="kps-ga", epochs=4, lr=0.05, batch_size=128)
+    cfg = TrainConfig(
+        dataset="cifar10-lt",
+        data_root=str(cifar_root),
+        imb_factor=0.1,
+        loss="kps-ga",
+        epochs=4,
+        lr=0.05,
+        batch_size=128,
+    )
     result = train(cfg, tmp_path / "run")
     assert result["class_names"][0] == "airplane" and result["class_names"][9] == "truck"
     assert result["class_counts"][0] == TRAIN_PER_CLASS

@@ -26,8 +26,15 @@ def test_shorter_runs_scale_the_milestones_the_user_did_not_set():
     assert cfg.warmup_epochs == 1  # 5 * 0.1 = 0.5, kept at one epoch
     assert cfg.lr_decay_epochs == [16, 18]
     assert cfg.loss_params["ga_epoch"] == 12
-    kept = resolve(TrainConfig(dataset="cifar10-lt", loss="kps-ga", epochs=20,
-                               loss_params={"ga_epoch": 3}, lr_decay_epochs=[10]))
+    kept = resolve(
+        TrainConfig(
+            dataset="cifar10-lt",
+            loss="kps-ga",
+            epochs=20,
+            loss_params={"ga_epoch": 3},
+            lr_decay_epochs=[10],
+        )
+    )
     assert kept.loss_params["ga_epoch"] == 3 and kept.lr_decay_epochs == [10]
 
 

@@ -68,7 +68,7 @@ def test_evaluator_accumulates_like_numpy():
     targets = torch.randint(0, 7, (200,))
     ev = metrics.Evaluator(7)
     for chunk in range(0, 200, 64):
-        ev.update(logits[chunk:chunk + 64], targets[chunk:chunk + 64])
+        ev.update(logits[chunk : chunk + 64], targets[chunk : chunk + 64])
     out = ev.compute(train_counts=[300, 150, 90, 40, 20, 10, 3])
     probs = torch.softmax(logits, 1).numpy()
     pred = probs.argmax(1)

@@ -11,8 +11,7 @@ from ltbench.errors import LtbenchError
 from ltbench.registry import _REGISTRY, LossSpec, register
 from ltbench.train import learning_rate, train
 
-TINY = dict(dataset="synthetic-lt", n_max=100, imb_factor=0.05, width=0.25, batch_size=64,
-            epochs=2)
+TINY = dict(dataset="synthetic-lt", n_max=100, imb_factor=0.05, width=0.25, batch_size=64, epochs=2)
 
 
 def tiny(**kw) -> TrainConfig:
@@ -22,16 +21,29 @@ def tiny(**kw) -> TrainConfig:
 def test_train_writes_every_file(tmp_path):
     result = train(tiny(loss="kps-ga"), tmp_path / "run")
     run = tmp_path / "run"
-    assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.jsonl",
-                                               "checkpoint.pt", "result.json"}
+    assert {p.name for p in run.iterdir()} >= {
+        "config.yaml",
+        "metrics.jsonl",
+        "checkpoint.pt",
+        "result.json",
+    }
     saved = json.loads((run / "result.json").read_text())
     assert saved["top1_error"] == pytest.approx(result["top1_error"])
     assert len(saved["per_class_accuracy"]) == 10
     assert len(saved["confusion_matrix"]) == 10
     assert saved["class_counts"][0] > saved["class_counts"][-1]  # long-tailed
     assert saved["env"]["torch"] == torch.__version__
-    for key in ("many_acc", "medium_acc", "few_acc", "head_error", "mid_error", "tail_error",
-                "ece", "wall_seconds", "best_test_top1_error_selected_on_test"):
+    for key in (
+        "many_acc",
+        "medium_acc",
+        "few_acc",
+        "head_error",
+        "mid_error",
+        "tail_error",
+        "ece",
+        "wall_seconds",
+        "best_test_top1_error_selected_on_test",
+    ):
         assert key in saved
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
@@ -72,8 +84,10 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
         train(cfg, tmp_path / "cut")
     resumed = train(cfg, tmp_path / "cut", resume=True)
     assert resumed["confusion_matrix"] == full["confusion_matrix"]
-    epochs = [json.loads(x)["epoch"] for x in
-              (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    epochs = [
+        json.loads(x)["epoch"]
+        for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    ]
     assert epochs == [1, 2, 3]
 
 
@@ -140,8 +154,25 @@ def test_learning_rate_schedule():
 
 def test_cli_train_and_one_line_errors(tmp_path, capsys):
     out = tmp_path / "cli"
-    code = main(["train", "--dataset", "synthetic-lt", "--loss", "la", "--epochs", "1",
-                 "--n-max", "100", "--imb-factor", "0.05", "--width", "0.25", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "synthetic-lt",
+            "--loss",
+            "la",
+            "--epochs",
+            "1",
+            "--n-max",
+            "100",
+            "--imb-factor",
+            "0.05",
+            "--width",
+            "0.25",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     assert "top-1 error" in capsys.readouterr().out
     cases = [
@@ -153,8 +184,21 @@ def test_cli_train_and_one_line_errors(tmp_path, capsys):
         (["-p", "m_max=-1", "--loss", "kps"], "m_max"),
     ]
     for extra, message in cases:
-        code = main(["train", "--epochs", "1", "--n-max", "100", "--imb-factor", "0.05", "--out",
-                     str(tmp_path / "e"), "--overwrite", *extra])
+        code = main(
+            [
+                "train",
+                "--epochs",
+                "1",
+                "--n-max",
+                "100",
+                "--imb-factor",
+                "0.05",
+                "--out",
+                str(tmp_path / "e"),
+                "--overwrite",
+                *extra,
+            ]
+        )
         err = capsys.readouterr().err.strip()
         assert code == 2, extra
         assert err.startswith("ltbench: error:") and message in err, err
