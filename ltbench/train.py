@@ -363,7 +363,8 @@ def evaluate(
 # The whole run
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically (a temporary file renamed over the target)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
     os.replace(tmp, path)
@@ -502,25 +503,13 @@ def train(
             row["val_top1_error"] = assess(loaders.val)["top1_error"]
         row["epoch_seconds"] = time.perf_counter() - tick
         history.append(row)
-        save_checkpoint(
-            ckpt_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "config": cfg.to_dict(),
-                "epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-            },
-        )
-        with open(out_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        if hooks is not None:
-            hooks.on_epoch_end(epoch + 1, row, ckpt_path)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{row['train_loss']:.3f}", err=f"{row.get('test_top1_error', math.nan):.1f}"
-            )
+        state = {
+            "config": cfg.to_dict(),
+            "epoch": epoch + 1,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+        }
+        record_epoch(out_dir, state, row, hooks, bar)
     if bar is not None:
         bar.close()
 
@@ -534,8 +523,23 @@ def train(
         + sum(r.get("epoch_seconds", 0.0) for r in history[:start_epoch])
     )
     result["env"] = environment(device, amp=amp, channels_last=channels_last)
-    _write_json(out_dir / "result.json", result)
+    write_json(out_dir / "result.json", result)
     return result
+
+
+def record_epoch(out_dir: Path, state: dict[str, Any], row: dict[str, Any], hooks, bar) -> None:
+    """Keep one finished epoch: the checkpoint first, then its metrics line, then tell the
+    caller (`hooks`) and the progress bar. `row["epoch"]` is the count of finished epochs."""
+    checkpoint = out_dir / "checkpoint.pt"
+    save_checkpoint(checkpoint, {"format": CHECKPOINT_FORMAT, **state})
+    with open(out_dir / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+    if hooks is not None:
+        hooks.on_epoch_end(row["epoch"], row, checkpoint)
+    if bar is not None:
+        bar.update(1)
+        error = row.get("test_top1_error", math.nan)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", err=f"{error:.1f}")
 
 
 def build_result(

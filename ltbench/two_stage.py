@@ -99,8 +99,8 @@ from ltbench.data import SAMPLING_MODES, load_dataset, make_loader
 from ltbench.errors import LtbenchError
 from ltbench.models import CosineClassifier, build_head, build_model
 from ltbench.registry import LossSpec, build_loss, get_spec
+from ltbench.results import read_metrics
 from ltbench.train import (
-    CHECKPOINT_FORMAT,
     FUSED_SGD_DEVICES,
     RUNTIME_KEYS,
     TrainHooks,
@@ -113,9 +113,10 @@ from ltbench.train import (
     make_loaders,
     pick_device,
     prepare_out_dir,
-    save_checkpoint,
+    record_epoch,
     step_options,
     train,
+    write_json,
 )
 
 try:
@@ -373,18 +374,6 @@ def cosine_learning_rate(base: float, epoch: int, epochs: int) -> float:
     return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
-    os.replace(tmp, path)
-
-
 # ----------------------------------------------------------------------------------------------
 # The whole run
 
@@ -486,10 +475,10 @@ def run_two_stage(
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start = int(state["stage2_epoch"])
-    history1 = [{**row, "stage": "stage1"} for row in _read_rows(run1 / "metrics.jsonl")]
+    history1 = [{**row, "stage": "stage1"} for row in read_metrics(run1 / "metrics.jsonl")]
     history2 = [
         row
-        for row in _read_rows(out_dir / "metrics.jsonl")
+        for row in read_metrics(out_dir / "metrics.jsonl")
         if row.get("stage") == "stage2" and row["epoch"] <= epochs1 + start
     ]
     (out_dir / "metrics.jsonl").write_text(
@@ -545,26 +534,14 @@ def run_two_stage(
             row["val_top1_error"] = assess(loaders.val)["top1_error"]
         row["epoch_seconds"] = time.perf_counter() - tick
         history2.append(row)
-        save_checkpoint(
-            ckpt_path,
-            {
-                "format": CHECKPOINT_FORMAT,
-                "config": cfg.to_dict(),
-                "epoch": overall + 1,
-                "stage2_epoch": epoch + 1,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-            },
-        )
-        with open(out_dir / "metrics.jsonl", "a") as fh:
-            fh.write(json.dumps(row) + "\n")
-        if hooks is not None:
-            hooks.on_epoch_end(overall + 1, row, ckpt_path)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(
-                loss=f"{row['train_loss']:.3f}", err=f"{row.get('test_top1_error', math.nan):.1f}"
-            )
+        state = {
+            "config": cfg.to_dict(),
+            "epoch": overall + 1,
+            "stage2_epoch": epoch + 1,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+        }
+        record_epoch(out_dir, state, row, hooks, bar)
     if bar is not None:
         bar.close()
 
@@ -586,7 +563,7 @@ def run_two_stage(
         "stage1_dir": str(run1),
         "stages": {"stage1": result1, "stage2": result2},
     }
-    _write_json(out_dir / "result.json", result)
+    write_json(out_dir / "result.json", result)
     return result
 
 
