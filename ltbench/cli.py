@@ -93,7 +93,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--amp",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="bf16 autocast (default: on for CUDA)",
+        help="bf16 autocast (default: on where bf16 is fast: CUDA, AMX CPUs)",
     )
     g.add_argument(
         "--compile",
@@ -109,13 +109,6 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="a YAML of TrainConfig keys; command-line flags override it",
     )
-
-
-_FLAG_TO_KEY = {
-    "imb_factor": "imb_factor",
-    "mixup_alpha": "mixup_alpha",
-    "data_root": "data_root",
-}
 
 
 def config_from_args(args: argparse.Namespace):
@@ -306,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--amp",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="ltbench's bf16 autocast (default: as `ltbench train`, on for CUDA)",
+        help="ltbench's bf16 autocast (default: as `ltbench train`, on for CUDA and AMX CPUs)",
     )
     p.set_defaults(func=cmd_bench)
     return parser
