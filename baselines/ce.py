@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from ltbench.loss_utils import LossPlugin
-from ltbench.registry import LossSpec
+from ltbench.sdk.loss_utils import LossPlugin
+from ltbench.sdk.registry import LossSpec
 
 
 class CrossEntropyLoss(LossPlugin):

@@ -21,13 +21,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ltbench.loss_utils import (
+from ltbench.sdk.loss_utils import (
     LossPlugin,
     check_fraction,
     check_non_negative,
     effective_number_weights,
 )
-from ltbench.registry import LossSpec
+from ltbench.sdk.registry import LossSpec
 
 # --- pure functions ---------------------------------------------------------------------------
 

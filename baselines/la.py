@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ltbench.loss_utils import LossPlugin, check_positive
-from ltbench.registry import LossSpec
+from ltbench.sdk.loss_utils import LossPlugin, check_positive
+from ltbench.sdk.registry import LossSpec
 
 # --- pure functions ---------------------------------------------------------------------------
 

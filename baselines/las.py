@@ -19,8 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ltbench.loss_utils import LossPlugin, check_choice, check_fraction
-from ltbench.registry import LossSpec
+from ltbench.sdk.loss_utils import LossPlugin, check_choice, check_fraction
+from ltbench.sdk.registry import LossSpec
 
 SHAPES = ("concave", "linear")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ltbench.loss_utils import (
+from ltbench.sdk.loss_utils import (
     DeferredReweighting,
     LossPlugin,
     check_epoch,
@@ -26,7 +26,7 @@ from ltbench.loss_utils import (
     margin_cross_entropy,
     sample_coefficients,
 )
-from ltbench.registry import LossSpec
+from ltbench.sdk.registry import LossSpec
 
 # --- pure functions ---------------------------------------------------------------------------
 

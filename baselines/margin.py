@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ltbench.errors import LtbenchError
-from ltbench.loss_utils import LossPlugin, check_positive, margin_cross_entropy
-from ltbench.registry import LossSpec
+from ltbench.sdk.loss_utils import LossPlugin, check_positive, margin_cross_entropy
+from ltbench.sdk.registry import LossSpec
 
 _SIN2_FLOOR = 1e-12
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ltbench.errors import LtbenchError
-from ltbench.loss_utils import (
+from ltbench.sdk.loss_utils import (
     DeferredReweighting,
     LossPlugin,
     check_epoch,
@@ -48,7 +48,7 @@ from ltbench.loss_utils import (
     margin_cross_entropy,
     sample_coefficients,
 )
-from ltbench.registry import LossSpec
+from ltbench.sdk.registry import LossSpec
 
 PAPER = "Li, Cheung, Hu, Key Point Sensitive Loss for Long-Tailed Visual Recognition, TPAMI 2023"
 

@@ -4,7 +4,7 @@ Importing `ltbench` is light (no torch): the names below come from the registry,
 the loss plugins, and torch with them, only when a loss is first looked up.
 """
 
-from ltbench.registry import LossSpec, build_loss, list_losses, register
+from ltbench.sdk.registry import LossSpec, build_loss, list_losses, register
 
 __version__ = "0.1.0"
 

@@ -113,7 +113,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """A TrainConfig from --config (if any) overridden by the flags that were given."""
-    from ltbench.config import TrainConfig, load_yaml
+    from ltbench.engine.config import TrainConfig, load_yaml
 
     cfg = load_yaml(args.config) if args.config else TrainConfig()
     data = cfg.to_dict()
@@ -127,7 +127,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ltbench.train import train
+    from ltbench.engine.loop import train
 
     cfg = config_from_args(args)
     out = args.out or Path("runs") / f"{cfg.loss}-{cfg.dataset}-seed{cfg.seed}"
@@ -145,8 +145,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ltbench.config import DATASET_DEFAULTS
-    from ltbench.registry import get_spec, list_losses
+    from ltbench.engine.config import DATASET_DEFAULTS
+    from ltbench.sdk.registry import get_spec, list_losses
 
     what = args.what
     if what in ("all", "losses"):
@@ -164,13 +164,13 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{d.imb_factor:g}"
             )
     if what in ("all", "models"):
-        from ltbench.models import list_models
+        from ltbench.engine.models import list_models
 
         print("models:")
         for name in list_models():
             print(f"  {name}")
     if what in ("all", "suites"):
-        from ltbench.suite import list_suites
+        from ltbench.runner.suite import list_suites
 
         print("suites:")
         for name, desc in list_suites().items():
@@ -192,25 +192,25 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ltbench.tune_runner import run_suite_command
+    from ltbench.runner.ray_adapter import run_suite_command
 
     return run_suite_command(args)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ltbench.tune_runner import sweep_command
+    from ltbench.runner.ray_adapter import sweep_command
 
     return sweep_command(args)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "losses":
-        from ltbench.bench_losses import bench_losses, format_bench
+        from ltbench.bench.losses import bench_losses, format_bench
 
         rows = bench_losses(device=args.device, repeats=args.repeats)
         print(format_bench(rows))
         return 0
-    from ltbench.bench import bench_train_command
+    from ltbench.bench.train import bench_train_command
 
     return bench_train_command(args)
 
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="run a suite of trials on Ray Tune")
-    from ltbench.suite import add_run_args, add_sweep_args
+    from ltbench.runner.suite import add_run_args, add_sweep_args
 
     add_run_args(p)
     p.set_defaults(func=cmd_run)

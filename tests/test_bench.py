@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from ltbench.bench import (
+from ltbench.bench.train import (
     bench_config,
     bench_train,
     cifar_shaped_images,

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ltbench.config import TrainConfig
-from ltbench.train import train
+from ltbench.engine.config import TrainConfig
+from ltbench.engine.loop import train
 
 ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
 TRAIN_PER_CLASS, TEST_PER_CLASS = 400, 200

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ltbench.config import TrainConfig, load_yaml, resolve, save_yaml
+from ltbench.engine.config import TrainConfig, load_yaml, resolve, save_yaml
 from ltbench.errors import LtbenchError
 
 

@@ -1,4 +1,4 @@
-"""Tests for ltbench.data and ltbench.synthetic: long-tailed subsets, datasets, loaders."""
+"""Tests for ltbench.data and ltbench.data.synthetic: long-tailed subsets, datasets, loaders."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ltbench import data, synthetic
+from ltbench import data
+from ltbench.data import synthetic
 from ltbench.errors import LtbenchError
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "losses.json"

@@ -13,13 +13,13 @@ import torch
 
 import ltbench
 from losses.kps import kps_constants
+from ltbench.engine.mixup import Mixup, MixupLoss, _log_standard_gamma, mixup_loss, sample_beta
 from ltbench.errors import LtbenchError
-from ltbench.loss_utils import (
+from ltbench.sdk.loss_utils import (
     effective_number_weights,
     margin_cross_entropy,
     margin_cross_entropy_reference,
 )
-from ltbench.strategies import Mixup, MixupLoss, _log_standard_gamma, mixup_loss, sample_beta
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "losses.json"
 OUR_LOSSES = [
@@ -242,7 +242,7 @@ def test_all_paper_losses_are_registered():
 
 @pytest.mark.parametrize("name", list(ltbench.list_losses(kind="loss")))
 def test_plugin_contract(name):
-    spec_head = ltbench.registry.get_spec(name).head
+    spec_head = ltbench.sdk.registry.get_spec(name).head
     plugin = ltbench.build_loss(name, COUNTS_SMALL)
     assert plugin.head == spec_head in ("linear", "cosine")
     classes = len(COUNTS_SMALL)
@@ -275,7 +275,7 @@ def test_plugin_contract(name):
 @pytest.mark.parametrize("name", list(ltbench.list_losses(kind="loss")))
 def test_plugin_many_classes_with_tiny_counts(name, big_plugins):
     plugin = big_plugins[name]
-    head = ltbench.registry.get_spec(name).head
+    head = ltbench.sdk.registry.get_spec(name).head
     targets = torch.tensor([0, 1, 2, C_BIG - 1])
     for epoch in (0, 10_000):
         plugin.set_epoch(epoch)
@@ -545,7 +545,7 @@ def test_forward_checks_classes_and_targets():
 
 
 def test_bench_losses_smoke():
-    from ltbench.bench_losses import bench_losses, format_bench, long_tailed_counts
+    from ltbench.bench.losses import bench_losses, format_bench, long_tailed_counts
 
     assert long_tailed_counts(5) == [1000, 211, 44, 9, 2]
     rows = bench_losses(sizes=((4, 6),), repeats=1, warmup=0, losses=["kps-ga", "la"])

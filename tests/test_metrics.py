@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ltbench import metrics
+from ltbench.engine import metrics
 
 
 def test_per_class_and_top1_from_confusion():

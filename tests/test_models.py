@@ -1,4 +1,4 @@
-"""Tests for ltbench.models: shapes, heads, parameter counts, the backbone/classifier split."""
+"""Tests for ltbench.engine.models: shapes, heads, parameter counts, the backbone/classifier split."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from ltbench.engine.models import CosineClassifier, build_model, list_models
 from ltbench.errors import LtbenchError
-from ltbench.models import CosineClassifier, build_model, list_models
 
 
 @pytest.fixture(autouse=True, scope="module")

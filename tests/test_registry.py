@@ -11,9 +11,9 @@ from importlib.metadata import entry_points
 import pytest
 
 import ltbench
-from ltbench import registry
 from ltbench.errors import LtbenchError
-from ltbench.registry import LossSpec, factory_parameters, get_spec, load_entry_points
+from ltbench.sdk import registry
+from ltbench.sdk.registry import LossSpec, factory_parameters, get_spec, load_entry_points
 
 PAPER_LOSSES = {
     "ce", "focal", "cb-focal", "ldam", "ldam-drw", "la", "cosface", "arcface", "eql",
@@ -131,8 +131,8 @@ def clean_registry():
 def test_third_party_plugin_is_picked_up(clean_registry, tmp_path, monkeypatch):
     body = """
         import torch.nn.functional as F
-        from ltbench.loss_utils import LossPlugin
-        from ltbench.registry import LossSpec
+        from ltbench.sdk.loss_utils import LossPlugin
+        from ltbench.sdk.registry import LossSpec
 
         class Scaled(LossPlugin):
             head = "linear"
@@ -179,7 +179,7 @@ def test_broken_plugin_is_skipped_with_a_warning(clean_registry, tmp_path, monke
 
 def test_plugin_reusing_a_name_is_skipped(clean_registry, tmp_path, monkeypatch):
     body = """
-        from ltbench.registry import LossSpec
+        from ltbench.sdk.registry import LossSpec
         SPEC = LossSpec(name="kps", factory=lambda counts: None, head="cosine")
     """
     _install_fake_dist(

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ltbench.errors import LtbenchError
-from ltbench.results import (
+from ltbench.runner.results import (
     PER_CLASS_COLUMNS,
     RESULTS_COLUMNS,
     SWEEP_COLUMNS,
@@ -19,7 +19,7 @@ from ltbench.results import (
     write_results,
     write_sweep,
 )
-from ltbench.suite import (
+from ltbench.runner.suite import (
     PRESETS,
     add_run_args,
     add_sweep_args,

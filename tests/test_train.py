@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from ltbench.cli import main
-from ltbench.config import TrainConfig
+from ltbench.engine.config import TrainConfig
+from ltbench.engine.loop import learning_rate, train
 from ltbench.errors import LtbenchError
-from ltbench.registry import _REGISTRY, LossSpec, register
-from ltbench.train import learning_rate, train
+from ltbench.sdk.registry import _REGISTRY, LossSpec, register
 
 TINY = dict(dataset="synthetic-lt", n_max=100, imb_factor=0.05, width=0.25, batch_size=64, epochs=2)
 
@@ -142,7 +142,7 @@ def test_nan_loss_stops_with_epoch_and_step(tmp_path):
 
 def test_learning_rate_schedule():
     cfg = TrainConfig(dataset="cifar10-lt", lr=0.1)
-    from ltbench.config import resolve
+    from ltbench.engine.config import resolve
 
     cfg = resolve(cfg)
     assert learning_rate(cfg, 0) == pytest.approx(0.02)

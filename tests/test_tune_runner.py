@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 
 from ltbench.cli import main
-from ltbench.results import RESULTS_COLUMNS, SWEEP_COLUMNS
-from ltbench.suite import add_run_args
+from ltbench.runner.results import RESULTS_COLUMNS, SWEEP_COLUMNS
+from ltbench.runner.suite import add_run_args
 
 TINY = """
 description: tiny suite for the tests
@@ -122,7 +122,7 @@ def test_unknown_suite_and_wrong_command(tmp_path):
 
 def test_share_resources():
     from ltbench.errors import LtbenchError
-    from ltbench.tune_runner import share_resources
+    from ltbench.runner.ray_adapter import share_resources
 
     assert share_resources(2, 0, 2, None, None) == {"cpu": 1.0, "gpu": 0.0}
     assert share_resources(16, 1, 16, None, None) == {"cpu": 16.0, "gpu": 1.0}
@@ -138,8 +138,8 @@ def test_share_resources():
 
 def test_run_trial_device_from_resources_and_no_retraining(tmp_path):
     """Ray-free: the trial's device follows its GPU share; a finished trial is only reported."""
-    from ltbench.suite import expand, load_suite, save_trials
-    from ltbench.tune_runner import run_trial
+    from ltbench.runner.ray_adapter import run_trial
+    from ltbench.runner.suite import expand, load_suite, save_trials
 
     suite = tmp_path / "s.yaml"
     suite.write_text(TINY)
@@ -261,7 +261,7 @@ def test_failing_trial_is_reported_and_others_finish(ray_session, tmp_path):
 
 
 def flaky_train(cfg, out_dir, hooks=None, *, resume=False, progress=None, **_):
-    """A stand-in for ltbench.train.train: seed 0 fails once, seed 1 always fails."""
+    """A stand-in for ltbench.engine.loop.train: seed 0 fails once, seed 1 always fails."""
     out_dir = Path(out_dir)
     marker = out_dir / "attempts"
     attempts = int(marker.read_text()) + 1 if marker.exists() else 1
@@ -277,7 +277,7 @@ def flaky_train(cfg, out_dir, hooks=None, *, resume=False, progress=None, **_):
 def test_retry_then_failure_with_stand_in_trainer(ray_session, tmp_path):
     from ray import cloudpickle
 
-    from ltbench.tune_runner import run_suite_command
+    from ltbench.runner.ray_adapter import run_suite_command
 
     # Trial processes cannot import this test module: ship flaky_train by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])

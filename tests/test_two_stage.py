@@ -13,13 +13,13 @@ import time
 import pytest
 import torch
 
-from ltbench.config import TrainConfig
 from ltbench.data import load_dataset, make_loader
+from ltbench.engine.config import TrainConfig
+from ltbench.engine.loop import train
+from ltbench.engine.models import build_model
+from ltbench.engine.stages import Stage2Model, file_lock, make_plan, normalize
 from ltbench.errors import LtbenchError
-from ltbench.models import build_model
-from ltbench.registry import get_spec, list_losses
-from ltbench.train import train
-from ltbench.two_stage import Stage2Model, file_lock, make_plan, normalize
+from ltbench.sdk.registry import get_spec, list_losses
 
 TINY = dict(
     dataset="synthetic-lt",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ltbench.loss_utils import check_non_negative
+from ltbench.sdk.loss_utils import check_non_negative
 
 # Candidates per Gamma draw in the vectorised Marsaglia-Tsang sampler: each is accepted with
 # probability > 0.95, so all 32 being rejected has probability < 1e-41.

@@ -57,7 +57,7 @@ def bench_losses(
 def _time_losses(sizes, dev, repeats: int, warmup: int, losses, seed: int) -> list[dict]:
     import torch
 
-    from ltbench.registry import build_loss, get_spec, list_losses
+    from ltbench.sdk.registry import build_loss, get_spec, list_losses
 
     names = list(losses) if losses is not None else list(list_losses(kind="loss"))
     if "ce" not in names:

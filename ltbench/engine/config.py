@@ -184,7 +184,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
 
     Returns a new config; raises `LtbenchError` with a one-line message on a bad value.
     """
-    from ltbench.registry import get_spec, resolve_params
+    from ltbench.sdk.registry import get_spec, resolve_params
 
     check_types(cfg)
     if cfg.dataset not in DATASET_DEFAULTS:

@@ -19,9 +19,9 @@ from typing import Any
 
 import pandas as pd
 
-from ltbench.config import DATASET_DEFAULTS
+from ltbench.engine.config import DATASET_DEFAULTS
 from ltbench.errors import LtbenchError
-from ltbench.suite import TrialSpec, load_trials
+from ltbench.runner.suite import TrialSpec, load_trials
 
 RESULTS_COLUMNS = [
     "trial",

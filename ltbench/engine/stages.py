@@ -18,7 +18,7 @@ in a suite):
 
 One trial runs both stages. Pipeline of `run_two_stage(cfg, out_dir)`:
 
-1. Stage 1 is an ordinary `ltbench.train.train` run of `stage1_loss` (with `stage1_params`,
+1. Stage 1 is an ordinary `ltbench.engine.loop.train` run of `stage1_loss` (with `stage1_params`,
    mixup `stage1_mixup_alpha`) on the trial's data, model and schedule. It lives in a cache
    folder shared by every trial that needs the same stage 1:
    `<cache>/<loss>-<dataset>-seed<seed>-<hash>/`, where `<hash>` digests the resolved stage-1
@@ -37,7 +37,7 @@ One trial runs both stages. Pipeline of `run_two_stage(cfg, out_dir)`:
 Settings are the method's loss parameters, flat (`-p stage2_epochs=5`, suite `params:`); each
 method's defaults are in its spec below, the stage-2 loss's own parameters (`smooth_head`,
 `smooth_tail`, `shape` for `las`; `m_max`, `s_base`, `n_base` for KPS) are taken from that loss's
-spec, and the per-dataset loss defaults of `ltbench.config` apply to them as to any loss (e.g.
+spec, and the per-dataset loss defaults of `ltbench.engine.config` apply to them as to any loss (e.g.
 `las` 0.4 / 0.1 on CIFAR-100-LT):
 
     stage1_loss          "ce"             loss of stage 1 (any single-stage loss)
@@ -94,13 +94,9 @@ from torch import nn
 from baselines.ce import SPEC as CE
 from baselines.las import SPEC as LAS
 from losses.kps import KPS
-from ltbench.config import DATASET_DEFAULTS, TrainConfig, resolve, save_yaml
 from ltbench.data import SAMPLING_MODES, load_dataset, make_loader
-from ltbench.errors import LtbenchError
-from ltbench.models import CosineClassifier, build_head, build_model
-from ltbench.registry import LossSpec, build_loss, get_spec
-from ltbench.results import read_metrics
-from ltbench.train import (
+from ltbench.engine.config import DATASET_DEFAULTS, TrainConfig, resolve, save_yaml
+from ltbench.engine.loop import (
     FUSED_SGD_DEVICES,
     RUNTIME_KEYS,
     TrainHooks,
@@ -118,6 +114,10 @@ from ltbench.train import (
     train,
     write_json,
 )
+from ltbench.engine.models import CosineClassifier, build_head, build_model
+from ltbench.errors import LtbenchError
+from ltbench.runner.results import read_metrics
+from ltbench.sdk.registry import LossSpec, build_loss, get_spec
 
 try:
     import fcntl
@@ -390,7 +390,7 @@ def run_two_stage(
 ) -> dict[str, Any]:
     """Train both stages of a two-stage method into `out_dir`; returns the final result.
 
-    Same contract as `ltbench.train.train` (which hands two-stage methods to this function);
+    Same contract as `ltbench.engine.loop.train` (which hands two-stage methods to this function);
     `resume` may name a stage-2 checkpoint. `cache_dir`: where stage-1 runs are kept.
     """
     cfg = normalize(cfg)

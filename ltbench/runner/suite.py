@@ -1,6 +1,6 @@
 """Suites: YAML files that list the axes of an experiment, expanded into one spec per trial.
 
-A suite names its axes; the runner (`ltbench.tune_runner`) turns every combination into one
+A suite names its axes; the runner (`ltbench.runner.ray_adapter`) turns every combination into one
 training run. The file format, checked key by key when the file is loaded:
 
     description: KPS ablation (paper Table 5)      # one line, shown by `ltbench list suites`
@@ -43,10 +43,11 @@ from typing import Any
 
 import yaml
 
-from ltbench.config import DATASET_DEFAULTS, TrainConfig
+import sweeps
+from ltbench.engine.config import DATASET_DEFAULTS, TrainConfig
 from ltbench.errors import LtbenchError
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+SUITES_DIR = Path(sweeps.__file__).resolve().parent  # the suite YAML files shipped as package data
 
 # TrainConfig keys that belong to an axis of the suite, so a `config` block may not set them.
 AXIS_KEYS = {
@@ -404,7 +405,7 @@ def check_datasets(datasets: list[str], where: str) -> None:
 
 def check_methods(suite: Suite) -> None:
     """Every method's loss is registered (run time: plugins may arrive after the YAML)."""
-    from ltbench.registry import get_spec
+    from ltbench.sdk.registry import get_spec
 
     for m in suite.methods:
         try:
@@ -521,7 +522,7 @@ BUILT_IN_DATASETS = ("synthetic-lt",)  # drawn in memory; every other dataset ne
 
 def check_trials(trials: list[TrialSpec]) -> None:
     """Resolve every trial's configuration now, so a bad value fails before Ray starts."""
-    from ltbench.config import resolve
+    from ltbench.engine.config import resolve
 
     for t in trials:
         if t.dataset not in BUILT_IN_DATASETS and not t.config.get("data_root"):
@@ -567,7 +568,7 @@ def first_difference(old: TrialSpec, new: TrialSpec) -> str | None:
     Settings that do not change a run's numbers (device, workers, evaluation period, ...) may
     differ: a resumed suite can move to other hardware.
     """
-    from ltbench.train import RUNTIME_KEYS
+    from ltbench.engine.loop import RUNTIME_KEYS
 
     a, b = old.to_dict(), new.to_dict()
     for name in a:

@@ -1,6 +1,6 @@
 """Suites and hyper-parameter searches on Ray Tune: the only module of ltbench that imports Ray.
 
-`ltbench run` turns a suite (`ltbench.suite`) into one Tune trial per (method, dataset, rho,
+`ltbench run` turns a suite (`ltbench.runner.suite`) into one Tune trial per (method, dataset, rho,
 seed[, subset seed]); `ltbench sweep` searches a method's parameters with Optuna (random search
 without it) and stops poor points early with ASHA on the validation error.
 
@@ -8,7 +8,7 @@ The suite directory, not Ray's experiment state, is the source of truth (docs/DE
 
 * `DIR/trials.json` lists every planned trial; Tune's parameter space is only a grid over the
   trial keys, and the trainable looks up its spec there.
-* Each trial trains with `ltbench.train.train(cfg, DIR/trials/<key>, resume=True)`, which writes
+* Each trial trains with `ltbench.engine.loop.train(cfg, DIR/trials/<key>, resume=True)`, which writes
   a checkpoint every epoch. A retry after a failure (`--max-failures`) or a `--resume` after a
   crash continues from that checkpoint; Tune checkpoints are not used.
 * A trial whose `result.json` exists is never trained again: `--resume` leaves it out, and the
@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 
 from ltbench.errors import LtbenchError
-from ltbench.results import (
+from ltbench.runner.results import (
     ERROR_FILE,
     finished_keys,
     read_result,
@@ -45,7 +45,7 @@ from ltbench.results import (
     write_results,
     write_sweep,
 )
-from ltbench.suite import (
+from ltbench.runner.suite import (
     TrialSpec,
     apply_overrides,
     check_methods,
@@ -253,10 +253,10 @@ def run_trial(
     tdir.mkdir(parents=True, exist_ok=True)
     (tdir / ERROR_FILE).unlink(missing_ok=True)
     if train_fn is None:
-        from ltbench.train import train as train_fn
+        from ltbench.engine.loop import train as train_fn
     import torch
 
-    from ltbench.config import resolve
+    from ltbench.engine.config import resolve
 
     # Ray sets OMP_NUM_THREADS=1 for trials with < 2 CPUs; use the CPUs the trial holds.
     torch.set_num_threads(max(int(resources.get("cpu", 1)), 1))
@@ -731,8 +731,8 @@ def run_suite_command(args: argparse.Namespace, train_fn=None) -> int:
 
 def plan_sweep(args: argparse.Namespace) -> tuple[Any, dict[str, Any], TrialSpec]:
     """Load and check a search suite (no Ray); returns (suite, preset overrides, base trial)."""
-    from ltbench.config import resolve
-    from ltbench.registry import get_spec
+    from ltbench.engine.config import resolve
+    from ltbench.sdk.registry import get_spec
 
     suite = load_suite(args.suite)
     if suite.search is None:
@@ -809,7 +809,7 @@ def _search_algorithm(space: dict[str, dict[str, Any]], seed: int = 0):
 
 def sweep_command(args: argparse.Namespace, train_fn=None) -> int:
     """`ltbench sweep`: search the suite's space, select on validation error, write sweep.csv."""
-    from ltbench.config import resolve
+    from ltbench.engine.config import resolve
 
     _check_counts(args)
     formats = _report_formats(args.report)

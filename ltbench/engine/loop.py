@@ -28,9 +28,9 @@ from typing import Any, Protocol
 import torch
 
 import ltbench
-from ltbench.config import TrainConfig, resolve, save_yaml
+from ltbench.engine.config import TrainConfig, resolve, save_yaml
+from ltbench.engine.metrics import Evaluator
 from ltbench.errors import LtbenchError
-from ltbench.metrics import Evaluator
 
 CHECKPOINT_FORMAT = "ltbench-checkpoint-1"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "result.json")
@@ -192,8 +192,8 @@ def build_step(
 ):
     """The loss plugin, the model, the module the step calls (the model compiled when
     `cfg.compile`) and the SGD optimizer. Seed torch first: the initial weights come from it."""
-    from ltbench.models import build_model
-    from ltbench.registry import build_loss
+    from ltbench.engine.models import build_model
+    from ltbench.sdk.registry import build_loss
 
     plugin = build_loss(cfg.loss, counts, **cfg.loss_params).to(device)
     model = build_model(cfg.model, num_classes, head=plugin.head, width=cfg.width).to(device)
@@ -395,8 +395,8 @@ def train(
     of a checkpoint to continue from.
     """
     from ltbench.data import load_dataset
-    from ltbench.registry import get_spec
-    from ltbench.strategies import Mixup
+    from ltbench.engine.mixup import Mixup
+    from ltbench.sdk.registry import get_spec
 
     cfg = resolve(cfg)
     spec = get_spec(cfg.loss)

@@ -2,7 +2,7 @@
 
 Datasets (`list_datasets()`, `load_dataset(name, ...)`):
 
-- `synthetic-lt`: built in, drawn procedurally (see `ltbench.synthetic`); the offline default.
+- `synthetic-lt`: built in, drawn procedurally (see `ltbench.data.synthetic`); the offline default.
 - `cifar10-lt`, `cifar100-lt`: CIFAR made long-tailed with `long_tailed_indices`; read from
   torchvision's python pickles or from an image-folder copy (`root/train/<class>/*.jpg`).
 - `imagenet-lt`, `inat2018`: read from split files (`relative/path label` per line). They are
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ltbench import synthetic
+from ltbench.data import synthetic
 from ltbench.errors import LtbenchError
 
 PROFILES = ("exp", "step")

@@ -63,7 +63,7 @@ def cifar_shaped_images(n: int, seed: int = DATA_SEED):
 
 def bench_config(batch_size: int, device: str, **overrides: Any):
     """The resolved TrainConfig of CIFAR-10-LT with ResNet-32 and KPS-GA (paper Table 2)."""
-    from ltbench.config import TrainConfig, resolve
+    from ltbench.engine.config import TrainConfig, resolve
 
     cfg = TrainConfig(
         dataset="cifar10-lt",
@@ -100,7 +100,7 @@ class LtbenchRun:
 
     def epoch(self, epoch: int) -> int:
         """Train one epoch and read its sums back as `train()` does; the number of images."""
-        from ltbench.train import epoch_batches, train_one_epoch
+        from ltbench.engine.loop import epoch_batches, train_one_epoch
 
         batches = epoch_batches(self.loader, epoch, self.channels_last)
         stats = train_one_epoch(
@@ -111,9 +111,9 @@ class LtbenchRun:
 
 
 def ltbench_run(cfg, data, device: torch.device) -> LtbenchRun:
-    """Build ltbench's side with the helpers of `ltbench.train`."""
+    """Build ltbench's side with the helpers of `ltbench.engine.loop`."""
     from ltbench.data import CIFAR_MEAN, CIFAR_STD, DatasetBundle
-    from ltbench.train import build_step, make_loaders, step_options
+    from ltbench.engine.loop import build_step, make_loaders, step_options
 
     bundle = DatasetBundle(
         name="bench",
@@ -208,8 +208,8 @@ class ReferenceRun:
 def reference_run(cfg, data, device: torch.device, workers: int) -> ReferenceRun:
     """Build the reference side: same initial weights, loss and SGD settings as ltbench's."""
     from ltbench.data import CIFAR_MEAN, CIFAR_STD
-    from ltbench.models import build_model
-    from ltbench.registry import build_loss
+    from ltbench.engine.models import build_model
+    from ltbench.sdk.registry import build_loss
 
     torch.manual_seed(cfg.seed)
     loss_fn = build_loss(cfg.loss, list(CLASS_COUNTS), **cfg.loss_params).to(device)
@@ -257,7 +257,7 @@ def bench_train(
     batch size: `batch, steps, ltbench, reference, ratio` (images per second, ratio of medians)
     and the per-round figures `ltbench_runs`, `reference_runs`.
     """
-    from ltbench.train import pick_device
+    from ltbench.engine.loop import pick_device
 
     if repeats < 1 or steps < 1 or warmup < 0 or workers < 0:
         raise LtbenchError("repeats and steps must be at least 1, warmup and workers at least 0")

@@ -29,7 +29,7 @@ class LossSpec:
     defaults and the only place they live; `head` is the classifier the loss expects.
     `kind` is "loss" for a plain loss, "two-stage" for a two-stage method (see two_stage.py).
     `runner`, when set, trains the method instead of the plain loop: a callable with the
-    signature of `ltbench.train.train` (a method with its own schedule, e.g. two stages).
+    signature of `ltbench.engine.loop.train` (a method with its own schedule, e.g. two stages).
     """
 
     name: str
