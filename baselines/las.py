@@ -88,6 +88,7 @@ SPEC = LossSpec(
     factory=build_las,
     head="linear",
     defaults={"smooth_head": 0.3, "smooth_tail": 0.0, "shape": "concave"},
+    dataset_defaults={"cifar100-lt": {"smooth_head": 0.4, "smooth_tail": 0.1}},  # MiSLAS's
     description="label-aware smoothing (MiSLAS)",
     paper="Zhong et al., Improving Calibration for Long-Tailed Recognition, CVPR 2021",
 )

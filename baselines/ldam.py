@@ -101,6 +101,7 @@ LDAM_DRW = LossSpec(
     factory=build_ldam_drw,
     head="cosine",
     defaults={"max_m": 0.5, "s": 30.0, "drw_epoch": 160, "beta": 0.9999},
+    milestones={"drw_epoch": "lr-decay"},  # re-weight from the first lr decay on
     description="LDAM with deferred re-weighting (effective-number weights)",
     paper=LDAM.paper,
 )

@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from ltbench.data import load_dataset, make_loader
-from ltbench.engine.config import TrainConfig
+from ltbench.engine.config import TrainConfig, resolve
 from ltbench.engine.loop import train
 from ltbench.engine.models import build_model
-from ltbench.engine.stages import Stage2Model, file_lock, make_plan, normalize
+from ltbench.engine.stages import StageModel, file_lock, plan_stages
 from ltbench.errors import LtbenchError
 from ltbench.sdk.registry import get_spec, list_losses
 
@@ -62,21 +62,32 @@ def test_registered_as_two_stage_methods():
 
 
 def test_settings_resolve_flat_with_dataset_defaults_and_scaled_epochs():
-    cfg = normalize(TrainConfig(dataset="cifar100-lt", loss="mislas"))
+    cfg = resolve(TrainConfig(dataset="cifar100-lt", loss="mislas"))
     p = cfg.loss_params
     assert (p["smooth_head"], p["smooth_tail"]) == (0.4, 0.1)  # MiSLAS's CIFAR-100 setting
-    assert p["stage2_epochs"] == 10 and p["stage2_lr"] == cfg.lr
+    assert p["stage2_epochs"] == 10
+    stage1, stage2 = plan_stages(cfg)
+    assert stage2.epochs == 10 and stage2.lr == cfg.lr and stage2.batch_size == cfg.batch_size
+    assert stage2.loss == "las" and stage2.loss_params["smooth_head"] == 0.4
     assert (
-        normalize(TrainConfig(dataset="cifar10-lt", loss="mislas")).loss_params["smooth_head"]
-        == 0.3
+        resolve(TrainConfig(dataset="cifar10-lt", loss="mislas")).loss_params["smooth_head"] == 0.3
     )
-    short = normalize(TrainConfig(dataset="cifar10-lt", loss="mislas", epochs=100))
+    short = resolve(TrainConfig(dataset="cifar10-lt", loss="mislas", epochs=100))
     assert short.loss_params["stage2_epochs"] == 5  # scaled like the other milestones
-    alias = normalize(TrainConfig(loss="crt", stage2={"epochs": 3, "lr": 0.05}))
+    alias = resolve(TrainConfig(loss="crt", stage2={"epochs": 3, "lr": 0.05}))
     assert alias.loss_params["stage2_epochs"] == 3 and alias.loss_params["stage2_lr"] == 0.05
-    plan = make_plan(normalize(TrainConfig(loss="mislas")))
-    assert plan.stage1.loss == "ce" and plan.stage1.mixup_alpha == 1.0 and plan.lws
-    assert make_plan(normalize(TrainConfig(loss="crt"))).stage1.mixup_alpha == 0.0
+    assert plan_stages(alias)[1].lr == 0.05
+    s1, s2 = plan_stages(resolve(TrainConfig(loss="mislas")))
+    assert s1.loss == "ce" and s1.mixup_alpha == 1.0 and s2.class_scale
+    assert (s2.trainable, s2.batchnorm, s2.classifier, s2.sampler, s2.schedule) == (
+        "classifier",
+        "train",
+        "keep",
+        "class-balanced",
+        "cosine",
+    )
+    c1, c2 = plan_stages(resolve(TrainConfig(loss="crt")))
+    assert c1.mixup_alpha == 0.0 and (c2.batchnorm, c2.classifier) == ("frozen", "reinit")
 
 
 @pytest.mark.parametrize("cfg, message", [
@@ -89,7 +100,7 @@ def test_settings_resolve_flat_with_dataset_defaults_and_scaled_epochs():
 ])  # fmt: skip
 def test_bad_settings_are_one_line_errors(cfg, message):
     with pytest.raises(LtbenchError, match=message):
-        make_plan(normalize(cfg))
+        plan_stages(resolve(cfg))
 
 
 def test_result_reports_both_stages(runs):
@@ -147,7 +158,14 @@ def test_backbone_frozen_and_classifier_retrained(runs, name):
 def _tail_probability(state, head, lws, bundle, loader):
     net = build_model("resnet32", bundle.num_classes, head=head, width=0.25)
     model = (
-        Stage2Model(net.backbone, net.classifier, bundle.num_classes, lws=lws, shift_bn=True)
+        StageModel(
+            net.backbone,
+            net.classifier,
+            bundle.num_classes,
+            frozen=True,
+            bn_follows_data=True,
+            class_scale=lws,
+        )
         if lws is not None
         else net
     )

@@ -100,7 +100,7 @@ class LtbenchRun:
 
     def epoch(self, epoch: int) -> int:
         """Train one epoch and read its sums back as `train()` does; the number of images."""
-        from ltbench.engine.loop import epoch_batches, train_one_epoch
+        from ltbench.engine.step import epoch_batches, train_one_epoch
 
         batches = epoch_batches(self.loader, epoch, self.channels_last)
         stats = train_one_epoch(
@@ -111,9 +111,9 @@ class LtbenchRun:
 
 
 def ltbench_run(cfg, data, device: torch.device) -> LtbenchRun:
-    """Build ltbench's side with the helpers of `ltbench.engine.loop`."""
+    """Build ltbench's side with the helpers of `ltbench.engine.step`."""
     from ltbench.data import CIFAR_MEAN, CIFAR_STD, DatasetBundle
-    from ltbench.engine.loop import build_step, make_loaders, step_options
+    from ltbench.engine.step import build_step, make_loaders, step_options
 
     bundle = DatasetBundle(
         name="bench",
@@ -257,7 +257,7 @@ def bench_train(
     batch size: `batch, steps, ltbench, reference, ratio` (images per second, ratio of medians)
     and the per-round figures `ltbench_runs`, `reference_runs`.
     """
-    from ltbench.engine.loop import pick_device
+    from ltbench.engine.step import pick_device
 
     if repeats < 1 or steps < 1 or warmup < 0 or workers < 0:
         raise LtbenchError("repeats and steps must be at least 1, warmup and workers at least 0")

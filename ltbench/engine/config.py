@@ -21,7 +21,9 @@ from typing import Any
 
 import yaml
 
+from ltbench.engine.schedule import anchor_of, check_decays, place_param, run_milestones
 from ltbench.errors import LtbenchError
+from ltbench.sdk.stages import STAGE2_PREFIX
 
 
 @dataclass(frozen=True)
@@ -175,16 +177,12 @@ def check_types(cfg: TrainConfig, source: str = "config") -> None:
             )
 
 
-def _scaled(epoch: int, factor: float) -> int:
-    return int(round(epoch * factor))
-
-
 def resolve(cfg: TrainConfig) -> TrainConfig:
     """Fill every `None` with the dataset's paper default and check every value.
 
     Returns a new config; raises `LtbenchError` with a one-line message on a bad value.
     """
-    from ltbench.sdk.registry import get_spec, resolve_params
+    from ltbench.sdk.registry import all_defaults, all_defaults_for, get_spec, resolve_params
 
     check_types(cfg)
     if cfg.dataset not in DATASET_DEFAULTS:
@@ -228,32 +226,67 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     if out.weight_decay < 0:
         raise LtbenchError(f"weight_decay must be >= 0, got {out.weight_decay!r}")
 
-    # Milestones the user did not set follow the paper's schedule, scaled to the run's length.
-    factor = out.epochs / d.epochs
-    # A scaled warm-up keeps at least one epoch where the paper has one.
-    warmup = max(1, _scaled(d.warmup_epochs, factor)) if d.warmup_epochs else 0
+    # Milestones the user did not set follow the paper's schedule, placed for the run's length
+    # (one set of rules for every milestone: ltbench.engine.schedule).
+    warmup, decays = run_milestones(out.epochs, d.epochs, d.warmup_epochs, d.lr_decay_epochs)
     out.warmup_epochs = int(pick("warmup_epochs", warmup))
-    if cfg.lr_decay_epochs is None:
-        out.lr_decay_epochs = [_scaled(e, factor) for e in d.lr_decay_epochs]
-    else:
-        out.lr_decay_epochs = [int(e) for e in cfg.lr_decay_epochs]
     if out.warmup_epochs < 0:
         raise LtbenchError(f"warmup_epochs must be >= 0, got {out.warmup_epochs!r}")
+    if cfg.lr_decay_epochs is None:
+        out.lr_decay_epochs = decays
+    else:
+        out.lr_decay_epochs = check_decays(cfg.lr_decay_epochs, out.epochs)
 
     spec = get_spec(out.loss)
-    defaults = dict(spec.defaults)
-    loss_factor = out.epochs / LOSS_SCHEDULE_EPOCHS
+    given = dict(cfg.loss_params)
+    for key, value in cfg.stage2.items():  # `stage2: {epochs: 5}` is `stage2_epochs: 5`
+        name = STAGE2_PREFIX + str(key)
+        if name not in spec.defaults:
+            allowed = sorted(
+                k[len(STAGE2_PREFIX) :] for k in spec.defaults if k.startswith(STAGE2_PREFIX)
+            )
+            raise LtbenchError(
+                f"loss {out.loss!r}: unknown stage2 setting {key!r}; allowed: "
+                f"{', '.join(allowed) or 'none (a single-stage loss)'}"
+            )
+        given[name] = value
+    out.stage2 = {}
     params: dict[str, Any] = {}
-    for key, value in defaults.items():
-        if key in cfg.loss_params:
+    per_dataset = all_defaults_for(spec, out.dataset)
+    for key, value in all_defaults(spec).items():
+        if key in given:
             continue
-        if key in d.loss_defaults:
-            params[key] = d.loss_defaults[key]
-        elif key.endswith("_epoch") and isinstance(value, int) and loss_factor != 1.0:
-            params[key] = _scaled(value, loss_factor)
-    params.update(cfg.loss_params)
+        if per_dataset[key] != value:  # the paper's value on this dataset
+            params[key] = per_dataset[key]
+            continue
+        anchor = anchor_of(key, spec.milestones)
+        if anchor is not None:
+            params[key] = place_param(
+                key,
+                value,
+                anchor,
+                epochs=out.epochs,
+                recipe_epochs=d.epochs,
+                decays=out.lr_decay_epochs,
+            )
+    params.update(given)
     out.loss_params = resolve_params(out.loss, params)
     return out
+
+
+# Settings that do not change the numbers a run produces: a resumed run may change them.
+RUNTIME_KEYS = frozenset(
+    {
+        "device",
+        "amp",
+        "channels_last",
+        "compile",
+        "num_workers",
+        "eval_every",
+        "data_root",
+        "download",
+    }
+)
 
 
 def save_yaml(cfg: TrainConfig, path: Path) -> None:

@@ -1,50 +1,65 @@
-"""The training loop: one run of one method on one dataset, with the paper's recipe.
+"""The training loop: one run of one method on one dataset, as one or more stages.
 
 `train(cfg, out_dir)` is the whole job: it writes `config.yaml`, `metrics.jsonl` (one line per
 epoch), `checkpoint.pt` (every epoch) and finally `result.json` into `out_dir`. It knows no
-method by name: the loss plugin says which head to build (`plugin.head`) and carries its own
-schedule (`plugin.set_epoch`), and mixup wraps any loss. It knows nothing of Ray either: the
-suite runner passes `hooks` to hear about each epoch.
+method by name: the method's spec says which stages to run (`ltbench.engine.stages`), each stage
+says which loss, sampler, schedule and which weights to train, the loss plugin says which head
+to build (`plugin.head`) and carries its own schedule (`plugin.set_epoch`), and mixup wraps any
+loss. It knows nothing of Ray either: the suite runner passes `hooks` to hear about each epoch.
 
-A run is reproducible: the batch order, the augmentation and every other random draw of epoch
-`e` come from generators seeded by (seed, e), so a run resumed from its epoch-e checkpoint
-continues exactly as the uninterrupted run would have.
+A two-stage run trains its first stage as an ordinary run in the shared stage-1 cache, then its
+second stage in `out_dir`. There `metrics.jsonl` holds the stage-1 epochs (copied from the
+cache, `"stage": "stage1"`) and then the stage-2 epochs (`"stage": "stage2"`); epochs keep
+counting, so stage-2 epoch k is line E1 + k, and `lr` of a stage-2 line is the classifier's.
+`checkpoint.pt` is the stage-2 state; a crash in stage 2 resumes from it, reusing stage 1.
+`result.json` is the record of the final model with `stages: {stage1: <stage 1's result>,
+stage2: <the same record without stages>}`, `stage1_dir`, `epochs` = E1 + E2 and
+`wall_seconds` = stage 1's + stage 2's. `hooks` hear the epochs this process trains (numbered in
+the whole run). `overwrite` clears the run's folder only, never the shared stage 1.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import platform
-import subprocess
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 
-import ltbench
-from ltbench.engine.config import TrainConfig, resolve, save_yaml
-from ltbench.engine.metrics import Evaluator
+from ltbench.engine.checkpoint import (
+    append_row,
+    environment,
+    load_checkpoint,
+    prepare_out_dir,
+    read_rows,
+    save_checkpoint,
+    write_json,
+    write_rows,
+)
+from ltbench.engine.config import RUNTIME_KEYS, TrainConfig, resolve, save_yaml  # noqa: F401
+from ltbench.engine.schedule import cosine_learning_rate, step_learning_rate
+from ltbench.engine.stages import (
+    StageModel,
+    ensure_stage1,
+    plan_stages,
+    stage1_dir,
+    stage_classifier,
+    stage_config,
+)
+from ltbench.engine.step import (
+    epoch_batches,
+    evaluate,
+    fit_epoch,
+    make_loaders,
+    pick_device,
+    sgd,
+    step_options,
+)
 from ltbench.errors import LtbenchError
-
-CHECKPOINT_FORMAT = "ltbench-checkpoint-1"
-RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "result.json")
-# Settings that do not change the numbers a run produces: a resumed run may change them.
-RUNTIME_KEYS = {
-    "device",
-    "amp",
-    "channels_last",
-    "compile",
-    "num_workers",
-    "eval_every",
-    "data_root",
-    "download",
-}
+from ltbench.sdk.stages import Stage
 
 
 class TrainHooks(Protocol):
@@ -53,331 +68,14 @@ class TrainHooks(Protocol):
     def on_epoch_end(self, epoch: int, metrics: dict[str, Any], checkpoint: Path) -> None: ...
 
 
-# ----------------------------------------------------------------------------------------------
-# Setup: device, output directory, checkpoints
-
-
-def pick_device(name: str) -> torch.device:
-    """`auto` is CUDA when available, else CPU; asking for CUDA without one is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise LtbenchError("device 'cuda' was asked for but no CUDA device is available")
-    return torch.device(name)
-
-
-def prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to overwrite a finished run or to silently mix with an unfinished one."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    present = [name for name in RUN_FILES if (out_dir / name).exists()]
-    if not present:
-        return
-    if overwrite:
-        for name in present:
-            (out_dir / name).unlink()
-        return
-    if (out_dir / "result.json").exists() and not resume:
-        raise LtbenchError(
-            f"output directory {out_dir} already holds a finished run; "
-            "choose another --out or pass --overwrite"
-        )
-    if not resume:
-        raise LtbenchError(
-            f"output directory {out_dir} holds an unfinished run; "
-            "pass --resume to continue it or --overwrite to start again"
-        )
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically, so a crash mid-write never leaves a truncated checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
-    """Load without executing code (`weights_only`) and check that it belongs to this run."""
-    if not path.is_file():
-        raise LtbenchError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LtbenchError(
-            f"checkpoint {path} is corrupted or not a checkpoint ({first})"
-        ) from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise LtbenchError(f"checkpoint {path} was not written by ltbench ({CHECKPOINT_FORMAT})")
-    saved, now = state["config"], cfg.to_dict()
-    for key in now:
-        if key not in RUNTIME_KEYS and saved.get(key) != now[key]:
-            raise LtbenchError(
-                f"checkpoint {path} belongs to another run: {key} is {saved.get(key)!r} there, "
-                f"{now[key]!r} here"
-            )
-    return state
-
-
-def environment(device: torch.device, *, amp: bool, channels_last: bool) -> dict[str, str]:
-    """Versions, machine and the numerics settings of the step, stored with every result."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
-    return {
-        "ltbench": ltbench.__version__,
-        "git_commit": commit or "unknown",
-        "torch": torch.__version__,
-        "device": f"{device.type} ({name or platform.machine()})",
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "hostname": platform.node(),
-        "cpu_count": str(os.cpu_count()),
-        "amp_bf16": str(amp),
-        "channels_last": str(channels_last),
-    }
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of every random draw of one epoch (batch order, augmentation, mixup, EQL)."""
-    return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63 - 1)
-
-
-# ----------------------------------------------------------------------------------------------
-# The step's parts: precision, layout, model, optimizer (`ltbench bench train` builds the same)
-
-# where torch.optim.SGD has a fused kernel: one update for all ~100 parameter tensors
-FUSED_SGD_DEVICES = ("cpu", "cuda")
-
-
-def fast_bf16(device: torch.device) -> bool:
-    """Whether bf16 matrix work is fast here: CUDA, or a CPU with AMX tiles (oneDNN uses them)."""
-    if device.type == "cuda":
-        return True
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    try:
-        return bool(probe()) if probe is not None else False
-    except RuntimeError:
-        return False
-
-
-def step_options(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
-    """`(amp, channels_last)` of a run: the config's choice, else the default for the device.
-
-    bf16 autocast (convolutions and the linear layer in bf16, the loss in float32) is on by
-    default where bf16 is fast: on CUDA and on CPUs with AMX, where it about halves the step
-    time of ResNet-32 (BENCHMARKS.md); `--no-amp` keeps float32. Channels-last changes only the
-    memory layout, and both cuDNN and oneDNN (CPU) run the convolutions faster in it, so it is
-    on by default everywhere. The choice is recorded in each result's `env`.
-    """
-    amp = cfg.amp if cfg.amp is not None else fast_bf16(device)
-    channels_last = cfg.channels_last if cfg.channels_last is not None else True
-    return amp, channels_last
-
-
-def build_step(
-    cfg: TrainConfig,
-    counts: list[int],
-    num_classes: int,
-    device: torch.device,
-    *,
-    channels_last: bool,
-):
-    """The loss plugin, the model, the module the step calls (the model compiled when
-    `cfg.compile`) and the SGD optimizer. Seed torch first: the initial weights come from it."""
-    from ltbench.engine.models import build_model
-    from ltbench.sdk.registry import build_loss
-
-    plugin = build_loss(cfg.loss, counts, **cfg.loss_params).to(device)
-    model = build_model(cfg.model, num_classes, head=plugin.head, width=cfg.width).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.compile else model
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        fused=device.type in FUSED_SGD_DEVICES,
-    )
-    return plugin, model, step_model, optimizer
-
-
-# ----------------------------------------------------------------------------------------------
-# The learning-rate schedule (paper Table 2): linear warm-up, then step decay
-
-
-def learning_rate(cfg: TrainConfig, epoch: int) -> float:
-    """Learning rate of 0-based `epoch`: warm-up to `lr`, times `lr_decay_factor` per milestone.
-
-    Warm-up follows the public CIFAR-LT recipe: epoch e < warmup uses lr * (e + 1) / warmup.
-    """
-    if epoch < cfg.warmup_epochs:
-        return cfg.lr * (epoch + 1) / cfg.warmup_epochs
-    drops = sum(epoch >= m for m in cfg.lr_decay_epochs)
-    return cfg.lr * cfg.lr_decay_factor**drops
-
-
-# ----------------------------------------------------------------------------------------------
-# One epoch of training, one pass of evaluation
-
-
 @dataclass
-class EpochStats:
-    """Sums kept on the device during an epoch; read once at its end."""
+class Previous:
+    """The finished stage a later stage starts from."""
 
-    loss_sum: torch.Tensor
-    correct: torch.Tensor
-    seen: torch.Tensor
-    first_bad_step: torch.Tensor  # -1 while every loss so far was finite
-
-
-def train_one_epoch(
-    model: torch.nn.Module,
-    batches,
-    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    device: torch.device,
-    *,
-    amp: bool,
-    mixup=None,
-    generator: torch.Generator | None = None,
-) -> EpochStats:
-    """Train over `batches` (pairs of augmented, normalised images and labels on `device`).
-
-    No host synchronisation happens inside: a non-finite loss is recorded on the device and
-    reported by the caller at the end of the epoch.
-    """
-    model.train()
-    zero = torch.zeros((), device=device)
-    stats = EpochStats(
-        zero.clone(),
-        zero.clone().long(),
-        zero.clone().long(),
-        torch.full((), -1, device=device, dtype=torch.long),
-    )
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-    for step, (images, labels) in enumerate(batches):
-        if mixup is not None:
-            images, labels_a, labels_b, lam = mixup.mix(images, labels, generator)
-        with autocast:
-            scores = model(images)
-            if mixup is not None:
-                loss = mixup.loss(loss_fn, scores, labels_a, labels_b, lam)
-            else:
-                loss = loss_fn(scores, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        with torch.no_grad():
-            loss = loss.detach().float()
-            bad = ~torch.isfinite(loss) & (stats.first_bad_step < 0)
-            stats.first_bad_step = torch.where(
-                bad, torch.full_like(stats.first_bad_step, step), stats.first_bad_step
-            )
-            stats.loss_sum += loss * labels.shape[0]
-            stats.correct += (scores.argmax(dim=1) == labels).sum()
-            stats.seen += labels.shape[0]
-    return stats
-
-
-def fit_epoch(
-    model,
-    loader,
-    plugin,
-    optimizer,
-    device: torch.device,
-    *,
-    seed: int,
-    epoch: int,
-    schedule_epoch: int,
-    channels_last: bool,
-    amp: bool,
-    mixup=None,
-    where: str = "",
-    hint: str = "",
-) -> dict[str, float]:
-    """Train one epoch with its own seeds and return `train_loss`, `train_acc`.
-
-    `epoch` (0-based) seeds the batch order, the augmentation and every other draw;
-    `schedule_epoch` is what the loss's `set_epoch` sees (they differ in a second stage). A
-    non-finite loss stops the run with an error naming the epoch and the step.
-    """
-    plugin.set_epoch(schedule_epoch)
-    draw = epoch_seed(seed, epoch)
-    torch.manual_seed(draw)
-    generator = torch.Generator(device=device).manual_seed(draw)
-    stats = train_one_epoch(
-        model,
-        epoch_batches(loader, epoch, channels_last),
-        plugin,
-        optimizer,
-        device,
-        amp=amp,
-        mixup=mixup,
-        generator=generator,
-    )
-    bad_step = int(stats.first_bad_step)
-    if bad_step >= 0:
-        raise LtbenchError(
-            f"the loss became NaN or infinite {where}at epoch {schedule_epoch + 1}, step "
-            f"{bad_step + 1}; {hint or 'try a lower learning rate or check the loss parameters'}"
-        )
-    seen = max(int(stats.seen), 1)
-    return {
-        "train_loss": float(stats.loss_sum) / seen,
-        "train_acc": 100.0 * int(stats.correct) / seen,
-    }
-
-
-@torch.no_grad()
-def evaluate(
-    model,
-    batches,
-    num_classes: int,
-    device: torch.device,
-    *,
-    amp: bool,
-    to_logits: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> Evaluator:
-    """Accumulate predictions over `batches`; `to_logits` maps scores to the loss's logits."""
-    model.eval()
-    evaluator = Evaluator(num_classes, device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-    for images, labels in batches:
-        with autocast:
-            scores = model(images)
-        scores = scores.float()
-        evaluator.update(to_logits(scores) if to_logits else scores, labels)
-    return evaluator
-
-
-# ----------------------------------------------------------------------------------------------
-# The whole run
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically (a temporary file renamed over the target)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
-    os.replace(tmp, path)
-
-
-def _truncate_metrics(path: Path, last_epoch: int) -> list[dict[str, Any]]:
-    """Keep the lines of epochs up to `last_epoch` (a resumed run rewrites the later ones)."""
-    if not path.exists():
-        return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r["epoch"] <= last_epoch]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return rows
+    stage: Stage
+    cfg: TrainConfig  # its run's configuration
+    run_dir: Path
+    result: dict[str, Any]
 
 
 def train(
@@ -388,27 +86,51 @@ def train(
     resume: bool | str | Path = False,
     overwrite: bool = False,
     progress: bool | None = None,
+    cache_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train one run and return its final metrics (also written to `out_dir/result.json`).
 
     `resume`: False, True (continue from `out_dir/checkpoint.pt` if there is one) or the path
-    of a checkpoint to continue from.
+    of a checkpoint to continue from. `cache_dir`: where shared first stages are kept.
     """
-    from ltbench.data import load_dataset
-    from ltbench.engine.mixup import Mixup
-    from ltbench.sdk.registry import get_spec
-
     cfg = resolve(cfg)
-    spec = get_spec(cfg.loss)
-    if spec.runner is not None:  # a method with its own schedule (e.g. two stages) runs itself
-        return spec.runner(
-            cfg, out_dir, hooks, resume=resume, overwrite=overwrite, progress=progress
-        )
+    stages = plan_stages(cfg)
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, resume=bool(resume), overwrite=overwrite)
+    previous = None
+    if len(stages) > 1:
+        cfg1 = resolve(stage_config(cfg, stages[0]))
+        run1 = stage1_dir(cfg1, out_dir, cache_dir)
+        result1 = ensure_stage1(
+            run1, lambda: train(cfg1, run1, hooks, resume=True, progress=progress)
+        )
+        previous = Previous(stages[0], cfg1, run1, result1)
+    return run_stage(
+        cfg, stages[-1], out_dir, hooks, previous=previous, resume=resume, progress=progress
+    )
+
+
+def run_stage(
+    cfg: TrainConfig,
+    stage: Stage,
+    out_dir: Path,
+    hooks: TrainHooks | None,
+    *,
+    previous: Previous | None,
+    resume: bool | str | Path,
+    progress: bool | None,
+) -> dict[str, Any]:
+    """Train `stage` of the resolved run `cfg` in `out_dir` (from `previous`'s network, if any)."""
+    from ltbench.data import load_dataset
+    from ltbench.engine.mixup import Mixup
+    from ltbench.engine.models import build_model
+    from ltbench.sdk.registry import build_loss, get_spec
+
+    multi = previous is not None
+    offset = previous.cfg.epochs if multi else 0  # epochs of the run before this stage
+    start_time = time.perf_counter()
     device = pick_device(cfg.device)
     amp, channels_last = step_options(cfg, device)
-    start_time = time.perf_counter()
 
     # -- data ------------------------------------------------------------------------------
     bundle = load_dataset(
@@ -430,14 +152,56 @@ def train(
             f"without images (imb_factor={cfg.imb_factor:g}, n_max={cfg.n_max}); "
             "use a larger n_max or imb_factor"
         )
-    loaders = make_loaders(bundle, cfg, device)
+    loaders = make_loaders(bundle, cfg, device, batch_size=stage.batch_size, sampling=stage.sampler)
+    extra_loaders = [
+        make_loaders(bundle, cfg, device, batch_size=stage.batch_size, sampling=s).train
+        for s in stage.extra_samplers
+    ]
 
-    # -- method: loss plugin, head, model ---------------------------------------------------
+    # -- loss plugin and network --------------------------------------------------------------
     torch.manual_seed(cfg.seed)
-    plugin, model, step_model, optimizer = build_step(
-        cfg, counts, bundle.num_classes, device, channels_last=channels_last
+    plugin = build_loss(stage.loss, counts, **stage.loss_params).to(device)
+
+    def standard(head: str) -> torch.nn.Module:
+        return build_model(cfg.model, bundle.num_classes, head=head, width=cfg.width)
+
+    if not multi:
+        model = (
+            stage.model(standard, bundle.num_classes, plugin.head)
+            if stage.model
+            else standard(plugin.head)
+        )
+        model = model.to(device)
+        groups: Any = model.parameters()
+    else:
+        net = standard(get_spec(previous.stage.loss).head)
+        net.load_state_dict(
+            load_checkpoint(previous.run_dir / "checkpoint.pt", previous.cfg)["model"]
+        )
+        torch.manual_seed(cfg.seed)
+        classifier = stage_classifier(
+            net.classifier, plugin.head, reinit=stage.classifier == "reinit"
+        )
+        model = StageModel(
+            net.backbone,
+            classifier,
+            bundle.num_classes,
+            frozen=stage.trainable == "classifier",
+            bn_follows_data=stage.batchnorm == "train",
+            class_scale=stage.class_scale,
+        ).to(device)
+        groups = model.param_groups(stage.lr_factor)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if cfg.compile else model
+    optimizer = sgd(
+        groups,
+        device,
+        lr=stage.lr,
+        momentum=cfg.momentum,
+        weight_decay=stage.weight_decay,
     )
-    mixup = Mixup(cfg.mixup_alpha) if cfg.mixup_alpha > 0 else None
+    mixup = Mixup(stage.mixup_alpha) if stage.mixup_alpha > 0 else None
     to_logits = getattr(plugin, "eval_logits", None)
 
     def assess(loader) -> dict[str, Any]:
@@ -446,8 +210,8 @@ def train(
             step_model, batches, bundle.num_classes, device, amp=amp, to_logits=to_logits
         ).compute(counts)
 
-    # -- resume -----------------------------------------------------------------------------
-    start_epoch, history = 0, []
+    # -- resume: this stage's checkpoint; metrics = earlier stages' lines + this stage's kept --
+    start = 0
     ckpt_path = out_dir / "checkpoint.pt"
     if resume:
         source = ckpt_path if resume is True else Path(resume)
@@ -455,49 +219,54 @@ def train(
             state = load_checkpoint(source, cfg)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            start_epoch = int(state["epoch"])
-            history = _truncate_metrics(out_dir / "metrics.jsonl", start_epoch)
+            start = int(state.get("stage_epoch", state.get("stage2_epoch", state["epoch"])))
+    earlier = []
+    if multi:
+        earlier = [
+            {**row, "stage": previous.stage.name}
+            for row in read_rows(previous.run_dir / "metrics.jsonl")
+        ]
+    history = [
+        row
+        for row in read_rows(out_dir / "metrics.jsonl")
+        if row.get("stage", stage.name if multi else None) == (stage.name if multi else None)
+        and row["epoch"] <= offset + start
+    ]
+    write_rows(out_dir / "metrics.jsonl", earlier + history)
     save_yaml(cfg, out_dir / "config.yaml")
 
     # -- epochs -----------------------------------------------------------------------------
-    show = progress if progress is not None else os.isatty(2)
-    epochs = range(start_epoch, cfg.epochs)
-    bar = None
-    if show:
-        from tqdm import tqdm
-
-        bar = tqdm(
-            total=cfg.epochs,
-            initial=start_epoch,
-            desc=f"{cfg.loss} on {cfg.dataset}",
-            unit="epoch",
-            dynamic_ncols=True,
-        )
-    for epoch in epochs:
+    bar = _progress_bar(progress, stage, cfg, start, multi)
+    for epoch in range(start, stage.epochs):
         tick = time.perf_counter()
-        lr = learning_rate(cfg, epoch)
+        lr = stage_learning_rate(cfg, stage, epoch)
         for group in optimizer.param_groups:
-            group["lr"] = lr
-        row: dict[str, Any] = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            **fit_epoch(
+            group["lr"] = lr * group.get("lr_factor", 1.0)
+        row: dict[str, Any] = {"epoch": offset + epoch + 1}
+        if multi:
+            row["stage"] = stage.name
+        row["lr"] = lr * stage.lr_factor
+        row.update(
+            fit_epoch(
                 step_model,
                 loaders.train,
                 plugin,
                 optimizer,
                 device,
                 seed=cfg.seed,
-                epoch=epoch,
+                epoch=offset + epoch,
                 schedule_epoch=epoch,
+                schedule_epochs=stage.epochs,
                 channels_last=channels_last,
                 amp=amp,
                 mixup=mixup,
+                step=stage.step,
+                extra_loaders=extra_loaders,
+                where=f"in {stage.name} " if multi else "",
                 hint=f"try a lower learning rate (lr={lr:g}) or check the loss parameters",
-            ),
-        }
-        last = epoch + 1 == cfg.epochs
-        if last or (epoch + 1) % cfg.eval_every == 0:
+            )
+        )
+        if epoch + 1 == stage.epochs or (epoch + 1) % cfg.eval_every == 0:
             row["test_top1_error"] = assess(loaders.test)["top1_error"]
         if loaders.val is not None:
             row["val_top1_error"] = assess(loaders.val)["top1_error"]
@@ -505,11 +274,20 @@ def train(
         history.append(row)
         state = {
             "config": cfg.to_dict(),
-            "epoch": epoch + 1,
+            "epoch": offset + epoch + 1,
+            "stage": stage.name,
+            "stage_epoch": epoch + 1,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
         }
-        record_epoch(out_dir, state, row, hooks, bar)
+        save_checkpoint(ckpt_path, state)
+        append_row(out_dir / "metrics.jsonl", row)
+        if hooks is not None:
+            hooks.on_epoch_end(row["epoch"], row, ckpt_path)
+        if bar is not None:
+            bar.update(1)
+            error = row.get("test_top1_error", math.nan)
+            bar.set_postfix(loss=f"{row['train_loss']:.3f}", err=f"{error:.1f}")
     if bar is not None:
         bar.close()
 
@@ -518,28 +296,52 @@ def train(
     if loaders.val is not None:
         result["val_top1_error"] = assess(loaders.val)["top1_error"]
     result["wall_seconds"] = (
-        time.perf_counter()
-        - start_time
-        + sum(r.get("epoch_seconds", 0.0) for r in history[:start_epoch])
+        time.perf_counter() - start_time + sum(r.get("epoch_seconds", 0.0) for r in history[:start])
     )
     result["env"] = environment(device, amp=amp, channels_last=channels_last)
+    result["stage_plan"] = ([previous.stage.describe()] if multi else []) + [stage.describe()]
+    if multi:
+        result["epochs"] = stage.epochs
+        result = {
+            **result,
+            "epochs": offset + stage.epochs,
+            "wall_seconds": previous.result.get("wall_seconds", 0.0) + result["wall_seconds"],
+            "stage1_dir": str(previous.run_dir),
+            "stages": {previous.stage.name: previous.result, stage.name: result},
+        }
     write_json(out_dir / "result.json", result)
     return result
 
 
-def record_epoch(out_dir: Path, state: dict[str, Any], row: dict[str, Any], hooks, bar) -> None:
-    """Keep one finished epoch: the checkpoint first, then its metrics line, then tell the
-    caller (`hooks`) and the progress bar. `row["epoch"]` is the count of finished epochs."""
-    checkpoint = out_dir / "checkpoint.pt"
-    save_checkpoint(checkpoint, {"format": CHECKPOINT_FORMAT, **state})
-    with open(out_dir / "metrics.jsonl", "a") as fh:
-        fh.write(json.dumps(row) + "\n")
-    if hooks is not None:
-        hooks.on_epoch_end(row["epoch"], row, checkpoint)
-    if bar is not None:
-        bar.update(1)
-        error = row.get("test_top1_error", math.nan)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", err=f"{error:.1f}")
+def stage_learning_rate(cfg: TrainConfig, stage: Stage, epoch: int) -> float:
+    """The learning rate of 0-based `epoch` of `stage`."""
+    if stage.schedule == "cosine":
+        return cosine_learning_rate(stage.lr, epoch, stage.epochs)
+    return step_learning_rate(
+        stage.lr, epoch, cfg.warmup_epochs, cfg.lr_decay_epochs, cfg.lr_decay_factor
+    )
+
+
+def learning_rate(cfg: TrainConfig, epoch: int) -> float:
+    """Learning rate of 0-based `epoch` of a plain run of the resolved `cfg`."""
+    return step_learning_rate(
+        cfg.lr, epoch, cfg.warmup_epochs, cfg.lr_decay_epochs, cfg.lr_decay_factor
+    )
+
+
+def _progress_bar(progress: bool | None, stage: Stage, cfg: TrainConfig, start: int, multi: bool):
+    if not (progress if progress is not None else os.isatty(2)):
+        return None
+    from tqdm import tqdm
+
+    name = f"{cfg.loss} {stage.name}" if multi else cfg.loss
+    return tqdm(
+        total=stage.epochs,
+        initial=start,
+        desc=f"{name} on {cfg.dataset}",
+        unit="epoch",
+        dynamic_ncols=True,
+    )
 
 
 def build_result(
@@ -568,38 +370,3 @@ def build_result(
         "class_counts": list(bundle.cls_num_list),
         "class_names": list(bundle.class_names),
     }
-
-
-# ----------------------------------------------------------------------------------------------
-# Loaders: in-memory tensors on the device, or a DataLoader over image files
-
-
-def epoch_batches(loader, epoch: int, channels_last: bool):
-    """The batches of one epoch, in channels-last layout where the model uses it."""
-    loader.set_epoch(epoch)
-    for images, labels in loader:
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        yield images, labels
-
-
-@dataclass
-class Loaders:
-    """Batch iterators (with `set_epoch`) of the bundle's splits; `val` is None without one."""
-
-    train: Any
-    test: Any
-    val: Any | None
-
-
-def make_loaders(bundle, cfg: TrainConfig, device: torch.device) -> Loaders:
-    """In-memory data stays on `device` and is augmented there; files go through a DataLoader."""
-    from ltbench.data import make_loader
-
-    common = dict(seed=cfg.seed, device=device, num_workers=cfg.num_workers)
-    eval_batch = max(cfg.batch_size, 256)
-    return Loaders(
-        train=make_loader(bundle, "train", cfg.batch_size, **common),
-        test=make_loader(bundle, "test", eval_batch, **common),
-        val=make_loader(bundle, "val", eval_batch, **common) if bundle.val is not None else None,
-    )

@@ -19,6 +19,7 @@ from ltbench.errors import LtbenchError
 
 ENTRY_POINT_GROUP = "ltbench.losses"
 HEADS = ("linear", "cosine")
+MILESTONE_ANCHORS = ("fraction", "lr-decay", "length")
 
 
 @dataclass(frozen=True)
@@ -27,9 +28,16 @@ class LossSpec:
 
     `factory(cls_num_list, **params)` builds the plugin module; `defaults` are the paper's
     defaults and the only place they live; `head` is the classifier the loss expects.
-    `kind` is "loss" for a plain loss, "two-stage" for a two-stage method (see two_stage.py).
-    `runner`, when set, trains the method instead of the plain loop: a callable with the
-    signature of `ltbench.engine.loop.train` (a method with its own schedule, e.g. two stages).
+    `kind` is "loss" for a plain loss, "two-stage" for a two-stage method.
+    `stages`, when set, makes the method multi-stage: `stages(params, run) -> [Stage, ...]`
+    (see `ltbench.sdk.stages`); without it the engine trains the loss as one stage.
+    `uses` names registered losses whose parameters the method takes flat, next to its own
+    `defaults` (a two-stage method's stage-2 loss); they are looked up when first needed.
+    `milestones` says how each epoch parameter follows a run of another length: "lr-decay"
+    (moves to the run's matching learning-rate decay, DRW), "fraction" (the same share of the
+    run, GA) or "length" (a stage's epochs); see `ltbench.engine.schedule`.
+    `dataset_defaults` are the paper's values that differ by dataset, `{dataset: {param:
+    value}}` (KPS's m_max on ImageNet-LT); they replace `defaults` on that dataset.
     """
 
     name: str
@@ -39,12 +47,31 @@ class LossSpec:
     description: str = ""
     paper: str = ""
     kind: str = "loss"
-    runner: Callable[..., Any] | None = None
+    stages: Callable[..., Any] | None = None
+    uses: tuple[str, ...] = ()
+    milestones: Mapping[str, str] = field(default_factory=dict)
+    dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.head not in HEADS:
             raise ValueError(f"loss {self.name!r}: head must be one of {HEADS}, got {self.head!r}")
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        object.__setattr__(self, "milestones", MappingProxyType(dict(self.milestones)))
+        per_dataset = {d: MappingProxyType(dict(v)) for d, v in self.dataset_defaults.items()}
+        object.__setattr__(self, "dataset_defaults", MappingProxyType(per_dataset))
+        for dataset, values in per_dataset.items():
+            unknown = sorted(set(values) - set(self.defaults))
+            if unknown and not self.uses:
+                raise ValueError(
+                    f"loss {self.name!r}: dataset_defaults[{dataset!r}] names unknown "
+                    f"parameters {unknown}"
+                )
+        bad = {k: v for k, v in self.milestones.items() if v not in MILESTONE_ANCHORS}
+        if bad:
+            raise ValueError(
+                f"loss {self.name!r}: milestone anchors must be one of {MILESTONE_ANCHORS}, "
+                f"got {bad}"
+            )
 
 
 _REGISTRY: dict[str, LossSpec] = {}
@@ -102,11 +129,30 @@ def get_spec(name: str) -> LossSpec:
         raise LtbenchError(f"unknown loss {name!r}; known losses: {known}") from None
 
 
+def all_defaults(spec: LossSpec) -> dict[str, Any]:
+    """Every parameter a spec takes with its default: its own, then those of the losses it
+    `uses` (a method's own setting wins over a used loss's parameter of the same name)."""
+    out = dict(spec.defaults)
+    for used in spec.uses:
+        for key, value in get_spec(used).defaults.items():
+            out.setdefault(key, value)
+    return out
+
+
+def all_defaults_for(spec: LossSpec, dataset: str) -> dict[str, Any]:
+    """`all_defaults` with the per-dataset values of `dataset` (the spec's own win)."""
+    out = all_defaults(spec)
+    for used in spec.uses:
+        out.update(get_spec(used).dataset_defaults.get(dataset, {}))
+    out.update(spec.dataset_defaults.get(dataset, {}))
+    return out
+
+
 def list_losses(pattern: str = "*", kind: str | None = None) -> dict[str, dict[str, Any]]:
     """Registered names matching a shell-style wildcard, each with its default parameters."""
     load_entry_points()
     return {
-        name: dict(spec.defaults)
+        name: all_defaults(spec)
         for name, spec in sorted(_REGISTRY.items())
         if fnmatch.fnmatchcase(name, pattern) and (kind is None or spec.kind == kind)
     }
@@ -117,15 +163,15 @@ def resolve_params(name: str, params: Mapping[str, Any] | None = None) -> dict[s
 
     An unknown parameter is an error naming the allowed ones.
     """
-    spec = get_spec(name)
+    defaults = all_defaults(get_spec(name))
     params = {k: v for k, v in (params or {}).items() if v is not None}
-    unknown = sorted(set(params) - set(spec.defaults))
+    unknown = sorted(set(params) - set(defaults))
     if unknown:
-        allowed = ", ".join(sorted(spec.defaults)) or "none"
+        allowed = ", ".join(sorted(defaults)) or "none"
         raise LtbenchError(
             f"loss {name!r} has no parameter {unknown[0]!r}; allowed parameters: {allowed}"
         )
-    return {**spec.defaults, **params}
+    return {**defaults, **params}
 
 
 def build_loss(name: str, cls_num_list: Iterable[int], **params: Any):

@@ -1,0 +1,129 @@
+"""A run's folder on disk: refusing to mix runs, checkpoints, atomic JSON, the environment.
+
+`DIR/checkpoint.pt` holds the model, the optimizer and where the run stands (`epoch`: finished
+epochs of the whole run; `stage`, `stage_epoch`: of the stage being trained). It is loaded with
+`weights_only=True` (no code runs) and must belong to the run resuming it: every setting that
+changes the numbers must match (`RUNTIME_KEYS` may differ).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import ltbench
+from ltbench.engine.config import RUNTIME_KEYS, TrainConfig
+from ltbench.errors import LtbenchError
+
+CHECKPOINT_FORMAT = "ltbench-checkpoint-1"
+RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "result.json")
+
+
+def prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to overwrite a finished run or to silently mix with an unfinished one."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    present = [name for name in RUN_FILES if (out_dir / name).exists()]
+    if not present:
+        return
+    if overwrite:
+        for name in present:
+            (out_dir / name).unlink()
+        return
+    if (out_dir / "result.json").exists() and not resume:
+        raise LtbenchError(
+            f"output directory {out_dir} already holds a finished run; "
+            "choose another --out or pass --overwrite"
+        )
+    if not resume:
+        raise LtbenchError(
+            f"output directory {out_dir} holds an unfinished run; "
+            "pass --resume to continue it or --overwrite to start again"
+        )
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically, so a crash mid-write never leaves a truncated checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """Load without executing code (`weights_only`) and check that it belongs to this run."""
+    if not path.is_file():
+        raise LtbenchError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LtbenchError(
+            f"checkpoint {path} is corrupted or not a checkpoint ({first})"
+        ) from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise LtbenchError(f"checkpoint {path} was not written by ltbench ({CHECKPOINT_FORMAT})")
+    saved, now = state["config"], cfg.to_dict()
+    for key in now:
+        if key not in RUNTIME_KEYS and saved.get(key) != now[key]:
+            raise LtbenchError(
+                f"checkpoint {path} belongs to another run: {key} is {saved.get(key)!r} there, "
+                f"{now[key]!r} here"
+            )
+    return state
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically (a temporary file renamed over the target)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The lines of a metrics.jsonl ([] when there is none)."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """One more metrics.jsonl line."""
+    with open(path, "a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace metrics.jsonl by `rows` (a resumed run drops the lines it will redo)."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def environment(device: torch.device, *, amp: bool, channels_last: bool) -> dict[str, str]:
+    """Versions, machine and the numerics settings of the step, stored with every result."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    return {
+        "ltbench": ltbench.__version__,
+        "git_commit": commit or "unknown",
+        "torch": torch.__version__,
+        "device": f"{device.type} ({name or platform.machine()})",
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+        "cpu_count": str(os.cpu_count()),
+        "amp_bf16": str(amp),
+        "channels_last": str(channels_last),
+    }

@@ -1,0 +1,321 @@
+"""One epoch of training and one pass of evaluation, and the parts of the step.
+
+The step is: forward (under bf16 autocast where that is fast), the loss plugin's loss (mixup
+wraps any loss), backward, SGD. A stage may hand in its own forward-and-loss (`Stage.step`,
+see `ltbench.sdk.stages.StepHook`); the engine still owns the backward pass, the optimizer and
+the bookkeeping. Every random draw of epoch `e` comes from generators seeded by (seed, e), so a
+run resumed from its epoch-e checkpoint continues exactly as the uninterrupted run would have.
+`ltbench bench train` builds its step from the same parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ltbench.engine.config import TrainConfig
+from ltbench.engine.metrics import Evaluator
+from ltbench.errors import LtbenchError
+
+# where torch.optim.SGD has a fused kernel: one update for all ~100 parameter tensors
+FUSED_SGD_DEVICES = ("cpu", "cuda")
+
+
+# ----------------------------------------------------------------------------------------------
+# Device, precision, layout
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` is CUDA when available, else CPU; asking for CUDA without one is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise LtbenchError("device 'cuda' was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 matrix work is fast here: CUDA, or a CPU with AMX tiles (oneDNN uses them)."""
+    if device.type == "cuda":
+        return True
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
+
+
+def step_options(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
+    """`(amp, channels_last)` of a run: the config's choice, else the default for the device.
+
+    bf16 autocast (convolutions and the linear layer in bf16, the loss in float32) is on by
+    default where bf16 is fast: on CUDA and on CPUs with AMX, where it about halves the step
+    time of ResNet-32 (BENCHMARKS.md); `--no-amp` keeps float32. Channels-last changes only the
+    memory layout, and both cuDNN and oneDNN (CPU) run the convolutions faster in it, so it is
+    on by default everywhere. The choice is recorded in each result's `env`.
+    """
+    amp = cfg.amp if cfg.amp is not None else fast_bf16(device)
+    channels_last = cfg.channels_last if cfg.channels_last is not None else True
+    return amp, channels_last
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of every random draw of one epoch (batch order, augmentation, mixup, EQL)."""
+    return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63 - 1)
+
+
+def sgd(groups, device: torch.device, *, lr: float, momentum: float, weight_decay: float):
+    """SGD with momentum, fused where torch has the kernel."""
+    return torch.optim.SGD(
+        groups,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        fused=device.type in FUSED_SGD_DEVICES,
+    )
+
+
+def build_step(
+    cfg: TrainConfig,
+    counts: list[int],
+    num_classes: int,
+    device: torch.device,
+    *,
+    channels_last: bool,
+):
+    """The loss plugin, the model, the module the step calls (the model compiled when
+    `cfg.compile`) and the SGD optimizer of a plain run (`ltbench bench train`). Seed torch
+    first: the initial weights come from it."""
+    from ltbench.engine.models import build_model
+    from ltbench.sdk.registry import build_loss
+
+    plugin = build_loss(cfg.loss, counts, **cfg.loss_params).to(device)
+    model = build_model(cfg.model, num_classes, head=plugin.head, width=cfg.width).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if cfg.compile else model
+    optimizer = sgd(
+        model.parameters(),
+        device,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+    )
+    return plugin, model, step_model, optimizer
+
+
+# ----------------------------------------------------------------------------------------------
+# Batches
+
+
+def epoch_batches(loader, epoch: int, channels_last: bool):
+    """The batches of one epoch, in channels-last layout where the model uses it."""
+    loader.set_epoch(epoch)
+    for images, labels in loader:
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        yield images, labels
+
+
+@dataclass
+class Loaders:
+    """Batch iterators (with `set_epoch`) of the bundle's splits; `val` is None without one."""
+
+    train: Any
+    test: Any
+    val: Any | None
+
+
+def make_loaders(
+    bundle, cfg: TrainConfig, device: torch.device, *, batch_size=None, sampling="instance"
+) -> Loaders:
+    """In-memory data stays on `device` and is augmented there; files go through a DataLoader.
+    `batch_size` and `sampling` are the training split's (default: the run's, instance)."""
+    from ltbench.data import make_loader
+
+    common = dict(seed=cfg.seed, device=device, num_workers=cfg.num_workers)
+    eval_batch = max(cfg.batch_size, 256)
+    return Loaders(
+        train=make_loader(
+            bundle, "train", batch_size or cfg.batch_size, sampling=sampling, **common
+        ),
+        test=make_loader(bundle, "test", eval_batch, **common),
+        val=make_loader(bundle, "val", eval_batch, **common) if bundle.val is not None else None,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# One epoch of training
+
+
+@dataclass
+class EpochStats:
+    """Sums kept on the device during an epoch; read once at its end."""
+
+    loss_sum: torch.Tensor
+    correct: torch.Tensor
+    seen: torch.Tensor
+    first_bad_step: torch.Tensor  # -1 while every loss so far was finite
+
+
+@dataclass
+class StepContext:
+    """What a method's own step (`Stage.step`) sees: the model, the loss, where the run is."""
+
+    model: torch.nn.Module
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    epoch: int  # 0-based, within the stage
+    epochs: int  # the stage's length
+    mixup: Any
+    generator: torch.Generator | None
+    extra: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # batches of extra samplers
+
+
+def default_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor):
+    """Forward and loss of the plain step (with mixup when the stage has it)."""
+    if ctx.mixup is not None:
+        images, labels_a, labels_b, lam = ctx.mixup.mix(images, labels, ctx.generator)
+        scores = ctx.model(images)
+        return ctx.mixup.loss(ctx.loss_fn, scores, labels_a, labels_b, lam), scores
+    scores = ctx.model(images)
+    return ctx.loss_fn(scores, labels), scores
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    batches: Iterable,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    *,
+    amp: bool,
+    mixup=None,
+    generator: torch.Generator | None = None,
+    step=None,
+    epoch: int = 0,
+    epochs: int = 1,
+    extra: list[Iterable] | None = None,
+) -> EpochStats:
+    """Train over `batches` (pairs of augmented, normalised images and labels on `device`).
+
+    `step` (default `default_step`) computes the loss; `extra` are batch streams of further
+    samplers, handed to it step by step. No host synchronisation happens inside: a non-finite
+    loss is recorded on the device and reported by the caller at the end of the epoch.
+    """
+    model.train()
+    zero = torch.zeros((), device=device)
+    stats = EpochStats(
+        zero.clone(),
+        zero.clone().long(),
+        zero.clone().long(),
+        torch.full((), -1, device=device, dtype=torch.long),
+    )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    ctx = StepContext(model, loss_fn, epoch, epochs, mixup, generator)
+    step = step or default_step
+    streams = zip(*extra, strict=False) if extra else None
+    for index, (images, labels) in enumerate(batches):
+        if streams is not None:
+            ctx.extra = list(next(streams))
+        with autocast:
+            loss, scores = step(ctx, images, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            loss = loss.detach().float()
+            bad = ~torch.isfinite(loss) & (stats.first_bad_step < 0)
+            stats.first_bad_step = torch.where(
+                bad, torch.full_like(stats.first_bad_step, index), stats.first_bad_step
+            )
+            stats.loss_sum += loss * labels.shape[0]
+            stats.correct += (scores.argmax(dim=1) == labels).sum()
+            stats.seen += labels.shape[0]
+    return stats
+
+
+def fit_epoch(
+    model,
+    loader,
+    plugin,
+    optimizer,
+    device: torch.device,
+    *,
+    seed: int,
+    epoch: int,
+    schedule_epoch: int,
+    schedule_epochs: int,
+    channels_last: bool,
+    amp: bool,
+    mixup=None,
+    step=None,
+    extra_loaders=(),
+    where: str = "",
+    hint: str = "",
+) -> dict[str, float]:
+    """Train one epoch with its own seeds and return `train_loss`, `train_acc`.
+
+    `epoch` (0-based, of the whole run) seeds the batch order, the augmentation and every other
+    draw; `schedule_epoch` is what the loss's `set_epoch` sees (they differ in a later stage).
+    A non-finite loss stops the run with an error naming the epoch and the step.
+    """
+    plugin.set_epoch(schedule_epoch)
+    draw = epoch_seed(seed, epoch)
+    torch.manual_seed(draw)
+    generator = torch.Generator(device=device).manual_seed(draw)
+    extra = [epoch_batches(x, epoch, channels_last) for x in extra_loaders]
+    stats = train_one_epoch(
+        model,
+        epoch_batches(loader, epoch, channels_last),
+        plugin,
+        optimizer,
+        device,
+        amp=amp,
+        mixup=mixup,
+        generator=generator,
+        step=step,
+        epoch=schedule_epoch,
+        epochs=schedule_epochs,
+        extra=extra or None,
+    )
+    bad_step = int(stats.first_bad_step)
+    if bad_step >= 0:
+        raise LtbenchError(
+            f"the loss became NaN or infinite {where}at epoch {schedule_epoch + 1}, step "
+            f"{bad_step + 1}; {hint or 'try a lower learning rate or check the loss parameters'}"
+        )
+    seen = max(int(stats.seen), 1)
+    return {
+        "train_loss": float(stats.loss_sum) / seen,
+        "train_acc": 100.0 * int(stats.correct) / seen,
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model,
+    batches,
+    num_classes: int,
+    device: torch.device,
+    *,
+    amp: bool,
+    to_logits: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Evaluator:
+    """Accumulate predictions over `batches`; `to_logits` maps scores to the loss's logits."""
+    model.eval()
+    evaluator = Evaluator(num_classes, device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    for images, labels in batches:
+        with autocast:
+            scores = model(images)
+        scores = scores.float()
+        evaluator.update(to_logits(scores) if to_logits else scores, labels)
+    return evaluator
