@@ -24,8 +24,8 @@ import pandas as pd
 import pytest
 
 from ltbench.cli import main
-from ltbench.runner.results import RESULTS_COLUMNS, SWEEP_COLUMNS
-from ltbench.runner.suite import add_run_args
+from ltbench.runner.args import add_run_args
+from ltbench.schema import RESULTS_COLUMNS, sweep_columns
 
 TINY = """
 description: tiny suite for the tests
@@ -138,8 +138,9 @@ def test_share_resources():
 
 def test_run_trial_device_from_resources_and_no_retraining(tmp_path):
     """Ray-free: the trial's device follows its GPU share; a finished trial is only reported."""
-    from ltbench.runner.ray_adapter import run_trial
-    from ltbench.runner.suite import expand, load_suite, save_trials
+    from ltbench.runner.suite import expand, load_suite
+    from ltbench.runner.trials import save_trials
+    from ltbench.runner.worker import run_trial
 
     suite = tmp_path / "s.yaml"
     suite.write_text(TINY)
@@ -277,7 +278,7 @@ def flaky_train(cfg, out_dir, hooks=None, *, resume=False, progress=None, **_):
 def test_retry_then_failure_with_stand_in_trainer(ray_session, tmp_path):
     from ray import cloudpickle
 
-    from ltbench.runner.ray_adapter import run_suite_command
+    from ltbench.runner.commands import run_suite_command
 
     # Trial processes cannot import this test module: ship flaky_train by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -323,7 +324,7 @@ def test_sweep_reports_best_point_and_writes_sweep_csv(ray_session, tmp_path):
     )
     assert rc == 0, err
     sweep = pd.read_csv(out_dir / "sweep.csv")
-    assert list(sweep.columns) == SWEEP_COLUMNS and len(sweep) == 3
+    assert list(sweep.columns) == sweep_columns(["m_max", "s_base"]) and len(sweep) == 3
     assert set(sweep["status"]) <= {"finished", "stopped"}
     assert (sweep["status"] == "finished").any()
     assert sweep["m_max"].between(0.1, 0.8).all() and sweep["s_base"].between(5, 40).all()
