@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from ltbench.cli import main
 from ltbench.runner.args import add_run_args
@@ -336,6 +337,81 @@ def test_sweep_reports_best_point_and_writes_sweep_csv(ray_session, tmp_path):
         assert (out_dir / "report.md").is_file()
     rc, _, err = run_cli(["sweep", "--suite", suite, "--out", out_dir])
     assert rc == 2 and "already holds results" in err
+
+
+OTHER_SWEEP = """
+description: a search of another loss's parameter, for the tests
+methods: [la]
+datasets: [synthetic-lt]
+rhos: [10]
+seeds: [0]
+config: {epochs: 2, n_max: 30, width: 0.25, val_fraction: 0.2}
+search:
+  space:
+    tau: {type: float, low: 0.5, high: 2.0}
+  num_samples: 3
+  grace_fraction: 1.0
+  reduction_factor: 2
+"""
+
+
+def tau_train(cfg, out_dir, hooks=None, *, resume=False, progress=None, **_):
+    """A stand-in for ltbench.engine.loop.train: the error is a bowl around tau = 1."""
+    out_dir = Path(out_dir)
+    val = 20.0 + 10.0 * (cfg.loss_params["tau"] - 1.0) ** 2
+    for epoch in (1, 2):
+        metrics = {"epoch": epoch, "val_top1_error": val + 2 - epoch, "test_top1_error": val}
+        with open(out_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        hooks.on_epoch_end(epoch, metrics, out_dir / "checkpoint.pt")
+    result = {"top1_error": val + 1, "val_top1_error": val, "epochs": 2, "wall_seconds": 0.1}
+    (out_dir / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def test_sweep_of_another_parameter_writes_its_column(ray_session, tmp_path):
+    """sweep.csv, suite.yaml and the report follow the suite's space, not KPS's parameters."""
+    from ray import cloudpickle
+
+    from ltbench.runner.args import add_sweep_args
+    from ltbench.runner.commands import sweep_command
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    suite = tmp_path / "tau.yaml"
+    suite.write_text(OTHER_SWEEP)
+    out_dir = tmp_path / "out"
+    p = argparse.ArgumentParser()
+    add_sweep_args(p)
+    args = p.parse_args(["--suite", str(suite), "--out", str(out_dir), "--report", "md"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = sweep_command(args, train_fn=tau_train)
+    assert rc == 0, out.getvalue()
+    sweep = pd.read_csv(out_dir / "sweep.csv")
+    assert list(sweep.columns) == sweep_columns(["tau"])
+    assert list(sweep.columns) == [
+        "trial",
+        "tau",
+        "val_top1_error",
+        "test_top1_error",
+        "epochs",
+        "status",
+    ]
+    assert len(sweep) == 3 and set(sweep["status"]) == {"finished"}
+    assert sweep["tau"].between(0.5, 2.0).all()
+    expected = 20.0 + 10.0 * (sweep["tau"] - 1.0) ** 2
+    assert (sweep["val_top1_error"] - expected).abs().max() < 1e-9
+    suite_yaml = yaml.safe_load((out_dir / "suite.yaml").read_text())
+    assert suite_yaml["search"]["params"] == ["tau"]
+    results = pd.read_csv(out_dir / "results.csv")
+    assert list(results.columns) == RESULTS_COLUMNS
+    assert all(set(json.loads(p)) == {"tau"} for p in results["params"])
+    assert "best (selected on validation): tau=" in out.getvalue()
+    trials = json.loads((out_dir / "trials.json").read_text())
+    assert all(set(t) == {"key", "method", "config"} for t in trials.values())
+    if have_report():
+        md = (out_dir / "report.md").read_text()
+        assert "](figures/sweep_curve.png)" in md and "against tau" in md
 
 
 # ----------------------------------------------------------------------------------------------
