@@ -192,13 +192,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ltbench.runner.ray_adapter import run_suite_command
+    from ltbench.runner.commands import run_suite_command
 
     return run_suite_command(args)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ltbench.runner.ray_adapter import sweep_command
+    from ltbench.runner.commands import sweep_command
 
     return sweep_command(args)
 
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("run", help="run a suite of trials on Ray Tune")
-    from ltbench.runner.suite import add_run_args, add_sweep_args
+    from ltbench.runner.args import add_run_args, add_sweep_args
 
     add_run_args(p)
     p.set_defaults(func=cmd_run)

@@ -62,7 +62,7 @@ def assemble(run_dir: str | Path, fig_dir: Path) -> Report:
     results = data.results
     meta = run_metadata(data)
     if data.sweep is not None:
-        tables = [sweep_table(data.sweep)] if not data.sweep.empty else []
+        tables = [sweep_table(data.sweep, data.sweep_params)] if not data.sweep.empty else []
         warnings = sweep_warnings(data.sweep) if not data.sweep.empty else []
         if data.sweep.empty:
             warnings = ["sweep.csv lists no points: there is nothing to report."]

@@ -1,12 +1,13 @@
 """Read a suite output directory (layout in docs/DESIGN.md) into pandas frames.
 
 Only reading and validation happen here: a directory without results.csv, or a CSV that lacks
-a column the contract names, is a user error with a one-line message.
+a column the contract names, is a user error with a one-line message. The contract (file
+names, columns, readers) is `ltbench.schema`, the module the runner writes with; nothing here
+imports torch, Ray or the engine.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import socket
@@ -19,15 +20,25 @@ import pandas as pd
 import yaml
 
 from ltbench.errors import LtbenchError
+from ltbench.schema import (
+    FINISHED,
+    METRICS_FILE,
+    MISSING,
+    PER_CLASS_COLUMNS,
+    PER_CLASS_FILE,
+    RESULT_FILE,
+    RESULTS_COLUMNS,
+    RESULTS_FILE,
+    SUITE_FILE,
+    SWEEP_FILE,
+    SWEEP_FIXED_COLUMNS,
+    read_metrics,
+    read_result,
+    sweep_params,
+    trial_dir,
+)
 
-RESULTS_COLUMNS = (
-    "trial method params dataset imb_factor rho seed subset_seed top1_error many_acc "
-    "medium_acc few_acc head_error mid_error tail_error ece epochs wall_seconds status error"
-).split()
-PER_CLASS_COLUMNS = "trial method dataset rho seed class class_name count accuracy".split()
-SWEEP_COLUMNS = "trial m_max s_base val_top1_error test_top1_error epochs status".split()
-CURVE_COLUMNS = ("epoch", "train_loss", "test_top1_error")
-STATUSES = ("finished", "failed", "missing")  # others (e.g. "stopped") count as not finished
+CURVE_COLUMNS = ("epoch", "train_loss", "test_top1_error")  # the metrics.jsonl keys plotted
 
 
 @dataclass
@@ -38,32 +49,37 @@ class RunData:
     results: pd.DataFrame  # results.csv, all statuses
     per_class: pd.DataFrame | None = None  # per_class.csv
     sweep: pd.DataFrame | None = None  # sweep.csv
+    sweep_params: list[str] = field(default_factory=list)  # its searched parameters, in order
     curves: pd.DataFrame | None = None  # metrics.jsonl of every finished trial, stacked
     suite: dict = field(default_factory=dict)  # suite.yaml
 
     @property
     def finished(self) -> pd.DataFrame:
         """The rows of results.csv whose trial finished."""
-        return self.results[self.results["status"] == "finished"]
+        return self.results[self.results["status"] == FINISHED]
 
 
-def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+def _read_csv(path: Path, columns) -> pd.DataFrame:
     try:
         df = pd.read_csv(path, keep_default_na=True)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise LtbenchError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    _check_columns(path, df, columns)
+    return df
+
+
+def _check_columns(path: Path, df: pd.DataFrame, columns) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise LtbenchError(
             f"{path} lacks column(s) {', '.join(missing)} (see 'Suite output directory' in "
             "docs/DESIGN.md)"
         )
-    return df
 
 
 def _normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
-    df["status"] = df["status"].fillna("missing").astype(str).str.strip()
+    df["status"] = df["status"].fillna(MISSING).astype(str).str.strip()
     df["method"] = df["method"].astype(str)
     df["dataset"] = df["dataset"].astype(str)
     df["trial"] = df["trial"].astype(str)
@@ -72,40 +88,49 @@ def _normalise_results(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _read_suite(run_dir: Path) -> dict:
+    path = run_dir / SUITE_FILE
+    if not path.is_file():
+        return {}
+    try:
+        suite = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise LtbenchError(f"cannot read {path}: {exc}") from None
+    return suite if isinstance(suite, dict) else {}
+
+
 def load_run(run_dir: str | Path) -> RunData:
-    """Read results.csv (required), per_class.csv, sweep.csv, suite.yaml and the curves."""
+    """Read results.csv (required), per_class.csv, sweep.csv, suite.yaml and the curves.
+
+    A sweep's searched parameters are those suite.yaml records (`search.params`), or for an
+    older directory the columns of sweep.csv that are not fixed ones.
+    """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise LtbenchError(f"{run_dir} is not a directory")
-    results_path = run_dir / "results.csv"
-    sweep_path = run_dir / "sweep.csv"
+    results_path = run_dir / RESULTS_FILE
+    sweep_path = run_dir / SWEEP_FILE
     if not results_path.is_file():
         raise LtbenchError(
             f"{run_dir} has no results.csv: not a suite output directory "
             "(write one with `ltbench run --suite ... --out DIR`)"
         )
     results = _normalise_results(_read_csv(results_path, RESULTS_COLUMNS))
-    data = RunData(run_dir=run_dir, results=results)
+    data = RunData(run_dir=run_dir, results=results, suite=_read_suite(run_dir))
 
-    per_class_path = run_dir / "per_class.csv"
+    per_class_path = run_dir / PER_CLASS_FILE
     if per_class_path.is_file():
         pc = _read_csv(per_class_path, PER_CLASS_COLUMNS)
         pc["trial"] = pc["trial"].astype(str)
         pc["rho"] = pd.to_numeric(pc["rho"], errors="coerce")
         data.per_class = pc
     if sweep_path.is_file():
-        sweep = _read_csv(sweep_path, SWEEP_COLUMNS)
-        sweep["status"] = sweep["status"].fillna("missing").astype(str).str.strip()
-        data.sweep = sweep
+        sweep = _read_csv(sweep_path, SWEEP_FIXED_COLUMNS)
+        params = sweep_params(data.suite, sweep.columns)
+        _check_columns(sweep_path, sweep, params)
+        sweep["status"] = sweep["status"].fillna(MISSING).astype(str).str.strip()
+        data.sweep, data.sweep_params = sweep, params
     data.curves = _read_curves(run_dir, data.finished)
-    suite_path = run_dir / "suite.yaml"
-    if suite_path.is_file():
-        try:
-            data.suite = yaml.safe_load(suite_path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise LtbenchError(f"cannot read {suite_path}: {exc}") from None
-        if not isinstance(data.suite, dict):
-            data.suite = {}
     return data
 
 
@@ -113,18 +138,7 @@ def _read_curves(run_dir: Path, finished: pd.DataFrame) -> pd.DataFrame | None:
     """Stack trials/<trial>/metrics.jsonl of finished trials; None when there are none."""
     frames = []
     for row in finished.itertuples(index=False):
-        path = run_dir / "trials" / row.trial / "metrics.jsonl"
-        if not path.is_file():
-            continue
-        records = []
-        for line in path.read_text().splitlines():
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a half-written last line of an interrupted trial
+        records = read_metrics(trial_dir(run_dir, row.trial) / METRICS_FILE)
         if not records:
             continue
         df = pd.DataFrame.from_records(records)
@@ -145,11 +159,7 @@ def _read_curves(run_dir: Path, finished: pd.DataFrame) -> pd.DataFrame | None:
 def _first_env(data: RunData) -> dict:
     """The `env` block of the first finished trial's result.json, if any."""
     for trial in data.finished["trial"]:
-        path = data.run_dir / "trials" / trial / "result.json"
-        try:
-            env = json.loads(path.read_text()).get("env")
-        except (OSError, ValueError, AttributeError):
-            continue
+        env = (read_result(trial_dir(data.run_dir, trial) / RESULT_FILE) or {}).get("env")
         if isinstance(env, dict) and env:
             return env
     return {}

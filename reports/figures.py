@@ -1,5 +1,5 @@
 """Figures as PNG files: per-class/group error bars (the paper's Figs. 6 and 7), training curves
-and the sweep heat map.
+and the sweep's error over its searched parameters (a heat map for two or more, a curve for one).
 
 Figures are ``matplotlib.figure.Figure`` objects drawn by an explicit Agg canvas: no pyplot
 state, so building a report never opens a window, leaks figures or changes the backend of the
@@ -19,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 from matplotlib.patches import Rectangle
 
+from ltbench.schema import sweep_params
 from reports.content import Figure
 from reports.tables import (
     N_GROUPS,
@@ -164,32 +165,104 @@ def _interval_label(iv: pd.Interval) -> str:
     return f"{iv.left:.3g}-{iv.right:.3g}"
 
 
-def sweep_figure(sweep: pd.DataFrame, path: Path) -> str | None:
-    """Heat map of validation error over m_max x s_base; the best point is boxed.
+def _best_text(best: pd.Series, params: list[str], key: str) -> str:
+    values = ", ".join(f"{p}={_axis_value(best[p])}" for p in params)
+    return f"{values}, {best[key]:.2f}%"
+
+
+def _axis_value(v) -> str:
+    try:
+        return f"{float(v):.3g}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def sweep_figure(sweep: pd.DataFrame, path: Path, params: list[str] | None = None) -> str | None:
+    """The sweep's validation error over its searched parameters; returns a caption.
+
+    ``params``: the searched parameters in order (default: sweep.csv's columns that are not
+    fixed ones). Two or more: a heat map over the first two (`heat_map`); one: the error
+    against it (`error_curve`). None when nothing finished or nothing was searched.
+    """
+    params = list(params) if params is not None else sweep_params({}, sweep.columns)
+    if not params:
+        return None
+    fin = sweep[sweep["status"] == "finished"].copy()
+    key = "val_top1_error" if fin["val_top1_error"].notna().any() else "test_top1_error"
+    axes = params[:2]
+    fin = fin.dropna(subset=[key, *axes])
+    if fin.empty:
+        return None
+    if len(axes) == 1:
+        return error_curve(fin, axes[0], key, path)
+    caption = heat_map(fin, axes[0], axes[1], key, path, others=tuple(params[2:]))
+    if len(params) > 2:
+        caption += (
+            f" The sweep searched {len(params)} parameters ({', '.join(params)}); the map shows "
+            f"the first two, so each cell averages over the other "
+            f"{'one' if len(params) == 3 else 'ones'}."
+        )
+    return caption
+
+
+def error_curve(fin: pd.DataFrame, param: str, key: str, path: Path) -> str:
+    """Error of the finished points against one searched parameter; the best point in red.
+
+    Values on a grid (at most 12 distinct) are joined by the line of their mean error.
+    """
+    what = "validation" if key == "val_top1_error" else "test"
+    best = fin.loc[fin[key].idxmin()]
+    on_grid = fin[param].nunique() <= 12
+    with sns.axes_style("whitegrid"), matplotlib.rc_context(STYLE):
+        fig = _new_figure((8.5, 5.0))
+        ax = fig.add_subplot()
+        ax.scatter(fin[param], fin[key], color="#4c72b0", s=24, alpha=0.8, label="point")
+        if on_grid:
+            means = fin.groupby(param)[key].mean().sort_index()
+            ax.plot(means.index, means.values, color="#4c72b0", linewidth=1.2, label="mean")
+        ax.scatter([best[param]], [best[key]], color="red", s=80, zorder=3, label="best")
+        ax.set_xlabel(param)
+        ax.set_ylabel(f"{what} top-1 error (%)")
+        ax.set_title(f"Sweep: {what} error against {param}\nbest: {_best_text(best, [param], key)}")
+        ax.legend(loc="best", frameon=False)
+        _save(fig, path)
+    line = " The line joins the mean error of each value." if on_grid else ""
+    return (
+        f"{what.capitalize()} top-1 error against {param} for {len(fin)} finished points; "
+        f"the best point ({_best_text(best, [param], key)}) is marked in red.{line}"
+    )
+
+
+def heat_map(
+    fin: pd.DataFrame,
+    row_param: str,
+    col_param: str,
+    key: str,
+    path: Path,
+    others: tuple[str, ...] = (),
+) -> str:
+    """Heat map of the error over two searched parameters; the best point is boxed.
 
     Values on a grid (at most 12 distinct of each) are used as they are; scattered values
     (random or Bayesian search) are binned into at most 8 ranges per axis and each bin shows
-    the mean error of its points. Returns a caption, or None when nothing finished.
+    the mean error of its points. ``others``: further searched parameters, which a cell
+    averages over (the best point's text names their values too).
     """
-    fin = sweep[sweep["status"] == "finished"].copy()
-    key = "val_top1_error" if fin["val_top1_error"].notna().any() else "test_top1_error"
-    fin = fin.dropna(subset=[key, "m_max", "s_base"])
-    if fin.empty:
-        return None
+    fin = fin.copy()
     best = fin.loc[fin[key].idxmin()]
-    on_grid = fin["m_max"].nunique() <= 12 and fin["s_base"].nunique() <= 12
+    on_grid = fin[row_param].nunique() <= 12 and fin[col_param].nunique() <= 12
     if on_grid:
-        fin["m_bin"], fin["s_bin"] = fin["m_max"], fin["s_base"]
-        best_m, best_s = best["m_max"], best["s_base"]
+        fin["_row"], fin["_col"] = fin[row_param], fin[col_param]
+        best_r, best_c = best[row_param], best[col_param]
     else:
-        fin["m_bin"] = pd.cut(fin["m_max"], bins=min(8, fin["m_max"].nunique()))
-        fin["s_bin"] = pd.cut(fin["s_base"], bins=min(8, fin["s_base"].nunique()))
-        best_m, best_s = fin.loc[best.name, "m_bin"], fin.loc[best.name, "s_bin"]
+        fin["_row"] = pd.cut(fin[row_param], bins=min(8, fin[row_param].nunique()))
+        fin["_col"] = pd.cut(fin[col_param], bins=min(8, fin[col_param].nunique()))
+        best_r, best_c = fin.loc[best.name, "_row"], fin.loc[best.name, "_col"]
     grid = fin.pivot_table(
-        index="m_bin", columns="s_bin", values=key, aggfunc="mean", observed=False
+        index="_row", columns="_col", values=key, aggfunc="mean", observed=False
     ).sort_index(ascending=False)
-    row = list(grid.index).index(best_m)
-    col = list(grid.columns).index(best_s)
+    row = list(grid.index).index(best_r)
+    col = list(grid.columns).index(best_c)
     if not on_grid:
         grid.index = [_interval_label(i) for i in grid.index]
         grid.columns = [_interval_label(i) for i in grid.columns]
@@ -197,6 +270,8 @@ def sweep_figure(sweep: pd.DataFrame, path: Path) -> str | None:
         grid.index = [f"{v:g}" for v in grid.index]
         grid.columns = [f"{v:g}" for v in grid.columns]
     what = "validation" if key == "val_top1_error" else "test"
+    shown = _best_text(best, [row_param, col_param, *others], key)
+    mean = "" if on_grid and not others else ", bin mean" if not others else ", cell mean"
     with sns.axes_style("white"), matplotlib.rc_context(STYLE):
         fig = _new_figure((8.5, 6.0))
         ax = fig.add_subplot()
@@ -206,33 +281,28 @@ def sweep_figure(sweep: pd.DataFrame, path: Path) -> str | None:
             annot=grid.size <= 150,
             fmt=".2f" if grid.size <= 40 else ".1f",
             cmap="viridis_r",
-            cbar_kws={"label": f"{what} top-1 error (%)" + ("" if on_grid else ", bin mean")},
+            cbar_kws={"label": f"{what} top-1 error (%){mean}"},
             linewidths=0.5,
             linecolor="white",
             annot_kws={"fontsize": 8},
         )
         ax.add_patch(Rectangle((col, row), 1, 1, fill=False, edgecolor="red", linewidth=3))
         ax.tick_params(axis="y", labelrotation=0)
-        ax.set_xlabel("s_base" + ("" if on_grid else " (binned)"))
-        ax.set_ylabel("m_max" + ("" if on_grid else " (binned)"))
-        ax.set_title(
-            f"Sweep: {what} error over m_max x s_base\n"
-            f"best (red box): m_max={best['m_max']:.3g}, s_base={best['s_base']:.3g}, "
-            f"{best[key]:.2f}%"
-        )
+        ax.set_xlabel(col_param + ("" if on_grid else " (binned)"))
+        ax.set_ylabel(row_param + ("" if on_grid else " (binned)"))
+        ax.set_title(f"Sweep: {what} error over {row_param} x {col_param}\nbest (red box): {shown}")
         _save(fig, path)
     mean_note = "" if on_grid else " Points are binned; each bin shows the mean of its points."
     return (
-        f"{what.capitalize()} top-1 error over m_max x s_base for {len(fin)} finished points; "
-        f"the best point (m_max={best['m_max']:.3g}, s_base={best['s_base']:.3g}, "
-        f"{best[key]:.2f}%) is boxed in red.{mean_note}"
+        f"{what.capitalize()} top-1 error over {row_param} x {col_param} for {len(fin)} "
+        f"finished points; the best point ({shown}) is boxed in red.{mean_note}"
     )
 
 
 def make_figures(data, fig_dir: Path, sweep_only: bool = False) -> list[Figure]:
     """Write every figure the run's data allows into ``fig_dir``; returns them in order.
 
-    ``sweep_only``: just the heat map (a sweep's trials are search points, not methods).
+    ``sweep_only``: just the sweep figure (a sweep's trials are search points, not methods).
     """
     out: list[Figure] = []
     if sweep_only:
@@ -297,9 +367,12 @@ def make_figures(data, fig_dir: Path, sweep_only: bool = False) -> list[Figure]:
 def _sweep_figures(data, fig_dir: Path) -> list[Figure]:
     if data.sweep is None or data.sweep.empty:
         return []
-    path = fig_dir / "sweep_heatmap.png"
-    caption = sweep_figure(data.sweep, path)
-    return [Figure("Sweep heat map", path, caption)] if caption else []
+    params = data.sweep_params
+    two = len(params) >= 2
+    path = fig_dir / ("sweep_heatmap.png" if two else "sweep_curve.png")
+    caption = sweep_figure(data.sweep, path, params)
+    title = "Sweep heat map" if two else f"Sweep: error against {params[0] if params else '-'}"
+    return [Figure(title, path, caption)] if caption else []
 
 
 def _rho_match(col: pd.Series, rho: float) -> pd.Series:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ltbench.schema import sweep_params
 from reports.content import BEST, SECOND, Cell, Column, Table
 from reports.paper import NATURAL_LT, PAPER_SETTINGS, PaperNumbers, reference_rows
 
@@ -413,22 +414,35 @@ def group_labels(n_groups: int, grouped: bool) -> list[str]:
     return [f"{word} {k}" for k in range(1, n_groups + 1)]
 
 
-def sweep_table(sweep: pd.DataFrame, top: int = 10) -> Table:
-    """The best points of a sweep by validation error (test error where none)."""
+def _value(v) -> str:
+    """A searched parameter's value in a table cell: numbers with %g, "-" for none."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, int | float | np.number) and not isinstance(v, bool):
+        return f"{v:g}"
+    return str(v)
+
+
+def sweep_table(sweep: pd.DataFrame, params: list[str] | None = None, top: int = 10) -> Table:
+    """The best points of a sweep by validation error (test error where none).
+
+    ``params``: the searched parameters, one column each (default: sweep.csv's columns that
+    are not fixed ones, see ``ltbench.schema.sweep_params``).
+    """
+    params = list(params) if params is not None else sweep_params({}, sweep.columns)
     fin = sweep[sweep["status"] == "finished"].copy()
     key = "val_top1_error" if fin["val_top1_error"].notna().any() else "test_top1_error"
     fin = fin.sort_values(key).head(top)
-    cols = ["trial", "m_max", "s_base", "val top-1 err", "test top-1 err", "epochs"]
+    cols = ["trial", *params, "val top-1 err", "test top-1 err", "epochs"]
     rows = [
         [
-            Cell(str(r.trial)),
-            Cell(f"{r.m_max:g}"),
-            Cell(f"{r.s_base:g}"),
-            Cell(fmt(r.val_top1_error), BEST if i == 0 and key == "val_top1_error" else ""),
-            Cell(fmt(r.test_top1_error), BEST if i == 0 and key == "test_top1_error" else ""),
-            Cell(str(r.epochs)),
+            Cell(str(r["trial"])),
+            *(Cell(_value(r[p])) for p in params),
+            Cell(fmt(r["val_top1_error"]), BEST if i == 0 and key == "val_top1_error" else ""),
+            Cell(fmt(r["test_top1_error"]), BEST if i == 0 and key == "test_top1_error" else ""),
+            Cell(str(r["epochs"])),
         ]
-        for i, r in enumerate(fin.itertuples(index=False))
+        for i, r in enumerate(fin.to_dict("records"))
     ]
     n_bad = int((sweep["status"] != "finished").sum())
     notes = [

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from ltbench.errors import LtbenchError
+from ltbench.schema import RESULTS_COLUMNS
 from reports import build_report
-from reports.collect import RESULTS_COLUMNS
 
 METHODS = {"ce": 0.0, "focal": -0.6, "ldam-drw": -5.0, "kps": -6.5, "kps-ga": -7.5}
 DATASETS = {"synthetic-lt": 10, "cifar100-lt": 100}

@@ -11,28 +11,18 @@ import pandas as pd
 import pytest
 
 from ltbench.errors import LtbenchError
-from ltbench.runner.results import (
-    PER_CLASS_COLUMNS,
-    RESULTS_COLUMNS,
-    SWEEP_COLUMNS,
-    collect,
-    write_results,
-    write_sweep,
-)
+from ltbench.runner.args import add_run_args, add_sweep_args
+from ltbench.runner.presets import PRESETS
+from ltbench.runner.results import collect, write_results, write_sweep
 from ltbench.runner.suite import (
-    PRESETS,
-    add_run_args,
-    add_sweep_args,
     apply_overrides,
     check_methods,
-    check_trials,
     expand,
-    first_difference,
     list_suites,
     load_suite,
-    load_trials,
-    save_trials,
 )
+from ltbench.runner.trials import check_trials, first_difference, load_trials, save_trials
+from ltbench.schema import PER_CLASS_COLUMNS, RESULTS_COLUMNS, sweep_columns
 
 SHIPPED = {"ablation": 3, "comparison": 9, "mixup": 2, "mislas": 2, "kps-search": 1}
 
@@ -398,7 +388,8 @@ def test_collect_sweep(tmp_path):
     specs = []
     for i, (m, s) in enumerate([(0.2, 10), (0.5, 30), (0.7, 20)]):
         d = base.to_dict()
-        d.update(key=f"kps-ga_{i:05d}", params={"m_max": m, "s_base": s})
+        d.update(key=f"kps-ga_{i:05d}")
+        d["config"] = {**d["config"], "loss_params": {"m_max": m, "s_base": s}}
         specs.append(type(base).from_dict(d))
     save_trials(tmp_path, specs)
     t0 = tmp_path / "trials" / specs[0].key
@@ -410,7 +401,17 @@ def test_collect_sweep(tmp_path):
         '{"epoch": 1, "val_top1_error": 70.0, "test_top1_error": 71.0}\n{"epoch": 2'
     )
     sweep = write_sweep(tmp_path, ("m_max", "s_base"), stopped={specs[1].key})
-    assert list(sweep.columns) == SWEEP_COLUMNS
+    assert list(sweep.columns) == sweep_columns(["m_max", "s_base"])
+    assert list(sweep.columns) == [
+        "trial",
+        "m_max",
+        "s_base",
+        "val_top1_error",
+        "test_top1_error",
+        "epochs",
+        "status",
+    ]
+    assert list(sweep["m_max"]) == [0.2, 0.5, 0.7]
     assert list(sweep["status"]) == ["finished", "stopped", "missing"]
     assert sweep.loc[0, "val_top1_error"] == 41.0 and sweep.loc[0, "test_top1_error"] == 40.0
     assert sweep.loc[1, "epochs"] == 1 and sweep.loc[1, "val_top1_error"] == 70.0

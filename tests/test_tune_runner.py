@@ -22,10 +22,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from ltbench.cli import main
-from ltbench.runner.results import RESULTS_COLUMNS, SWEEP_COLUMNS
-from ltbench.runner.suite import add_run_args
+from ltbench.runner.args import add_run_args
+from ltbench.schema import RESULTS_COLUMNS, sweep_columns
 
 TINY = """
 description: tiny suite for the tests
@@ -138,8 +139,9 @@ def test_share_resources():
 
 def test_run_trial_device_from_resources_and_no_retraining(tmp_path):
     """Ray-free: the trial's device follows its GPU share; a finished trial is only reported."""
-    from ltbench.runner.ray_adapter import run_trial
-    from ltbench.runner.suite import expand, load_suite, save_trials
+    from ltbench.runner.suite import expand, load_suite
+    from ltbench.runner.trials import save_trials
+    from ltbench.runner.worker import run_trial
 
     suite = tmp_path / "s.yaml"
     suite.write_text(TINY)
@@ -277,7 +279,7 @@ def flaky_train(cfg, out_dir, hooks=None, *, resume=False, progress=None, **_):
 def test_retry_then_failure_with_stand_in_trainer(ray_session, tmp_path):
     from ray import cloudpickle
 
-    from ltbench.runner.ray_adapter import run_suite_command
+    from ltbench.runner.commands import run_suite_command
 
     # Trial processes cannot import this test module: ship flaky_train by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -323,7 +325,7 @@ def test_sweep_reports_best_point_and_writes_sweep_csv(ray_session, tmp_path):
     )
     assert rc == 0, err
     sweep = pd.read_csv(out_dir / "sweep.csv")
-    assert list(sweep.columns) == SWEEP_COLUMNS and len(sweep) == 3
+    assert list(sweep.columns) == sweep_columns(["m_max", "s_base"]) and len(sweep) == 3
     assert set(sweep["status"]) <= {"finished", "stopped"}
     assert (sweep["status"] == "finished").any()
     assert sweep["m_max"].between(0.1, 0.8).all() and sweep["s_base"].between(5, 40).all()
@@ -335,6 +337,81 @@ def test_sweep_reports_best_point_and_writes_sweep_csv(ray_session, tmp_path):
         assert (out_dir / "report.md").is_file()
     rc, _, err = run_cli(["sweep", "--suite", suite, "--out", out_dir])
     assert rc == 2 and "already holds results" in err
+
+
+OTHER_SWEEP = """
+description: a search of another loss's parameter, for the tests
+methods: [la]
+datasets: [synthetic-lt]
+rhos: [10]
+seeds: [0]
+config: {epochs: 2, n_max: 30, width: 0.25, val_fraction: 0.2}
+search:
+  space:
+    tau: {type: float, low: 0.5, high: 2.0}
+  num_samples: 3
+  grace_fraction: 1.0
+  reduction_factor: 2
+"""
+
+
+def tau_train(cfg, out_dir, hooks=None, *, resume=False, progress=None, **_):
+    """A stand-in for ltbench.engine.loop.train: the error is a bowl around tau = 1."""
+    out_dir = Path(out_dir)
+    val = 20.0 + 10.0 * (cfg.loss_params["tau"] - 1.0) ** 2
+    for epoch in (1, 2):
+        metrics = {"epoch": epoch, "val_top1_error": val + 2 - epoch, "test_top1_error": val}
+        with open(out_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        hooks.on_epoch_end(epoch, metrics, out_dir / "checkpoint.pt")
+    result = {"top1_error": val + 1, "val_top1_error": val, "epochs": 2, "wall_seconds": 0.1}
+    (out_dir / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def test_sweep_of_another_parameter_writes_its_column(ray_session, tmp_path):
+    """sweep.csv, suite.yaml and the report follow the suite's space, not KPS's parameters."""
+    from ray import cloudpickle
+
+    from ltbench.runner.args import add_sweep_args
+    from ltbench.runner.commands import sweep_command
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    suite = tmp_path / "tau.yaml"
+    suite.write_text(OTHER_SWEEP)
+    out_dir = tmp_path / "out"
+    p = argparse.ArgumentParser()
+    add_sweep_args(p)
+    args = p.parse_args(["--suite", str(suite), "--out", str(out_dir), "--report", "md"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = sweep_command(args, train_fn=tau_train)
+    assert rc == 0, out.getvalue()
+    sweep = pd.read_csv(out_dir / "sweep.csv")
+    assert list(sweep.columns) == sweep_columns(["tau"])
+    assert list(sweep.columns) == [
+        "trial",
+        "tau",
+        "val_top1_error",
+        "test_top1_error",
+        "epochs",
+        "status",
+    ]
+    assert len(sweep) == 3 and set(sweep["status"]) == {"finished"}
+    assert sweep["tau"].between(0.5, 2.0).all()
+    expected = 20.0 + 10.0 * (sweep["tau"] - 1.0) ** 2
+    assert (sweep["val_top1_error"] - expected).abs().max() < 1e-9
+    suite_yaml = yaml.safe_load((out_dir / "suite.yaml").read_text())
+    assert suite_yaml["search"]["params"] == ["tau"]
+    results = pd.read_csv(out_dir / "results.csv")
+    assert list(results.columns) == RESULTS_COLUMNS
+    assert all(set(json.loads(p)) == {"tau"} for p in results["params"])
+    assert "best (selected on validation): tau=" in out.getvalue()
+    trials = json.loads((out_dir / "trials.json").read_text())
+    assert all(set(t) == {"key", "method", "config"} for t in trials.values())
+    if have_report():
+        md = (out_dir / "report.md").read_text()
+        assert "](figures/sweep_curve.png)" in md and "against tau" in md
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Collect a suite directory's trial results into results.csv, per_class.csv and sweep.csv.
 
-The trial directories are the source of truth (layout in docs/DESIGN.md):
+The trial directories are the source of truth; the file names, the columns and the statuses
+are the contract in `ltbench.schema`:
 
     DIR/trials.json              every planned trial: {key: TrialSpec}
     DIR/trials/<key>/result.json the run finished  -> status "finished"
@@ -14,119 +15,48 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from ltbench.engine.config import DATASET_DEFAULTS
 from ltbench.errors import LtbenchError
-from ltbench.runner.suite import TrialSpec, load_trials
+from ltbench.runner.trials import TrialSpec, load_trials
+from ltbench.schema import (
+    METRIC_COLUMNS,
+    METRICS_FILE,
+    MISSING,
+    PER_CLASS_COLUMNS,
+    PER_CLASS_FILE,
+    RESULT_FILE,
+    RESULTS_COLUMNS,
+    RESULTS_FILE,
+    SEARCH_METRIC,
+    STOPPED,
+    SUITE_FILE,
+    SWEEP_FILE,
+    SWEEP_TEST_METRIC,
+    read_metrics,
+    read_result,
+    sweep_columns,
+    sweep_params,
+    trial_dir,
+    trial_state,
+)
 
-RESULTS_COLUMNS = [
-    "trial",
-    "method",
-    "params",
-    "dataset",
-    "imb_factor",
-    "rho",
-    "seed",
-    "subset_seed",
-    "top1_error",
-    "many_acc",
-    "medium_acc",
-    "few_acc",
-    "head_error",
-    "mid_error",
-    "tail_error",
-    "ece",
-    "epochs",
-    "wall_seconds",
-    "status",
-    "error",
-]
-PER_CLASS_COLUMNS = [
-    "trial",
-    "method",
-    "dataset",
-    "rho",
-    "seed",
-    "class",
-    "class_name",
-    "count",
-    "accuracy",
-]
-SWEEP_COLUMNS = [
-    "trial",
-    "m_max",
-    "s_base",
-    "val_top1_error",
-    "test_top1_error",
-    "epochs",
-    "status",
-]
-METRIC_COLUMNS = [
-    "top1_error",
-    "many_acc",
-    "medium_acc",
-    "few_acc",
-    "head_error",
-    "mid_error",
-    "tail_error",
-    "ece",
-]
-ERROR_FILE = "error.txt"
+# ltbench.engine.stages still imports `read_metrics` from here; its home is ltbench.schema.
 
 
-def trial_dir(out_dir: Path, key: str) -> Path:
-    """DIR/trials/<key>."""
-    return Path(out_dir) / "trials" / key
-
-
-def read_result(path: Path) -> dict[str, Any] | None:
-    """A trial's result.json, or None if it is absent or unreadable (a half-written file)."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The lines of a metrics.jsonl, skipping a half-written last line."""
-    rows = []
-    try:
-        text = path.read_text()
-    except OSError:
-        return rows
-    for line in text.splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
-
-
-def trial_state(out_dir: Path, key: str) -> tuple[str, dict[str, Any] | None, str]:
-    """(status, result or None, error text) of one trial, from its directory alone."""
-    tdir = trial_dir(out_dir, key)
-    result = read_result(tdir / "result.json")
-    if result is not None:
-        return "finished", result, ""
-    err = tdir / ERROR_FILE
-    if err.is_file():
-        text = " ".join(err.read_text().split()) or "failed (no message)"
-        return "failed", None, text
-    return "missing", None, ""
-
-
-def finished_keys(out_dir: Path, keys) -> set[str]:
+def finished_keys(out_dir: Path, keys: Iterable[str]) -> set[str]:
     """The keys among `keys` whose trial has a readable result.json."""
-    return {k for k in keys if read_result(trial_dir(out_dir, k) / "result.json") is not None}
+    return {k for k in keys if read_result(trial_dir(out_dir, k) / RESULT_FILE) is not None}
 
 
 def _params_json(spec: TrialSpec) -> str:
-    params = dict(spec.params)
+    params = spec.params
     if spec.mixup_alpha:
         params["mixup_alpha"] = spec.mixup_alpha
     return json.dumps(params, sort_keys=True)
@@ -137,6 +67,26 @@ def _planned_epochs(spec: TrialSpec) -> int | None:
     if epochs is None and spec.dataset in DATASET_DEFAULTS:
         epochs = DATASET_DEFAULTS[spec.dataset].epochs
     return epochs
+
+
+def _class_rows(key: str, spec: TrialSpec, result: dict[str, Any]) -> list[dict[str, Any]]:
+    accs = result.get("per_class_accuracy") or []
+    counts = result.get("class_counts") or [None] * len(accs)
+    names = result.get("class_names") or [str(i) for i in range(len(accs))]
+    return [
+        {
+            "trial": key,
+            "method": spec.method,
+            "dataset": spec.dataset,
+            "rho": spec.rho,
+            "seed": spec.seed,
+            "class": c,
+            "class_name": names[c] if c < len(names) else str(c),
+            "count": counts[c] if c < len(counts) else None,
+            "accuracy": math.nan if acc is None else acc,
+        }
+        for c, acc in enumerate(accs)
+    ]
 
 
 def collect(
@@ -160,7 +110,7 @@ def collect(
             "method": spec.method,
             "params": _params_json(spec),
             "dataset": spec.dataset,
-            "imb_factor": 1.0 / spec.rho,
+            "imb_factor": spec.config.get("imb_factor"),
             "rho": spec.rho,
             "seed": spec.seed,
             "subset_seed": spec.subset_seed,
@@ -176,23 +126,7 @@ def collect(
                 row[c] = math.nan if value is None else value
             row["epochs"] = result.get("epochs", row["epochs"])
             row["wall_seconds"] = result.get("wall_seconds", math.nan)
-            accs = result.get("per_class_accuracy") or []
-            counts = result.get("class_counts") or [None] * len(accs)
-            names = result.get("class_names") or [str(i) for i in range(len(accs))]
-            for c, acc in enumerate(accs):
-                class_rows.append(
-                    {
-                        "trial": key,
-                        "method": spec.method,
-                        "dataset": spec.dataset,
-                        "rho": spec.rho,
-                        "seed": spec.seed,
-                        "class": c,
-                        "class_name": names[c] if c < len(names) else str(c),
-                        "count": counts[c] if c < len(counts) else None,
-                        "accuracy": math.nan if acc is None else acc,
-                    }
-                )
+            class_rows += _class_rows(key, spec, result)
         rows.append(row)
     results = pd.DataFrame(rows, columns=RESULTS_COLUMNS)
     per_class = pd.DataFrame(class_rows, columns=PER_CLASS_COLUMNS)
@@ -205,8 +139,8 @@ def write_results(
     """Collect and write DIR/results.csv and DIR/per_class.csv; returns the frames."""
     out_dir = Path(out_dir)
     results, per_class = collect(out_dir, notes)
-    _write_csv(results, out_dir / "results.csv")
-    _write_csv(per_class, out_dir / "per_class.csv")
+    _write_csv(results, out_dir / RESULTS_FILE)
+    _write_csv(per_class, out_dir / PER_CLASS_FILE)
     return results, per_class
 
 
@@ -216,49 +150,59 @@ def _write_csv(df: pd.DataFrame, path: Path) -> None:
     tmp.replace(path)
 
 
+def _recorded_params(out_dir: Path) -> list[str]:
+    """The searched parameters that DIR/suite.yaml records (`search.params`); [] if none."""
+    try:
+        suite = yaml.safe_load((out_dir / SUITE_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return []
+    return sweep_params(suite if isinstance(suite, dict) else {}, [])
+
+
 def collect_sweep(
     out_dir: str | Path,
-    space: tuple[str, ...] = ("m_max", "s_base"),
+    params: Iterable[str] | None = None,
     stopped: set[str] | None = None,
 ) -> pd.DataFrame:
     """One row per tried point of a sweep: the searched values, validation and test error.
 
+    The columns are `ltbench.schema.sweep_columns(params)`: the trial, the searched parameters
+    in order (default: those DIR/suite.yaml records), the errors, the epochs and the status.
     `status` is finished, failed, stopped (early, by the scheduler; `stopped` names those
     trials) or missing. For a stopped trial the errors are those of its last evaluated epoch
-    and `epochs` counts the epochs it trained. Searched parameters other than m_max and s_base
-    get their own columns after the standard ones.
+    and `epochs` counts the epochs it trained.
     """
     out_dir = Path(out_dir)
+    params = list(params) if params is not None else _recorded_params(out_dir)
     stopped = stopped or set()
     rows = []
     for key, spec in load_trials(out_dir).items():
         status, result, _ = trial_state(out_dir, key)
-        row: dict[str, Any] = {name: spec.params.get(name) for name in ("m_max", "s_base", *space)}
-        row["trial"] = key
-        history = read_metrics(trial_dir(out_dir, key) / "metrics.jsonl")
-        val = [r["val_top1_error"] for r in history if r.get("val_top1_error") is not None]
-        test = [r["test_top1_error"] for r in history if r.get("test_top1_error") is not None]
-        row["val_top1_error"] = val[-1] if val else math.nan
-        row["test_top1_error"] = test[-1] if test else math.nan
+        values = spec.params
+        row: dict[str, Any] = {"trial": key, **{name: values.get(name) for name in params}}
+        history = read_metrics(trial_dir(out_dir, key) / METRICS_FILE)
+        val = [r[SEARCH_METRIC] for r in history if r.get(SEARCH_METRIC) is not None]
+        test = [r[SWEEP_TEST_METRIC] for r in history if r.get(SWEEP_TEST_METRIC) is not None]
+        row[SEARCH_METRIC] = val[-1] if val else math.nan
+        row[SWEEP_TEST_METRIC] = test[-1] if test else math.nan
         row["epochs"] = len(history)
         if result is not None:
-            row["val_top1_error"] = result.get("val_top1_error", row["val_top1_error"])
-            row["test_top1_error"] = result.get("top1_error", row["test_top1_error"])
+            row[SEARCH_METRIC] = result.get(SEARCH_METRIC, row[SEARCH_METRIC])
+            row[SWEEP_TEST_METRIC] = result.get("top1_error", row[SWEEP_TEST_METRIC])
             row["epochs"] = result.get("epochs", row["epochs"])
-        elif status == "missing" and key in stopped:
-            status = "stopped"
+        elif status == MISSING and key in stopped:
+            status = STOPPED
         row["status"] = status
         rows.append(row)
-    columns = SWEEP_COLUMNS + [c for c in space if c not in SWEEP_COLUMNS]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=sweep_columns(params))
 
 
 def write_sweep(
     out_dir: str | Path,
-    space: tuple[str, ...] = ("m_max", "s_base"),
+    params: Iterable[str] | None = None,
     stopped: set[str] | None = None,
 ) -> pd.DataFrame:
     """Collect and write DIR/sweep.csv."""
-    df = collect_sweep(out_dir, space, stopped)
-    _write_csv(df, Path(out_dir) / "sweep.csv")
+    df = collect_sweep(out_dir, params, stopped)
+    _write_csv(df, Path(out_dir) / SWEEP_FILE)
     return df

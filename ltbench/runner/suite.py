@@ -1,13 +1,14 @@
 """Suites: YAML files that list the axes of an experiment, expanded into one spec per trial.
 
-A suite names its axes; the runner (`ltbench.runner.ray_adapter`) turns every combination into one
-training run. The file format, checked key by key when the file is loaded:
+A suite names its axes; `ltbench run` turns every combination into one training run
+(`ltbench.runner.commands`, on Ray through `ltbench.runner.ray_adapter`). The file format,
+checked key by key when the file is loaded:
 
-    description: KPS ablation (paper Table 5)      # one line, shown by `ltbench list suites`
+    description: LA ablation                      # one line, shown by `ltbench list suites`
     methods:                                      # required, at least one
-      - loss: kps-ga                               # a registered loss / method name (required)
-        name: kps-ga+mixup                         # label in tables (default: the loss name)
-        params: {m_max: 0.5}                       # loss parameters (default: the paper's)
+      - loss: la                                   # a registered loss / method name (required)
+        name: la+mixup                             # label in tables (default: the loss name)
+        params: {tau: 1.5}                         # loss parameters (default: the paper's)
         mixup_alpha: 1.0                           # 0 (default) disables mixup
         config: {stage2: {epochs: 10}}             # TrainConfig keys for this method only
     datasets: [cifar10-lt, cifar100-lt]           # required
@@ -16,26 +17,23 @@ training run. The file format, checked key by key when the file is loaded:
     subset_seeds: [0]                             # draws of the long-tailed subset (0: standard)
     config: {val_fraction: 0.1}                   # TrainConfig keys for every trial
     search:                                       # sweep suites only (`ltbench sweep`)
-      space:
-        m_max: {type: float, low: 0.1, high: 0.8}
-        s_base: {type: int, low: 5, high: 40}    # bounds are inclusive
+      space:                                      # loss parameters, searched in this order
+        tau: {type: float, low: 0.5, high: 2.0}   # type float or int; bounds are inclusive
       num_samples: 30
       grace_fraction: 0.1                         # share of the epochs before ASHA may stop
       reduction_factor: 3
 
 The trial grid is methods x datasets x rhos x seeds x subset_seeds. A trial's settings are
 layered: TrainConfig defaults (the paper's schedule) < the suite's `config` < the method's
-`config` < the preset (`smoke` shrinks everything) < the axis values. Method names are checked
-against the loss registry when a suite is run (`check_methods`), not when it is loaded, so a
-suite may name a method whose plugin is installed later.
+`config` < the preset (`ltbench.runner.presets`; `smoke` shrinks everything) < the axis values.
+Method names are checked against the loss registry when a suite is run (`check_methods`), not
+when it is loaded, so a suite may name a method whose plugin is installed later. The trials
+themselves (`TrialSpec`, DIR/trials.json) are defined in `ltbench.runner.trials`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +44,8 @@ import yaml
 import sweeps
 from ltbench.engine.config import DATASET_DEFAULTS, TrainConfig
 from ltbench.errors import LtbenchError
+from ltbench.runner.presets import DEFAULT_PRESET, PRESETS
+from ltbench.runner.trials import TrialSpec, trial_key
 
 SUITES_DIR = Path(sweeps.__file__).resolve().parent  # the suite YAML files shipped as package data
 
@@ -78,40 +78,7 @@ LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 
 
 # ----------------------------------------------------------------------------------------------
-# Presets: the one place that says what `smoke` and `paper` mean
-
-
-@dataclass(frozen=True)
-class Preset:
-    """TrainConfig overrides applied to every trial, plus the default number of seeds."""
-
-    description: str
-    overrides: dict[str, Any]
-    seeds: int | None = None  # None: the suite's own seeds
-    num_samples: int | None = None  # sweeps: None keeps the suite's search.num_samples
-    grace_fraction: float | None = None  # sweeps: None keeps the suite's search.grace_fraction
-
-
-PRESETS: dict[str, Preset] = {
-    # The paper's Table 2 schedule: TrainConfig's defaults, resolved per dataset.
-    "paper": Preset("the paper's schedule (Table 2) and image counts", {}),
-    # Sized by measurement (BENCHMARKS.md): one synthetic-lt trial at rho=100 takes ~45 s of
-    # CPU (ResNet-32 at 1/4 width, 1 thread, 500 images per class before the long-tailed draw)
-    # and learns (top-1 error ~60-70% against 90% for chance); with 200 images per class some
-    # seeds stayed at chance. The ablation suite (3 methods x 2 rho x 2 seeds = 12 trials) fits
-    # in the few minutes the preset promises on 2 CPU cores, Ray start-up and report included.
-    "smoke": Preset(
-        "a few minutes on 2 CPU cores: 12 epochs, <= 500 images per class, 1/4-width model",
-        {"epochs": 12, "n_max": 500, "width": 0.25, "batch_size": 64, "eval_every": 4},
-        seeds=2,
-        num_samples=4,
-        grace_fraction=0.25,  # 3 of 12 epochs: a tenth would judge points after one epoch
-    ),
-}
-
-
-# ----------------------------------------------------------------------------------------------
-# The loaded suite and its trials
+# The loaded suite
 
 
 @dataclass(frozen=True)
@@ -134,6 +101,11 @@ class SearchSpace:
     grace_fraction: float = 0.1
     reduction_factor: float = 3
 
+    @property
+    def params(self) -> list[str]:
+        """The searched parameter names, in the order the suite lists them."""
+        return list(self.space)
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -153,33 +125,6 @@ class Suite:
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as written to DIR/suite.yaml."""
         return dataclasses.asdict(self)
-
-
-@dataclass(frozen=True)
-class TrialSpec:
-    """Everything one trial needs; `config` is a TrainConfig dict (None: paper default)."""
-
-    key: str
-    method: str
-    loss: str
-    params: dict[str, Any]
-    mixup_alpha: float
-    dataset: str
-    rho: float
-    seed: int
-    subset_seed: int
-    config: dict[str, Any]
-
-    def train_config(self) -> TrainConfig:
-        """The TrainConfig of this trial (unresolved: `None` still means the paper default)."""
-        return TrainConfig.from_dict(dict(self.config), source=f"trial {self.key}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
-        return cls(**data)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -424,7 +369,7 @@ def apply_overrides(
     datasets: list[str] | None = None,
     rhos: list[float] | None = None,
     seeds: int | None = None,
-    preset: str = "paper",
+    preset: str = DEFAULT_PRESET,
     preset_seeds: bool = True,
     data_root: str | Path | None = None,
     download: bool = False,
@@ -465,17 +410,6 @@ def apply_overrides(
     return dataclasses.replace(suite, **changes), overrides
 
 
-def format_rho(rho: float) -> str:
-    """100.0 -> '100', 12.5 -> '12.5'."""
-    return f"{rho:g}"
-
-
-def trial_key(method: str, dataset: str, rho: float, seed: int, subset_seed: int | None) -> str:
-    """The trial's directory name under DIR/trials, e.g. `kps-ga_cifar10-lt_rho100_seed0`."""
-    key = f"{method}_{dataset}_rho{format_rho(rho)}_seed{seed}"
-    return key if subset_seed is None else f"{key}_subset{subset_seed}"
-
-
 def expand(suite: Suite, preset_overrides: dict[str, Any] | None = None) -> list[TrialSpec]:
     """One TrialSpec per (method, dataset, rho, seed, subset_seed), in suite order."""
     preset_overrides = dict(preset_overrides or {})
@@ -500,222 +434,5 @@ def expand(suite: Suite, preset_overrides: dict[str, Any] | None = None) -> list
                             mixup_alpha=m.mixup_alpha,
                         )
                         key = trial_key(m.name, dataset, rho, seed, ss if tag_subset else None)
-                        trials.append(
-                            TrialSpec(
-                                key,
-                                m.name,
-                                m.loss,
-                                dict(m.params),
-                                m.mixup_alpha,
-                                dataset,
-                                rho,
-                                seed,
-                                ss,
-                                cfg,
-                            )
-                        )
+                        trials.append(TrialSpec(key, m.name, cfg))
     return trials
-
-
-BUILT_IN_DATASETS = ("synthetic-lt",)  # drawn in memory; every other dataset needs data_root
-
-
-def check_trials(trials: list[TrialSpec]) -> None:
-    """Resolve every trial's configuration now, so a bad value fails before Ray starts."""
-    from ltbench.engine.config import resolve
-
-    for t in trials:
-        if t.dataset not in BUILT_IN_DATASETS and not t.config.get("data_root"):
-            raise LtbenchError(
-                f"dataset {t.dataset!r} needs its files: pass --data-root DIR (or set "
-                "config: {data_root: DIR} in the suite), or use --dataset synthetic-lt"
-            )
-        try:
-            resolve(t.train_config())
-        except LtbenchError as exc:
-            raise LtbenchError(f"trial {t.key}: {exc}") from None
-
-
-# ----------------------------------------------------------------------------------------------
-# The trial list saved in DIR (the trainable reads it; resume compares with it)
-
-TRIALS_FILE = "trials.json"
-
-
-def save_trials(out_dir: Path, trials: list[TrialSpec]) -> None:
-    """Write DIR/trials.json atomically: {key: spec}."""
-    path = Path(out_dir) / TRIALS_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({t.key: t.to_dict() for t in trials}, indent=1))
-    tmp.replace(path)
-
-
-def load_trials(out_dir: Path) -> dict[str, TrialSpec]:
-    """Read DIR/trials.json; {} when there is none."""
-    path = Path(out_dir) / TRIALS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LtbenchError(f"cannot read {path}: {exc}") from None
-    return {k: TrialSpec.from_dict(v) for k, v in data.items()}
-
-
-def first_difference(old: TrialSpec, new: TrialSpec) -> str | None:
-    """The first setting two specs of the same key disagree on, as text; None if equal.
-
-    Settings that do not change a run's numbers (device, workers, evaluation period, ...) may
-    differ: a resumed suite can move to other hardware.
-    """
-    from ltbench.engine.loop import RUNTIME_KEYS
-
-    a, b = old.to_dict(), new.to_dict()
-    for name in a:
-        if name == "config":
-            continue
-        if a[name] != b[name]:
-            return f"{name} is {a[name]!r} there, {b[name]!r} now"
-    for name in sorted(set(a["config"]) | set(b["config"])):
-        if name in RUNTIME_KEYS:
-            continue
-        x, y = a["config"].get(name), b["config"].get(name)
-        if x != y and not (_is_number(x) and _is_number(y) and math.isclose(x, y)):
-            return f"{name} is {x!r} there, {y!r} now"
-    return None
-
-
-# ----------------------------------------------------------------------------------------------
-# argparse helpers (ltbench run / ltbench sweep)
-
-
-def _comma_list(kind):
-    def parse(text: str) -> list:
-        try:
-            return [kind(x) for x in text.split(",") if x.strip()]
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a comma-separated list, got {text!r}"
-            ) from None
-
-    return parse
-
-
-def _add_common(p: argparse.ArgumentParser, default_suite: str | None) -> None:
-    p.add_argument(
-        "--suite",
-        required=default_suite is None,
-        default=default_suite,
-        help="a suite in sweeps/ (see `ltbench list suites`) or a path to a YAML file",
-    )
-    p.add_argument(
-        "--dataset",
-        type=_comma_list(str),
-        default=None,
-        metavar="D[,D2]",
-        help="replace the suite's datasets, e.g. synthetic-lt",
-    )
-    p.add_argument(
-        "--rho",
-        type=_comma_list(float),
-        default=None,
-        metavar="R[,R2]",
-        help="replace the suite's imbalance ratios, e.g. 100,50",
-    )
-    p.add_argument(
-        "--preset",
-        choices=list(PRESETS),
-        default="paper",
-        help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()),
-    )
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        default=None,
-        help="folder holding the datasets' files (CIFAR: torchvision's layout)",
-    )
-    p.add_argument(
-        "--download",
-        action="store_true",
-        help="let torchvision download CIFAR into --data-root if missing",
-    )
-    p.add_argument(
-        "--out",
-        type=Path,
-        default=None,
-        help="output directory (default: runs/<suite>[-<preset>]); on a multi-node "
-        "cluster it must be on a filesystem shared by all nodes",
-    )
-    p.add_argument(
-        "--address",
-        default=None,
-        help="join an existing Ray cluster (host:port of its head); default: start "
-        "Ray on this machine",
-    )
-    p.add_argument(
-        "--cpus-per-trial",
-        type=float,
-        default=None,
-        help="CPUs per trial (default: 1 without GPUs, else an even share)",
-    )
-    p.add_argument(
-        "--gpus-per-trial",
-        type=float,
-        default=None,
-        help="GPUs per trial, fractions allowed: 0.25 packs 4 trials per GPU "
-        "(default: 1 if the cluster has GPUs, else 0)",
-    )
-    p.add_argument(
-        "--max-concurrent",
-        type=int,
-        default=None,
-        help="at most this many trials at once (default: as resources allow)",
-    )
-    p.add_argument(
-        "--report",
-        default="md,pdf",
-        metavar="FORMATS",
-        help="report formats written at the end: md, pdf, md,pdf (default) or none",
-    )
-
-
-def add_run_args(p: argparse.ArgumentParser) -> None:
-    """The options of `ltbench run`."""
-    _add_common(p, None)
-    p.add_argument(
-        "--seeds",
-        type=int,
-        default=None,
-        help="run seeds 0..N-1 (default: the suite's; smoke preset: 2)",
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue a suite in --out: run only the trials without a result",
-    )
-    p.add_argument(
-        "--max-failures",
-        type=int,
-        default=1,
-        help="retries of a failing trial before it counts as failed (default 1)",
-    )
-
-
-def add_sweep_args(p: argparse.ArgumentParser) -> None:
-    """The options of `ltbench sweep`."""
-    _add_common(p, "kps-search")
-    p.add_argument(
-        "--num-samples",
-        type=int,
-        default=None,
-        help="points to try (default: the suite's; smoke preset: 4)",
-    )
-    p.add_argument(
-        "--max-failures", type=int, default=0, help="retries of a failing trial (default 0)"
-    )
-
-
-def default_out(suite: str, preset: str) -> Path:
-    """runs/<suite> for the paper preset, runs/<suite>-<preset> otherwise."""
-    stem = Path(suite).stem if suite.endswith((".yaml", ".yml")) else suite
-    return Path("runs") / (stem if preset == "paper" else f"{stem}-{preset}")

@@ -1,0 +1,140 @@
+"""The command-line flags of `ltbench run` and `ltbench sweep`.
+
+Only the flags live here; `ltbench.runner.commands` turns the parsed `argparse.Namespace` into
+a validated request (`RunRequest`, `SweepRequest`) in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ltbench.runner.presets import DEFAULT_PRESET, PRESETS
+
+DEFAULT_SWEEP_SUITE = "kps-search"  # the suite `ltbench sweep` searches without --suite
+
+
+def _comma_list(kind):
+    def parse(text: str) -> list:
+        try:
+            return [kind(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma-separated list, got {text!r}"
+            ) from None
+
+    return parse
+
+
+def _add_common(p: argparse.ArgumentParser, default_suite: str | None) -> None:
+    p.add_argument(
+        "--suite",
+        required=default_suite is None,
+        default=default_suite,
+        help="a suite in sweeps/ (see `ltbench list suites`) or a path to a YAML file",
+    )
+    p.add_argument(
+        "--dataset",
+        type=_comma_list(str),
+        default=None,
+        metavar="D[,D2]",
+        help="replace the suite's datasets, e.g. synthetic-lt",
+    )
+    p.add_argument(
+        "--rho",
+        type=_comma_list(float),
+        default=None,
+        metavar="R[,R2]",
+        help="replace the suite's imbalance ratios, e.g. 100,50",
+    )
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default=DEFAULT_PRESET,
+        help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()),
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=None,
+        help="folder holding the datasets' files (CIFAR: torchvision's layout)",
+    )
+    p.add_argument(
+        "--download",
+        action="store_true",
+        help="let torchvision download CIFAR into --data-root if missing",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: runs/<suite>[-<preset>]); on a multi-node "
+        "cluster it must be on a filesystem shared by all nodes",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="join an existing Ray cluster (host:port of its head); default: start "
+        "Ray on this machine",
+    )
+    p.add_argument(
+        "--cpus-per-trial",
+        type=float,
+        default=None,
+        help="CPUs per trial (default: 1 without GPUs, else an even share)",
+    )
+    p.add_argument(
+        "--gpus-per-trial",
+        type=float,
+        default=None,
+        help="GPUs per trial, fractions allowed: 0.25 packs 4 trials per GPU "
+        "(default: 1 if the cluster has GPUs, else 0)",
+    )
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=None,
+        help="at most this many trials at once (default: as resources allow)",
+    )
+    p.add_argument(
+        "--report",
+        default="md,pdf",
+        metavar="FORMATS",
+        help="report formats written at the end: md, pdf, md,pdf (default) or none",
+    )
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    """The options of `ltbench run`."""
+    _add_common(p, None)
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="run seeds 0..N-1 (default: the suite's; smoke preset: 2)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a suite in --out: run only the trials without a result",
+    )
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=1,
+        help="retries of a failing trial before it counts as failed (default 1)",
+    )
+
+
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    """The options of `ltbench sweep`."""
+    _add_common(p, DEFAULT_SWEEP_SUITE)
+    p.add_argument(
+        "--num-samples",
+        type=int,
+        default=None,
+        help="points to try (default: the suite's; smoke preset: 4)",
+    )
+    p.add_argument(
+        "--max-failures", type=int, default=0, help="retries of a failing trial (default 0)"
+    )

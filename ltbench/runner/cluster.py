@@ -1,0 +1,85 @@
+"""Ray-free cluster checks: the options of a run, the address probe, the per-trial share.
+
+`ltbench.runner.commands` probes `--address` before anything else (a one-line error for an
+unreachable cluster); `ltbench.runner.ray_adapter` shares the connected cluster's CPUs and
+GPUs among the trials with `share_resources`.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from dataclasses import dataclass
+
+from ltbench.errors import LtbenchError
+
+PROBE_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    """Where and how trials run: the cluster to join (None: start Ray here), per-trial
+    resources (None: `share_resources`' defaults), concurrency and retries."""
+
+    address: str | None = None
+    cpus_per_trial: float | None = None
+    gpus_per_trial: float | None = None
+    max_concurrent: int | None = None
+    max_failures: int = 0
+
+
+def check_address(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """A quick TCP probe of host:port, so an unreachable cluster is a one-line error."""
+    if address in ("auto", "local"):
+        return
+    if address.startswith("ray://"):
+        raise LtbenchError(
+            f"--address {address}: Ray Client addresses (ray://) are not supported; run ltbench "
+            "on a node of the cluster and pass the head's host:port"
+        )
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise LtbenchError(f"--address {address!r}: expected host:port, e.g. 10.0.0.1:6379")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise LtbenchError(
+            f"cannot reach a Ray cluster at {address} ({reason}); start one with "
+            "`ray start --head --port=PORT` or check the address"
+        ) from None
+
+
+def share_resources(
+    total_cpu: float, total_gpu: float, node_cpu: float, cpus: float | None, gpus: float | None
+) -> dict[str, float]:
+    """Per-trial {"cpu", "gpu"}: by default every CPU and GPU of the cluster is used.
+
+    Without GPUs a trial takes one CPU (2 cores: 2 trials at once). With GPUs a trial takes one
+    GPU, or the given fraction (0.25 packs 4 trials per GPU), and an even share of the CPUs.
+    A request the cluster can never meet is an error here rather than a trial stuck pending.
+    """
+    if gpus is None:
+        gpus = 1.0 if total_gpu >= 1 else 0.0
+    if not 0 <= gpus <= 1:
+        raise LtbenchError(
+            f"--gpus-per-trial must be in [0, 1] (a trial trains on one device), got {gpus:g}"
+        )
+    if gpus > 0 and total_gpu == 0:
+        raise LtbenchError(
+            f"--gpus-per-trial {gpus:g} asks for GPUs but the Ray cluster has none; "
+            "pass --gpus-per-trial 0"
+        )
+    if cpus is None:
+        if gpus > 0:
+            slots = max(math.floor(total_gpu / gpus + 1e-9), 1)
+            cpus = float(max(math.floor(total_cpu / slots), 1))
+        else:
+            cpus = 1.0
+    if cpus <= 0:
+        raise LtbenchError(f"--cpus-per-trial must be > 0, got {cpus:g}")
+    if cpus > node_cpu:
+        raise LtbenchError(
+            f"--cpus-per-trial {cpus:g} is more than any node of the cluster has ({node_cpu:g})"
+        )
+    return {"cpu": float(cpus), "gpu": float(gpus)}

@@ -1,0 +1,85 @@
+"""What runs inside a trial process: train one trial into its directory, reporting each epoch.
+
+Ray-free: `report` is any callable that takes a dict of scalars (the Ray adapter passes
+`ray.tune.report`), so a test can run a trial with a fake trainer and a list's `append`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ltbench.errors import LtbenchError
+from ltbench.runner.trials import TrialSpec
+from ltbench.schema import ERROR_FILE, RESULT_FILE, SEARCH_METRIC, read_result, trial_dir
+
+
+class _TuneHooks:
+    """`train` hooks: report each epoch's scalars to Tune (ASHA and the progress lines).
+
+    The last epoch is not reported here: the report after `train` returns stands for it, so a
+    scheduler that stops the trial at its last report cannot cut off the final evaluation and
+    `result.json`.
+    """
+
+    def __init__(self, report, last_epoch: int):
+        self.report = report
+        self.last_epoch = last_epoch
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, Any], checkpoint: Path) -> None:
+        if epoch < self.last_epoch:
+            self.report({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+
+
+def _final_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    out = {
+        "top1_error": result.get("top1_error"),
+        "epochs": result.get("epochs"),
+        "wall_seconds": result.get("wall_seconds"),
+        "finished": True,
+    }
+    if result.get(SEARCH_METRIC) is not None:
+        out[SEARCH_METRIC] = result[SEARCH_METRIC]
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, LtbenchError):
+        return text or "error"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def run_trial(
+    spec: TrialSpec, out_dir: str | Path, resources: dict[str, float], report, train_fn=None
+) -> dict[str, Any]:
+    """Train one trial into DIR/trials/<key> (or report its stored result); Ray-free."""
+    tdir = trial_dir(Path(out_dir), spec.key)
+    stored = read_result(tdir / RESULT_FILE)
+    if stored is not None:  # finished earlier: never train or overwrite it again
+        report(_final_metrics(stored))
+        return stored
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / ERROR_FILE).unlink(missing_ok=True)
+    if train_fn is None:
+        from ltbench.engine.loop import train as train_fn
+    import torch
+
+    from ltbench.engine.config import resolve
+
+    # Ray sets OMP_NUM_THREADS=1 for trials with < 2 CPUs; use the CPUs the trial holds.
+    torch.set_num_threads(max(int(resources.get("cpu", 1)), 1))
+    cfg = spec.train_config()
+    # The device follows the trial's resources, never torch.cuda.is_available(): on a GPU node
+    # a CPU-only trial may still see the GPUs.
+    cfg.device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"
+    cfg.num_workers = min(cfg.num_workers, max(int(resources.get("cpu", 1)) - 1, 0))
+    try:
+        epochs = resolve(cfg).epochs
+        hooks = _TuneHooks(report, epochs)
+        result = train_fn(cfg, tdir, hooks=hooks, resume=True, progress=False)
+    except Exception as exc:
+        (tdir / ERROR_FILE).write_text(_one_line(exc) + "\n")
+        raise
+    report(_final_metrics(result))
+    return result

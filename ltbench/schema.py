@@ -1,0 +1,169 @@
+"""The results-file contract of a suite output directory: file names, columns, statuses, readers.
+
+The runner writes these files (`ltbench.runner.results`) and the reports read them (`reports`);
+both take the names from here. Standard library only: importing this module never loads torch,
+Ray or the engine. The layout (docs/DESIGN.md, "Suite output directory"):
+
+    DIR/suite.yaml               the resolved suite (sweeps: `search.params` names the
+                                 searched parameters, in order)
+    DIR/trials.json              every planned trial: {key: TrialSpec}
+    DIR/trials/<key>/            one `ltbench train` output directory per trial:
+        result.json              the run finished  -> status "finished"
+        metrics.jsonl            one JSON line per epoch
+        error.txt                the run failed    -> status "failed", its text is the error
+        trial.json               sweeps: the trial's spec, written by the trial itself
+                                 otherwise: not run, interrupted or stopped early -> "missing"
+    DIR/results.csv              RESULTS_COLUMNS, one row per trial
+    DIR/per_class.csv            PER_CLASS_COLUMNS, one row per (trial, class)
+    DIR/sweep.csv                sweeps only: sweep_columns(params), one row per tried point
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+# ----------------------------------------------------------------------------------------------
+# File names
+
+SUITE_FILE = "suite.yaml"
+TRIALS_FILE = "trials.json"
+TRIALS_DIR = "trials"
+RESULT_FILE = "result.json"
+METRICS_FILE = "metrics.jsonl"
+ERROR_FILE = "error.txt"
+TRIAL_SPEC_FILE = "trial.json"
+RESULTS_FILE = "results.csv"
+PER_CLASS_FILE = "per_class.csv"
+SWEEP_FILE = "sweep.csv"
+
+# ----------------------------------------------------------------------------------------------
+# Statuses
+
+FINISHED = "finished"  # result.json exists
+FAILED = "failed"  # error.txt exists
+MISSING = "missing"  # neither: not run, interrupted, or stopped early
+STOPPED = "stopped"  # sweep.csv only: a missing trial that the scheduler (ASHA) stopped early
+STATUSES = (FINISHED, FAILED, MISSING)  # the statuses of results.csv
+SWEEP_STATUSES = (FINISHED, FAILED, STOPPED, MISSING)
+
+# ----------------------------------------------------------------------------------------------
+# Columns
+
+METRIC_COLUMNS = [
+    "top1_error",
+    "many_acc",
+    "medium_acc",
+    "few_acc",
+    "head_error",
+    "mid_error",
+    "tail_error",
+    "ece",
+]
+RESULTS_COLUMNS = [
+    "trial",
+    "method",
+    "params",  # JSON of the loss parameters (and mixup_alpha when mixup is on)
+    "dataset",
+    "imb_factor",
+    "rho",
+    "seed",
+    "subset_seed",
+    *METRIC_COLUMNS,
+    "epochs",
+    "wall_seconds",
+    "status",
+    "error",
+]
+PER_CLASS_COLUMNS = [
+    "trial",
+    "method",
+    "dataset",
+    "rho",
+    "seed",
+    "class",
+    "class_name",
+    "count",
+    "accuracy",
+]
+
+# The metric a sweep selects on (lower is better), and the test error shown beside it.
+SEARCH_METRIC = "val_top1_error"
+SWEEP_TEST_METRIC = "test_top1_error"
+SWEEP_FIXED_COLUMNS = ("trial", SEARCH_METRIC, SWEEP_TEST_METRIC, "epochs", "status")
+
+
+def sweep_columns(param_names: Iterable[str]) -> list[str]:
+    """sweep.csv's columns: trial, the searched parameters in order, then the fixed ones."""
+    params = [p for p in dict.fromkeys(param_names) if p not in SWEEP_FIXED_COLUMNS]
+    return ["trial", *params, *SWEEP_FIXED_COLUMNS[1:]]
+
+
+def sweep_params(suite: Mapping[str, Any] | None, columns: Iterable[str]) -> list[str]:
+    """The searched parameters of a sweep directory, in order.
+
+    From suite.yaml's `search.params` (the sweep command records them there); for a directory
+    written before that, the columns of sweep.csv that are not fixed ones.
+    """
+    search = (suite or {}).get("search")
+    recorded = search.get("params") if isinstance(search, Mapping) else None
+    if isinstance(recorded, list) and recorded and all(isinstance(p, str) for p in recorded):
+        return list(recorded)
+    return [c for c in columns if c not in SWEEP_FIXED_COLUMNS]
+
+
+# ----------------------------------------------------------------------------------------------
+# Paths and readers
+
+
+def trial_dir(out_dir: str | Path, key: str) -> Path:
+    """DIR/trials/<key>."""
+    return Path(out_dir) / TRIALS_DIR / key
+
+
+def read_result(path: str | Path) -> dict[str, Any] | None:
+    """A trial's result.json, or None if it is absent or unreadable (a half-written file)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """The lines of a metrics.jsonl, skipping blank lines and a half-written last line."""
+    rows = []
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return rows
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def read_error(path: str | Path) -> str | None:
+    """An error.txt as one line ("failed (no message)" when empty); None if there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return " ".join(path.read_text().split()) or "failed (no message)"
+
+
+def trial_state(out_dir: str | Path, key: str) -> tuple[str, dict[str, Any] | None, str]:
+    """(status, result or None, error text) of one trial, from its directory alone."""
+    tdir = trial_dir(out_dir, key)
+    result = read_result(tdir / RESULT_FILE)
+    if result is not None:
+        return FINISHED, result, ""
+    error = read_error(tdir / ERROR_FILE)
+    if error is not None:
+        return FAILED, None, error
+    return MISSING, None, ""
