@@ -17,8 +17,8 @@ Modules, one job each:
 
 - `longtail`: the long-tailed counts and subset, the validation hold-out, class counts, and the
   checks of imb_factor, profile and val_fraction (the only ones in ltbench).
-- `registry`: one `DatasetSpec` per dataset, `get_dataset_spec`, `list_datasets`,
-  `load_dataset`; `loaders` holds the loaders.
+- `registry`: one `DatasetSpec` per dataset (loader, classes, built in or not, the paper's
+  `Recipe`), `get_dataset_spec`, `list_datasets`, `load_dataset`; `loaders` holds the loaders.
 - `bundle`: `DatasetBundle`, what `load_dataset` returns, and the normalisation constants.
 - `batches`: `TensorData`, the (seed, epoch) sample order, on-device crop and flip,
   `TensorBatches`, `DatasetBatches`, `make_loader`.
@@ -49,6 +49,7 @@ _EXPORTS = {
     "registry": (
         "DATASETS",
         "DatasetSpec",
+        "Recipe",
         "get_dataset_spec",
         "list_datasets",
         "load_dataset",

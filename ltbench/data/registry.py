@@ -1,15 +1,19 @@
 """The dataset registry: one `DatasetSpec` per dataset, and `load_dataset`.
 
-A spec holds what ltbench knows about a dataset: its loader, number of classes, and whether it
-is held in memory. Importing this module does not import torch.
+A spec holds everything ltbench knows about a dataset: its loader, number of classes, whether it
+is held in memory, whether it is built in (needs no data_root), and the paper's Table 2 recipe
+for it (`Recipe`: model, schedule, optimiser settings, default imbalance, and the loss parameters
+whose paper value depends on the dataset). The training configuration fills its defaults from
+`get_dataset_spec(name).recipe`. Importing this module does not import torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -17,6 +21,25 @@ from ltbench.data.bundle import DatasetBundle
 from ltbench.data.loaders import _load_cifar, _load_split_files, _load_synthetic
 from ltbench.data.longtail import check_imb_factor, check_profile, check_val_fraction
 from ltbench.errors import LtbenchError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The paper's recipe for one dataset (Table 2), plus its per-dataset loss defaults."""
+
+    model: str
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    epochs: int
+    lr_decay_epochs: tuple[int, ...]
+    lr_decay_factor: float
+    imb_factor: float
+    width: float = 1.0
+    # Loss parameters whose paper value depends on the dataset (e.g. KPS's m_max).
+    # They apply to any loss that has a parameter of that name.
+    loss_defaults: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -28,7 +51,39 @@ class DatasetSpec:
     num_classes: int
     in_memory: bool
     description: str
+    recipe: Recipe
+    built_in: bool = False  # drawn by ltbench itself: needs no data_root
 
+    @property
+    def loss_defaults(self) -> dict[str, Any]:
+        """The recipe's per-dataset loss parameters (`recipe.loss_defaults`)."""
+        return self.recipe.loss_defaults
+
+
+_CIFAR_RECIPE = Recipe(
+    model="resnet32",
+    batch_size=64,
+    lr=0.1,
+    weight_decay=2e-4,
+    warmup_epochs=5,
+    epochs=200,
+    lr_decay_epochs=(160, 180),
+    lr_decay_factor=0.01,
+    imb_factor=0.01,
+    loss_defaults={"m_max": 0.5},
+)
+_IMAGENET_RECIPE = Recipe(
+    model="resnet50",
+    batch_size=128,
+    lr=0.1,
+    weight_decay=1e-4,
+    warmup_epochs=0,
+    epochs=180,
+    lr_decay_epochs=(120, 160),
+    lr_decay_factor=0.1,
+    imb_factor=1.0,  # already long-tailed: no further subsampling
+    loss_defaults={"m_max": 0.35},
+)
 
 DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
     {
@@ -40,6 +95,15 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
                 num_classes=10,
                 in_memory=True,
                 description="procedural 10-class 32x32 shapes and textures; built in, no download",
+                # CIFAR's recipe on a shorter schedule and a half-width network
+                recipe=dataclasses.replace(
+                    _CIFAR_RECIPE,
+                    epochs=30,
+                    lr_decay_epochs=(24, 27),
+                    width=0.5,
+                    loss_defaults={"m_max": 0.5},
+                ),
+                built_in=True,
             ),
             DatasetSpec(
                 name="cifar10-lt",
@@ -47,6 +111,7 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
                 num_classes=10,
                 in_memory=True,
                 description="CIFAR-10, long-tailed subset",
+                recipe=_CIFAR_RECIPE,
             ),
             DatasetSpec(
                 name="cifar100-lt",
@@ -54,6 +119,10 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
                 num_classes=100,
                 in_memory=True,
                 description="CIFAR-100, long-tailed subset",
+                recipe=dataclasses.replace(
+                    _CIFAR_RECIPE,
+                    loss_defaults={"m_max": 0.5, "smooth_head": 0.4, "smooth_tail": 0.1},
+                ),
             ),
             DatasetSpec(
                 name="imagenet-lt",
@@ -61,6 +130,7 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
                 num_classes=1000,
                 in_memory=False,
                 description="ImageNet-LT (Liu et al. 2019) from its split files",
+                recipe=_IMAGENET_RECIPE,
             ),
             DatasetSpec(
                 name="inat2018",
@@ -68,6 +138,9 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
                 num_classes=8142,
                 in_memory=False,
                 description="iNaturalist 2018 from its split files (val used as the test set)",
+                recipe=dataclasses.replace(
+                    _IMAGENET_RECIPE, batch_size=512, lr=0.2, loss_defaults={"m_max": 0.3}
+                ),
             ),
         )
     }
