@@ -31,7 +31,8 @@ def check_imb_factor(imb_factor: Any) -> float:
         value = float("nan")
     if not 0.0 < value <= 1.0:
         raise LtbenchError(
-            f"imb_factor must be in (0, 1] (it is 1/rho, e.g. 0.01 for rho=100), got {imb_factor!r}"
+            f"imbalance factor {imb_factor!r} is outside (0, 1]: "
+            "imb_factor must be in (0, 1] (it is 1/rho, e.g. 0.01 for rho=100)"
         )
     return value
 

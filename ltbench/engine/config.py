@@ -21,62 +21,13 @@ from typing import Any
 
 import yaml
 
+from ltbench.data.longtail import check_imb_factor, check_profile, check_val_fraction
+from ltbench.data.registry import DATASETS, get_dataset_spec
 from ltbench.errors import LtbenchError
 
-
-@dataclass(frozen=True)
-class DatasetDefaults:
-    """The paper's recipe for one dataset (Table 2), plus its per-dataset loss defaults."""
-
-    model: str
-    batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_epochs: int
-    epochs: int
-    lr_decay_epochs: tuple[int, ...]
-    lr_decay_factor: float
-    imb_factor: float
-    width: float = 1.0
-    # Loss parameters whose paper value depends on the dataset (e.g. KPS's m_max).
-    # They apply to any loss that has a parameter of that name.
-    loss_defaults: dict[str, Any] = field(default_factory=dict)
-
-
-CIFAR = dict(
-    model="resnet32",
-    batch_size=64,
-    lr=0.1,
-    weight_decay=2e-4,
-    warmup_epochs=5,
-    epochs=200,
-    lr_decay_epochs=(160, 180),
-    lr_decay_factor=0.01,
-    imb_factor=0.01,
-)
-LARGE = dict(
-    model="resnet50",
-    weight_decay=1e-4,
-    warmup_epochs=0,
-    epochs=180,
-    lr_decay_epochs=(120, 160),
-    lr_decay_factor=0.1,
-    imb_factor=1.0,  # already long-tailed: no further subsampling
-)
-
-DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
-    "synthetic-lt": DatasetDefaults(
-        **{**CIFAR, "epochs": 30, "lr_decay_epochs": (24, 27)},
-        width=0.5,
-        loss_defaults={"m_max": 0.5},
-    ),
-    "cifar10-lt": DatasetDefaults(**CIFAR, loss_defaults={"m_max": 0.5}),
-    "cifar100-lt": DatasetDefaults(
-        **CIFAR, loss_defaults={"m_max": 0.5, "smooth_head": 0.4, "smooth_tail": 0.1}
-    ),
-    "imagenet-lt": DatasetDefaults(**LARGE, batch_size=128, lr=0.1, loss_defaults={"m_max": 0.35}),
-    "inat2018": DatasetDefaults(**LARGE, batch_size=512, lr=0.2, loss_defaults={"m_max": 0.3}),
-}
+# Compatibility: dataset name -> its paper recipe (`ltbench.data.registry.Recipe`, with the
+# attributes of the former DatasetDefaults). New code reads `get_dataset_spec(name).recipe`.
+DATASET_DEFAULTS = {name: spec.recipe for name, spec in DATASETS.items()}
 
 DEVICES = ("auto", "cpu", "cuda")
 # The schedule length that the loss plugins' `*_epoch` defaults refer to (ga_epoch=120 of 200).
@@ -187,26 +138,16 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     from ltbench.sdk.registry import get_spec, resolve_params
 
     check_types(cfg)
-    if cfg.dataset not in DATASET_DEFAULTS:
-        known = ", ".join(sorted(DATASET_DEFAULTS))
-        raise LtbenchError(f"unknown dataset {cfg.dataset!r}; known datasets: {known}")
-    d = DATASET_DEFAULTS[cfg.dataset]
+    d = get_dataset_spec(cfg.dataset).recipe
     out = dataclasses.replace(cfg, loss_params=dict(cfg.loss_params), stage2=dict(cfg.stage2))
 
     def pick(name: str, default: Any) -> Any:
         value = getattr(cfg, name)
         return default if value is None else value
 
-    out.imb_factor = float(pick("imb_factor", d.imb_factor))
-    if not 0.0 < out.imb_factor <= 1.0:
-        raise LtbenchError(
-            f"imbalance factor {out.imb_factor!r} is outside (0, 1]; it is 1/rho, "
-            "e.g. 0.01 for rho = 100"
-        )
-    if out.profile not in ("exp", "step"):
-        raise LtbenchError(f"unknown profile {out.profile!r}; allowed: exp, step")
-    if not 0.0 <= out.val_fraction < 1.0:
-        raise LtbenchError(f"val_fraction {out.val_fraction!r} is outside [0, 1)")
+    out.imb_factor = check_imb_factor(pick("imb_factor", d.imb_factor))
+    check_profile(out.profile)
+    check_val_fraction(out.val_fraction)  # kept as given: the saved config must not change
     if out.mixup_alpha < 0:
         raise LtbenchError(f"mixup alpha {out.mixup_alpha!r} must be >= 0 (0 disables mixup)")
     if out.device not in DEVICES:
