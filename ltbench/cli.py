@@ -145,7 +145,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from ltbench.engine.config import DATASET_DEFAULTS
+    from ltbench.data.registry import DATASETS
     from ltbench.sdk.registry import get_spec, list_losses
 
     what = args.what
@@ -158,7 +158,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"  {name:<12} {spec.head:<7} {params}{extra}")
     if what in ("all", "datasets"):
         print("datasets (name: model, epochs, batch, lr, imb_factor):")
-        for name, d in DATASET_DEFAULTS.items():
+        for name, spec in DATASETS.items():
+            d = spec.recipe
             print(
                 f"  {name:<13} {d.model:<9} {d.epochs:>4} {d.batch_size:>4} {d.lr:<5} "
                 f"{d.imb_factor:g}"

@@ -46,7 +46,7 @@ def test_shorter_runs_scale_the_milestones_the_user_did_not_set():
         ({"dataset": "mnist-lt"}, r"unknown dataset 'mnist-lt'; known datasets: .*cifar10-lt"),
         ({"loss": "softmax"}, r"unknown loss 'softmax'; known losses: .*kps-ga"),
         ({"loss": "kps", "loss_params": {"margin": 1}}, r"no parameter 'margin'; allowed"),
-        ({"profile": "linear"}, r"unknown profile 'linear'"),
+        ({"profile": "linear"}, r"unknown imbalance profile 'linear'; known: exp, step"),
         ({"epochs": 0}, r"epochs must be >= 1"),
         ({"epochs": "ten"}, r"epochs must be int"),
     ],

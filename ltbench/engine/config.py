@@ -4,11 +4,10 @@ Defaults follow the paper's Table 2 (see METHODS.md). A field left as `None` tak
 default; the resolved configuration (no `None` left where a default exists) is what a run saves
 in `config.yaml` and what a resumed run must match.
 
-Epoch milestones are stated for a schedule of known length: warm-up and learning-rate decay for
-the dataset's schedule (`DatasetDefaults.epochs`), and loss parameters ending in `_epoch` (KPS-GA's
-`ga_epoch`, DRW's `drw_epoch`) for the paper's 200-epoch CIFAR schedule (`LOSS_SCHEDULE_EPOCHS`).
-When a run uses another number of epochs, milestones that the user did not set are scaled to it,
-so a 20-epoch smoke run keeps the shape of the 200-epoch schedule (GA from 60% of the run on).
+The recipe of each dataset lives in the data registry (`ltbench.data.registry`), the paper's
+per-dataset loss values in the loss plugins (`LossSpec.dataset_defaults`), and the rules that
+place milestones in a run of another length in `ltbench.engine.schedule`; `resolve` applies
+them, each from its one place.
 """
 
 from __future__ import annotations
@@ -21,68 +20,13 @@ from typing import Any
 
 import yaml
 
+from ltbench.data.longtail import check_imb_factor, check_profile, check_val_fraction
+from ltbench.data.registry import get_dataset_spec
 from ltbench.engine.schedule import anchor_of, check_decays, place_param, run_milestones
 from ltbench.errors import LtbenchError
 from ltbench.sdk.stages import STAGE2_PREFIX
 
-
-@dataclass(frozen=True)
-class DatasetDefaults:
-    """The paper's recipe for one dataset (Table 2), plus its per-dataset loss defaults."""
-
-    model: str
-    batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_epochs: int
-    epochs: int
-    lr_decay_epochs: tuple[int, ...]
-    lr_decay_factor: float
-    imb_factor: float
-    width: float = 1.0
-    # Loss parameters whose paper value depends on the dataset (e.g. KPS's m_max).
-    # They apply to any loss that has a parameter of that name.
-    loss_defaults: dict[str, Any] = field(default_factory=dict)
-
-
-CIFAR = dict(
-    model="resnet32",
-    batch_size=64,
-    lr=0.1,
-    weight_decay=2e-4,
-    warmup_epochs=5,
-    epochs=200,
-    lr_decay_epochs=(160, 180),
-    lr_decay_factor=0.01,
-    imb_factor=0.01,
-)
-LARGE = dict(
-    model="resnet50",
-    weight_decay=1e-4,
-    warmup_epochs=0,
-    epochs=180,
-    lr_decay_epochs=(120, 160),
-    lr_decay_factor=0.1,
-    imb_factor=1.0,  # already long-tailed: no further subsampling
-)
-
-DATASET_DEFAULTS: dict[str, DatasetDefaults] = {
-    "synthetic-lt": DatasetDefaults(
-        **{**CIFAR, "epochs": 30, "lr_decay_epochs": (24, 27)},
-        width=0.5,
-        loss_defaults={"m_max": 0.5},
-    ),
-    "cifar10-lt": DatasetDefaults(**CIFAR, loss_defaults={"m_max": 0.5}),
-    "cifar100-lt": DatasetDefaults(
-        **CIFAR, loss_defaults={"m_max": 0.5, "smooth_head": 0.4, "smooth_tail": 0.1}
-    ),
-    "imagenet-lt": DatasetDefaults(**LARGE, batch_size=128, lr=0.1, loss_defaults={"m_max": 0.35}),
-    "inat2018": DatasetDefaults(**LARGE, batch_size=512, lr=0.2, loss_defaults={"m_max": 0.3}),
-}
-
 DEVICES = ("auto", "cpu", "cuda")
-# The schedule length that the loss plugins' `*_epoch` defaults refer to (ga_epoch=120 of 200).
-LOSS_SCHEDULE_EPOCHS = 200
 
 
 @dataclass
@@ -185,26 +129,16 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     from ltbench.sdk.registry import all_defaults, all_defaults_for, get_spec, resolve_params
 
     check_types(cfg)
-    if cfg.dataset not in DATASET_DEFAULTS:
-        known = ", ".join(sorted(DATASET_DEFAULTS))
-        raise LtbenchError(f"unknown dataset {cfg.dataset!r}; known datasets: {known}")
-    d = DATASET_DEFAULTS[cfg.dataset]
+    d = get_dataset_spec(cfg.dataset).recipe
     out = dataclasses.replace(cfg, loss_params=dict(cfg.loss_params), stage2=dict(cfg.stage2))
 
     def pick(name: str, default: Any) -> Any:
         value = getattr(cfg, name)
         return default if value is None else value
 
-    out.imb_factor = float(pick("imb_factor", d.imb_factor))
-    if not 0.0 < out.imb_factor <= 1.0:
-        raise LtbenchError(
-            f"imbalance factor {out.imb_factor!r} is outside (0, 1]; it is 1/rho, "
-            "e.g. 0.01 for rho = 100"
-        )
-    if out.profile not in ("exp", "step"):
-        raise LtbenchError(f"unknown profile {out.profile!r}; allowed: exp, step")
-    if not 0.0 <= out.val_fraction < 1.0:
-        raise LtbenchError(f"val_fraction {out.val_fraction!r} is outside [0, 1)")
+    out.imb_factor = check_imb_factor(pick("imb_factor", d.imb_factor))
+    check_profile(out.profile)
+    check_val_fraction(out.val_fraction)  # kept as given: the saved config must not change
     if out.mixup_alpha < 0:
         raise LtbenchError(f"mixup alpha {out.mixup_alpha!r} must be >= 0 (0 disables mixup)")
     if out.device not in DEVICES:

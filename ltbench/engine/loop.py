@@ -39,7 +39,7 @@ from ltbench.engine.checkpoint import (
     write_json,
     write_rows,
 )
-from ltbench.engine.config import RUNTIME_KEYS, TrainConfig, resolve, save_yaml  # noqa: F401
+from ltbench.engine.config import TrainConfig, resolve, save_yaml
 from ltbench.engine.schedule import cosine_learning_rate, step_learning_rate
 from ltbench.engine.stages import (
     StageModel,

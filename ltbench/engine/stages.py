@@ -55,11 +55,11 @@ MAX_STAGES = 2
 
 def run_settings(cfg: TrainConfig) -> RunSettings:
     """What a method's `stages` function may read of a resolved run."""
-    from ltbench.engine.config import DATASET_DEFAULTS
+    from ltbench.data.registry import get_dataset_spec
 
     return RunSettings(
         epochs=cfg.epochs,
-        paper_epochs=DATASET_DEFAULTS[cfg.dataset].epochs,
+        paper_epochs=get_dataset_spec(cfg.dataset).recipe.epochs,
         lr=cfg.lr,
         batch_size=cfg.batch_size,
         weight_decay=cfg.weight_decay,

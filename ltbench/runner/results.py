@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ltbench.engine.config import DATASET_DEFAULTS
+from ltbench.data.registry import DATASETS
 from ltbench.errors import LtbenchError
 from ltbench.runner.trials import TrialSpec, load_trials
 from ltbench.schema import (
@@ -64,8 +64,8 @@ def _params_json(spec: TrialSpec) -> str:
 
 def _planned_epochs(spec: TrialSpec) -> int | None:
     epochs = spec.config.get("epochs")
-    if epochs is None and spec.dataset in DATASET_DEFAULTS:
-        epochs = DATASET_DEFAULTS[spec.dataset].epochs
+    if epochs is None and spec.dataset in DATASETS:
+        epochs = DATASETS[spec.dataset].recipe.epochs
     return epochs
 
 

@@ -42,7 +42,8 @@ from typing import Any
 import yaml
 
 import sweeps
-from ltbench.engine.config import DATASET_DEFAULTS, TrainConfig
+from ltbench.data.registry import get_dataset_spec
+from ltbench.engine.config import TrainConfig
 from ltbench.errors import LtbenchError
 from ltbench.runner.presets import DEFAULT_PRESET, PRESETS
 from ltbench.runner.trials import TrialSpec, trial_key
@@ -343,9 +344,10 @@ def load_suite(name_or_path: str | Path) -> Suite:
 def check_datasets(datasets: list[str], where: str) -> None:
     """Every dataset is one ltbench knows; the error lists the known ones."""
     for d in datasets:
-        if d not in DATASET_DEFAULTS:
-            known = ", ".join(DATASET_DEFAULTS)
-            raise LtbenchError(f"{where}: unknown dataset {d!r}; known datasets: {known}")
+        try:
+            get_dataset_spec(d)
+        except LtbenchError as exc:
+            raise LtbenchError(f"{where}: {exc}") from None
 
 
 def check_methods(suite: Suite) -> None:

@@ -18,8 +18,6 @@ from ltbench.engine.config import TrainConfig
 from ltbench.errors import LtbenchError
 from ltbench.schema import TRIAL_SPEC_FILE, TRIALS_DIR, TRIALS_FILE
 
-BUILT_IN_DATASETS = ("synthetic-lt",)  # drawn in memory; every other dataset needs data_root
-
 
 def format_rho(rho: float) -> str:
     """100.0 -> '100', 12.5 -> '12.5'."""
@@ -110,10 +108,11 @@ def point_spec(base: TrialSpec, key: str, point: dict[str, Any]) -> TrialSpec:
 
 def check_trials(trials: list[TrialSpec]) -> None:
     """Resolve every trial's configuration now, so a bad value fails before Ray starts."""
+    from ltbench.data.registry import get_dataset_spec
     from ltbench.engine.config import resolve
 
     for t in trials:
-        if t.dataset not in BUILT_IN_DATASETS and not t.config.get("data_root"):
+        if not get_dataset_spec(t.dataset).built_in and not t.config.get("data_root"):
             raise LtbenchError(
                 f"dataset {t.dataset!r} needs its files: pass --data-root DIR (or set "
                 "config: {data_root: DIR} in the suite), or use --dataset synthetic-lt"
@@ -187,7 +186,7 @@ def first_difference(old: TrialSpec, new: TrialSpec) -> str | None:
     Settings that do not change a run's numbers (device, workers, evaluation period, ...) may
     differ: a resumed suite can move to other hardware.
     """
-    from ltbench.engine.loop import RUNTIME_KEYS
+    from ltbench.engine.config import RUNTIME_KEYS
 
     for name in ("key", "method"):
         a, b = getattr(old, name), getattr(new, name)

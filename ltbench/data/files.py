@@ -1,0 +1,183 @@
+"""File-backed data: split-file datasets (ImageNet-LT, iNaturalist) with the ImageNet transforms,
+and image folders (`root/<split>/<class>/<image>`) decoded into arrays with an on-disk cache."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ltbench.data.bundle import IMAGENET_MEAN, IMAGENET_STD
+from ltbench.errors import LtbenchError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+
+
+# --------------------------------------------------------------------------- split files
+
+
+def imagenet_transform(train: bool, image_size: int = 224, resize: int = 256) -> Callable:
+    """The ImageNet-LT / iNaturalist pipeline: shorter side to 256, then a random 224 crop and a
+    horizontal flip (train) or the centre 224 crop (eval); tensor, ImageNet normalisation."""
+    from torchvision import transforms as T
+
+    crop = (
+        [T.RandomCrop(image_size), T.RandomHorizontalFlip()]
+        if train
+        else [T.CenterCrop(image_size)]
+    )
+    return T.Compose(
+        [T.Resize(resize), *crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+
+
+def read_split_file(path: Path) -> tuple[list[str], list[int]]:
+    """Parse `relative/path label` lines (blank lines skipped) into paths and labels."""
+    paths, labels = [], []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.rsplit(maxsplit=1)
+            if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
+                raise LtbenchError(f"{path}:{lineno}: expected 'relative/path label', got {line!r}")
+            paths.append(parts[0])
+            labels.append(int(parts[1]))
+    if not paths:
+        raise LtbenchError(f"split file {path} lists no images")
+    return paths, labels
+
+
+class SplitFileDataset(torch.utils.data.Dataset):
+    """Images listed in a split file, relative to `image_root`, read with PIL on access.
+
+    `labels` is an int64 tensor of all labels (for counts and samplers); items are
+    `(transform(image), label)`.
+    """
+
+    def __init__(self, image_root, paths: Sequence[str], labels: Sequence[int], transform=None):
+        self.image_root = Path(image_root)
+        self.paths = list(paths)
+        self.labels = torch.as_tensor(list(labels), dtype=torch.int64)
+        self.transform = transform
+
+    @classmethod
+    def from_split_file(cls, image_root, split_file, transform=None) -> SplitFileDataset:
+        paths, labels = read_split_file(Path(split_file))
+        return cls(image_root, paths, labels, transform)
+
+    def subset(self, positions: Sequence[int], transform=None) -> SplitFileDataset:
+        """The entries at `positions`, with `transform` (default: this dataset's)."""
+        return SplitFileDataset(
+            self.image_root,
+            [self.paths[i] for i in positions],
+            self.labels[list(positions)].tolist(),
+            self.transform if transform is None else transform,
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        with Image.open(self.image_root / self.paths[i]) as img:
+            img = img.convert("RGB")
+        x = self.transform(img) if self.transform is not None else img
+        return x, int(self.labels[i])
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def default_cache_dir() -> Path:
+    """Where decoded image arrays are cached: $LTBENCH_CACHE, else $XDG_CACHE_HOME/ltbench,
+    else ~/.cache/ltbench."""
+    if os.environ.get("LTBENCH_CACHE"):
+        return Path(os.environ["LTBENCH_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ltbench"
+
+
+def _list_image_folder(split_dir: Path, n_max: int | None) -> tuple[list[str], list[list[Path]]]:
+    classes = sorted(
+        p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+    files = []
+    for name in classes:
+        found = sorted(
+            p for p in (split_dir / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        files.append(found[:n_max] if n_max is not None else found)
+    return classes, files
+
+
+def _decode(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def load_image_folder(
+    split_dir: Path, n_max: int | None = None, cache_dir: Path | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Decode `split_dir/<class>/<image>` (classes sorted by name = label order; the first `n_max`
+    files of each class by name) into (class names, uint8 images (N, 3, H, W), int64 labels).
+
+    The arrays are cached under `cache_dir` (see `default_cache_dir`), keyed by the folder's path,
+    `n_max`, and each class folder's modification time and file count; pass cache_dir=False to
+    neither read nor write the cache.
+    """
+    split_dir = Path(split_dir).resolve()
+    classes, files = _list_image_folder(split_dir, n_max)
+    if not classes or not any(files):
+        raise LtbenchError(
+            f"no images found under {split_dir} (expected {split_dir}/<class>/*.jpg)"
+        )
+    key_parts = [str(split_dir), n_max]
+    for name, found in zip(classes, files, strict=True):
+        key_parts.append([name, (split_dir / name).stat().st_mtime_ns, len(found)])
+    key = hashlib.sha1(json.dumps(key_parts).encode()).hexdigest()[:20]
+    cache_file = None
+    if cache_dir is not False:
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache_file = cache_dir / f"imagefolder-{split_dir.name}-{key}.npz"
+        if cache_file.exists():
+            with np.load(cache_file) as z:
+                return classes, z["images"], z["labels"]
+
+    flat = [p for found in files for p in found]
+    labels = np.concatenate(
+        [np.full(len(found), c, dtype=np.int64) for c, found in enumerate(files)]
+    )
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        decoded = list(pool.map(_decode, flat, chunksize=256))
+    shape = decoded[0].shape
+    for path, arr in zip(flat, decoded, strict=True):
+        if arr.shape != shape:
+            raise LtbenchError(
+                f"image {path} is {arr.shape[1]}x{arr.shape[0]}, expected "
+                f"{shape[1]}x{shape[0]} like the others"
+            )
+    images = np.ascontiguousarray(np.stack(decoded).transpose(0, 3, 1, 2))
+    if cache_file is not None:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            # write then rename, so concurrent trials never read a half-written file
+            fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".npz.tmp")
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, images=images, labels=labels)
+            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass  # a read-only cache only costs the decoding time next run
+    return classes, images, labels

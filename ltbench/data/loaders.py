@@ -1,0 +1,288 @@
+"""The loader of each dataset in the registry: `_load_synthetic`, `_load_cifar` (torchvision
+pickles or image folders) and `_load_split_files` (ImageNet-LT, iNaturalist 2018).
+
+Each takes the dataset's name, the common options of `load_dataset` (checked there already) and
+its own keyword options, and returns a `DatasetBundle`. torch and the file readers are imported
+when a loader runs, so that the registry (and the configuration, which reads it) stays light.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ltbench.data import synthetic
+from ltbench.data.bundle import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DatasetBundle
+from ltbench.data.longtail import class_counts, long_tailed_indices, split_validation
+from ltbench.errors import LtbenchError
+
+
+def _first_per_class(labels: np.ndarray, n_max: int | None) -> np.ndarray:
+    """Positions of the first `n_max` images of each class, in their original order."""
+    if n_max is None:
+        return np.arange(len(labels))
+    keep = np.zeros(len(labels), dtype=bool)
+    for cls in np.unique(labels):
+        keep[np.where(labels == cls)[0][:n_max]] = True
+    return np.where(keep)[0]
+
+
+def _in_memory_bundle(
+    name,
+    class_names,
+    train_x,
+    train_y,
+    test_x,
+    test_y,
+    *,
+    imb_factor,
+    profile,
+    subset_seed,
+    val_fraction,
+    val_seed,
+    mean,
+    std,
+) -> DatasetBundle:
+    """Long-tailed subset + validation hold-out of a balanced in-memory training set."""
+    import torch
+
+    from ltbench.data.batches import TensorData
+
+    num_classes = len(class_names)
+    kept, _ = long_tailed_indices(train_y, imb_factor, subset_seed, profile)
+    train = TensorData(torch.from_numpy(train_x[kept]), torch.from_numpy(train_y[kept]))
+    val = None
+    if val_fraction > 0:
+        train_pos, val_pos = split_validation(train.labels, val_fraction, val_seed)
+        train, val = train.subset(train_pos), train.subset(val_pos)
+    test = TensorData(torch.from_numpy(np.ascontiguousarray(test_x)), torch.from_numpy(test_y))
+    return DatasetBundle(
+        name=name,
+        num_classes=num_classes,
+        class_names=list(class_names),
+        cls_num_list=class_counts(train.labels, num_classes),
+        train=train,
+        val=val,
+        test=test,
+        image_size=int(train_x.shape[-1]),
+        in_memory=True,
+        mean=tuple(mean),
+        std=tuple(std),
+        imb_factor=imb_factor,
+        profile=profile,
+    )
+
+
+def _load_synthetic(
+    name,
+    *,
+    root,
+    imb_factor,
+    profile,
+    subset_seed,
+    download,
+    n_max,
+    val_fraction,
+    val_seed,
+    n_test_max=None,
+) -> DatasetBundle:
+    n_train = n_max or synthetic.DEFAULT_TRAIN_PER_CLASS
+    n_test = n_test_max or synthetic.DEFAULT_TEST_PER_CLASS
+    train_x, train_y = synthetic.generate("train", n_train)
+    test_x, test_y = synthetic.generate("test", n_test)
+    return _in_memory_bundle(
+        name,
+        synthetic.CLASS_NAMES,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        imb_factor=imb_factor,
+        profile=profile,
+        subset_seed=subset_seed,
+        val_fraction=val_fraction,
+        val_seed=val_seed,
+        mean=synthetic.MEAN,
+        std=synthetic.STD,
+    )
+
+
+_CIFAR = {
+    "cifar10-lt": ("CIFAR10", "cifar-10-batches-py", 10),
+    "cifar100-lt": ("CIFAR100", "cifar-100-python", 100),
+}
+
+
+def _load_cifar(
+    name,
+    *,
+    root,
+    imb_factor,
+    profile,
+    subset_seed,
+    download,
+    n_max,
+    val_fraction,
+    val_seed,
+    n_test_max=None,
+    cache_dir=None,
+) -> DatasetBundle:
+    from ltbench.data.files import load_image_folder
+
+    tv_class, pickle_dir, num_classes = _CIFAR[name]
+    if root is None:
+        raise LtbenchError(f"dataset {name!r} needs its folder: pass --data-root DIR")
+    root = Path(root).expanduser()
+    folder = root / "train", root / "test"
+    if folder[0].is_dir() and folder[1].is_dir():
+        splits = []
+        for split_dir, limit in zip(folder, (n_max, n_test_max), strict=True):
+            classes, x, y = load_image_folder(split_dir, limit, cache_dir)
+            if len(classes) != num_classes:
+                raise LtbenchError(
+                    f"{name}: {split_dir} has {len(classes)} class folders, expected {num_classes}"
+                )
+            splits.append((classes, x, y))
+        (class_names, train_x, train_y), (_, test_x, test_y) = splits
+    elif (root / pickle_dir).is_dir() or download:
+        import torchvision
+
+        try:
+            tv_train = getattr(torchvision.datasets, tv_class)(root, train=True, download=download)
+            tv_test = getattr(torchvision.datasets, tv_class)(root, train=False, download=download)
+        except RuntimeError as exc:  # torchvision: missing or corrupt files
+            raise LtbenchError(f"{name}: cannot read CIFAR under {root}: {exc}") from None
+        class_names = list(tv_train.classes)
+        train_y_all = np.asarray(tv_train.targets, dtype=np.int64)
+        test_y_all = np.asarray(tv_test.targets, dtype=np.int64)
+        keep = _first_per_class(train_y_all, n_max)
+        keep_test = _first_per_class(test_y_all, n_test_max)
+        train_x = np.ascontiguousarray(tv_train.data[keep].transpose(0, 3, 1, 2))
+        test_x = np.ascontiguousarray(tv_test.data[keep_test].transpose(0, 3, 1, 2))
+        train_y, test_y = train_y_all[keep], test_y_all[keep_test]
+    else:
+        raise LtbenchError(
+            f"{name}: no CIFAR data under {root}: expected {root / pickle_dir} (torchvision "
+            f"pickles) or {root}/train/<class>/ and {root}/test/<class>/ image folders; "
+            "download=True fetches the pickles"
+        )
+    return _in_memory_bundle(
+        name,
+        class_names,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        imb_factor=imb_factor,
+        profile=profile,
+        subset_seed=subset_seed,
+        val_fraction=val_fraction,
+        val_seed=val_seed,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+    )
+
+
+_SPLIT_FILES = {
+    "imagenet-lt": ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt"),
+    "inat2018": ("iNaturalist18_train.txt", "iNaturalist18_val.txt"),
+}
+
+
+def _resolve_split(root: Path, given, default: str, what: str, name: str) -> Path:
+    path = Path(given).expanduser() if given is not None else Path(default)
+    if not path.is_absolute():
+        path = root / path
+    if not path.is_file():
+        raise LtbenchError(f"{name}: {what} split file not found: {path}")
+    return path
+
+
+def _load_split_files(
+    name,
+    *,
+    root,
+    imb_factor,
+    profile,
+    subset_seed,
+    download,
+    n_max,
+    val_fraction,
+    val_seed,
+    train_split=None,
+    test_split=None,
+    val_split=None,
+    image_root=None,
+    image_size=224,
+) -> DatasetBundle:
+    from ltbench.data.files import SplitFileDataset, imagenet_transform
+
+    if imb_factor != 1.0:
+        raise LtbenchError(
+            f"{name} is long-tailed already and is used as published: imb_factor must be 1, "
+            f"got {imb_factor!r}"
+        )
+    if n_max is not None:
+        raise LtbenchError(f"{name}: n_max is not supported (the split files fix the images)")
+    if download:
+        raise LtbenchError(f"{name} cannot be downloaded by ltbench; point root at a local copy")
+    if root is None:
+        raise LtbenchError(f"dataset {name!r} needs its folder: pass --data-root DIR")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise LtbenchError(f"{name}: root folder not found: {root}")
+    if val_split is not None and val_fraction > 0:
+        raise LtbenchError(f"{name}: give val_split or val_fraction, not both")
+    image_root = Path(image_root).expanduser() if image_root is not None else root
+    train_file, test_file = _SPLIT_FILES[name]
+    train_path = _resolve_split(root, train_split, train_file, "train", name)
+    test_path = _resolve_split(root, test_split, test_file, "test", name)
+
+    train_tf, eval_tf = imagenet_transform(True, image_size), imagenet_transform(False, image_size)
+    train = SplitFileDataset.from_split_file(image_root, train_path, train_tf)
+    test = SplitFileDataset.from_split_file(image_root, test_path, eval_tf)
+    first = image_root / train.paths[0]
+    if not first.is_file():
+        raise LtbenchError(
+            f"{name}: image {first} (first entry of {train_path}) not found; is image_root right?"
+        )
+    val = None
+    if val_split is not None:
+        val = SplitFileDataset.from_split_file(
+            image_root, _resolve_split(root, val_split, "", "val", name), eval_tf
+        )
+    elif val_fraction > 0:
+        train_pos, val_pos = split_validation(train.labels, val_fraction, val_seed)
+        train, val = train.subset(train_pos), train.subset(val_pos, transform=eval_tf)
+    num_classes = int(train.labels.max()) + 1
+    for split_name, ds in (("test", test), ("val", val)):
+        if ds is not None and int(ds.labels.max()) >= num_classes:
+            raise LtbenchError(
+                f"{name}: {split_name} split has label {int(ds.labels.max())}, "
+                f"but the train split only {num_classes} classes"
+            )
+    # split files carry no class names; the folder holding a class's first image is the best
+    # available (a WordNet id on ImageNet, a category id on iNaturalist)
+    class_names = [str(c) for c in range(num_classes)]
+    named = set()
+    for rel, label in zip(train.paths, train.labels.tolist(), strict=True):
+        if label not in named:
+            named.add(label)
+            parent = Path(rel).parent.name
+            class_names[label] = parent or str(label)
+    return DatasetBundle(
+        name=name,
+        num_classes=num_classes,
+        class_names=class_names,
+        cls_num_list=class_counts(train.labels, num_classes),
+        train=train,
+        val=val,
+        test=test,
+        image_size=image_size,
+        in_memory=False,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        imb_factor=1.0,
+        profile=profile,
+    )

@@ -1,0 +1,147 @@
+"""The long-tailed construction: target counts per class, the subset itself, the validation
+hold-out, class counts, and the checks of the values that steer them.
+
+`check_imb_factor`, `check_profile` and `check_val_fraction` are the only checks of these values
+in ltbench: the dataset loaders and the training configuration both call them, so the allowed
+ranges and the error messages are stated once. This module needs numpy only (no torch), so the
+configuration can import it cheaply; torch tensors are accepted wherever labels are.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ltbench.errors import LtbenchError
+
+PROFILES = ("exp", "step")
+
+
+# --------------------------------------------------------------------------- value checks
+
+
+def check_imb_factor(imb_factor: Any) -> float:
+    """`imb_factor` (= 1/rho) as a float, or a one-line error if it is outside (0, 1]."""
+    try:
+        value = float(imb_factor)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 < value <= 1.0:
+        raise LtbenchError(
+            f"imbalance factor {imb_factor!r} is outside (0, 1]; it is 1/rho, e.g. 0.01 for rho=100"
+        )
+    return value
+
+
+def check_profile(profile: Any) -> str:
+    """`profile` itself, or a one-line error naming the known profiles."""
+    if profile not in PROFILES:
+        raise LtbenchError(f"unknown imbalance profile {profile!r}; known: {', '.join(PROFILES)}")
+    return profile
+
+
+def check_val_fraction(val_fraction: Any) -> float:
+    """`val_fraction` as a float, or a one-line error if it is outside [0, 1)."""
+    try:
+        value = float(val_fraction)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0.0 <= value < 1.0:
+        raise LtbenchError(f"val_fraction must be in [0, 1), got {val_fraction!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def _as_numpy(labels: Any, dtype=None) -> np.ndarray:
+    """Labels (a sequence, a numpy array or a torch tensor on any device) as a numpy array."""
+    torch = sys.modules.get("torch")  # a tensor exists only if torch is imported already
+    if torch is not None and isinstance(labels, torch.Tensor):
+        labels = labels.cpu()
+    return np.asarray(labels, dtype=dtype)
+
+
+def long_tailed_counts(num_classes: int, n_max: int, imb_factor: float, profile: str = "exp"):
+    """Target images per class: `int(n_max * imb_factor ** (i / (C - 1)))` for class i (exp), or
+    n_max for the first C // 2 classes and `int(n_max * imb_factor)` for the rest (step)."""
+    imb_factor = check_imb_factor(imb_factor)
+    check_profile(profile)
+    if profile == "exp":
+        if num_classes == 1:
+            return [int(n_max)]
+        return [int(n_max * imb_factor ** (i / (num_classes - 1))) for i in range(num_classes)]
+    return [n_max if i < num_classes // 2 else int(n_max * imb_factor) for i in range(num_classes)]
+
+
+def long_tailed_indices(
+    labels: Sequence[int] | np.ndarray | Any,
+    imb_factor: float,
+    seed: int,
+    profile: str = "exp",
+) -> tuple[list[int], list[int]]:
+    """Pick a long-tailed subset of a (balanced) training set, as Cui et al. and LDAM-DRW do.
+
+    C = max label + 1 and n_max = len(labels) // C; the target counts are `long_tailed_counts`.
+    numpy's global generator is seeded once with `seed`; then, class by class in label order,
+    the class's indices are shuffled and the first n_i kept. Returns the kept indices (grouped
+    by class, in class order) and the number kept per class (fewer than n_i only if a class has
+    fewer images). The caller's numpy global random state is restored afterwards.
+    """
+    imb_factor = check_imb_factor(imb_factor)
+    check_profile(profile)
+    labels = _as_numpy(labels)
+    if labels.ndim != 1 or labels.size == 0:
+        raise LtbenchError("long_tailed_indices needs a non-empty 1-D list of labels")
+    if labels.min() < 0:
+        raise LtbenchError(f"labels must be >= 0, got {int(labels.min())}")
+    num_classes = int(labels.max()) + 1
+    targets = long_tailed_counts(num_classes, len(labels) // num_classes, imb_factor, profile)
+
+    saved = np.random.get_state()
+    try:
+        # the global generator on purpose: this is the exact draw of the reference construction
+        np.random.seed(seed)
+        kept: list[int] = []
+        counts: list[int] = []
+        for cls, n_cls in enumerate(targets):
+            idx = np.where(labels == cls)[0]
+            np.random.shuffle(idx)
+            chosen = idx[:n_cls]
+            kept.extend(int(i) for i in chosen)
+            counts.append(len(chosen))
+    finally:
+        np.random.set_state(saved)
+    return kept, counts
+
+
+def split_validation(
+    labels: Sequence[int] | np.ndarray | Any, val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Hold out `val_fraction` of each class's images: returns (train positions, val positions).
+
+    Each class with at least 2 images gives round(fraction * n), but at least 1 and at most n - 1,
+    images to validation; a class with a single image keeps it for training.
+    """
+    check_val_fraction(val_fraction)
+    labels = _as_numpy(labels)
+    rng = np.random.default_rng(seed)
+    train_pos: list[int] = []
+    val_pos: list[int] = []
+    for cls in range(int(labels.max()) + 1 if labels.size else 0):
+        idx = np.where(labels == cls)[0]
+        n_val = 0
+        if val_fraction > 0 and len(idx) >= 2:
+            n_val = min(max(1, int(round(val_fraction * len(idx)))), len(idx) - 1)
+        held = set(rng.permutation(idx)[:n_val].tolist())
+        for i in idx.tolist():
+            (val_pos if i in held else train_pos).append(i)
+    return sorted(train_pos), sorted(val_pos)
+
+
+def class_counts(labels: Sequence[int] | np.ndarray | Any, num_classes: int) -> list[int]:
+    """Images per class, in class order."""
+    return np.bincount(_as_numpy(labels, dtype=np.int64), minlength=num_classes).tolist()

@@ -1,0 +1,222 @@
+"""The dataset registry: one `DatasetSpec` per dataset, and `load_dataset`.
+
+A spec holds everything ltbench knows about a dataset: its loader, number of classes, whether it
+is held in memory, whether it is built in (needs no data_root), and the paper's Table 2 recipe
+for it (`Recipe`: model, schedule, optimiser settings, default imbalance, and the loss parameters
+whose paper value depends on the dataset). The training configuration fills its defaults from
+`get_dataset_spec(name).recipe`. Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from ltbench.data.bundle import DatasetBundle
+from ltbench.data.loaders import _load_cifar, _load_split_files, _load_synthetic
+from ltbench.data.longtail import check_imb_factor, check_profile, check_val_fraction
+from ltbench.errors import LtbenchError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The paper's recipe for one dataset (Table 2). Loss parameters whose paper value
+    depends on the dataset (KPS's m_max) are declared by their plugins, not here."""
+
+    model: str
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    epochs: int
+    lr_decay_epochs: tuple[int, ...]
+    lr_decay_factor: float
+    imb_factor: float
+    width: float = 1.0
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the dataset registry knows about one dataset."""
+
+    name: str
+    loader: Callable[..., DatasetBundle]
+    num_classes: int
+    in_memory: bool
+    description: str
+    recipe: Recipe
+    built_in: bool = False  # drawn by ltbench itself: needs no data_root
+
+
+_CIFAR_RECIPE = Recipe(
+    model="resnet32",
+    batch_size=64,
+    lr=0.1,
+    weight_decay=2e-4,
+    warmup_epochs=5,
+    epochs=200,
+    lr_decay_epochs=(160, 180),
+    lr_decay_factor=0.01,
+    imb_factor=0.01,
+)
+_IMAGENET_RECIPE = Recipe(
+    model="resnet50",
+    batch_size=128,
+    lr=0.1,
+    weight_decay=1e-4,
+    warmup_epochs=0,
+    epochs=180,
+    lr_decay_epochs=(120, 160),
+    lr_decay_factor=0.1,
+    imb_factor=1.0,  # already long-tailed: no further subsampling
+)
+
+DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
+    {
+        spec.name: spec
+        for spec in (
+            DatasetSpec(
+                name="synthetic-lt",
+                loader=_load_synthetic,
+                num_classes=10,
+                in_memory=True,
+                description="procedural 10-class 32x32 shapes and textures; built in, no download",
+                # CIFAR's recipe on a shorter schedule and a half-width network
+                recipe=dataclasses.replace(
+                    _CIFAR_RECIPE,
+                    epochs=30,
+                    lr_decay_epochs=(24, 27),
+                    width=0.5,
+                ),
+                built_in=True,
+            ),
+            DatasetSpec(
+                name="cifar10-lt",
+                loader=_load_cifar,
+                num_classes=10,
+                in_memory=True,
+                description="CIFAR-10, long-tailed subset",
+                recipe=_CIFAR_RECIPE,
+            ),
+            DatasetSpec(
+                name="cifar100-lt",
+                loader=_load_cifar,
+                num_classes=100,
+                in_memory=True,
+                description="CIFAR-100, long-tailed subset",
+                recipe=_CIFAR_RECIPE,
+            ),
+            DatasetSpec(
+                name="imagenet-lt",
+                loader=_load_split_files,
+                num_classes=1000,
+                in_memory=False,
+                description="ImageNet-LT (Liu et al. 2019) from its split files",
+                recipe=_IMAGENET_RECIPE,
+            ),
+            DatasetSpec(
+                name="inat2018",
+                loader=_load_split_files,
+                num_classes=8142,
+                in_memory=False,
+                description="iNaturalist 2018 from its split files (val used as the test set)",
+                recipe=dataclasses.replace(
+                    _IMAGENET_RECIPE, batch_size=512, lr=0.2, loss_defaults={"m_max": 0.3}
+                ),
+            ),
+        )
+    }
+)
+
+
+_COMMON_OPTIONS = (
+    "root",
+    "imb_factor",
+    "profile",
+    "subset_seed",
+    "download",
+    "n_max",
+    "val_fraction",
+    "val_seed",
+)
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by `load_dataset`."""
+    return list(DATASETS)
+
+
+def get_dataset_spec(name: str) -> DatasetSpec:
+    """The registry record for `name`, or a one-line error listing the known names."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise LtbenchError(
+            f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}"
+        ) from None
+
+
+def _check_n(name: str, value: int | None) -> int | None:
+    if value is not None and int(value) < 1:
+        raise LtbenchError(f"{name} must be at least 1, got {value!r}")
+    return None if value is None else int(value)
+
+
+def load_dataset(
+    name: str,
+    *,
+    root: str | os.PathLike | None = None,
+    imb_factor: float,
+    profile: str = "exp",
+    subset_seed: int = 0,
+    download: bool = False,
+    n_max: int | None = None,
+    val_fraction: float = 0.0,
+    val_seed: int = 0,
+    **options: Any,
+) -> DatasetBundle:
+    """Load dataset `name` as a long-tailed training set plus its balanced test set.
+
+    imb_factor: 1/rho in (0, 1] (0.01 for rho=100). CIFAR and synthetic-lt are subsampled with
+        `long_tailed_indices(labels, imb_factor, subset_seed, profile)`; ImageNet-LT and
+        iNaturalist are long-tailed as published and require imb_factor=1.
+    n_max: images per class taken before the long-tailed construction (the first n_max of each
+        class), to make small runs fast; synthetic-lt draws this many per class (default 500).
+    val_fraction: share of each class's long-tailed training images held out as a validation
+        split (at least one per class with two or more images), drawn with `val_seed`.
+    download: fetch CIFAR with torchvision (opt-in; never done otherwise).
+    options: `n_test_max` (synthetic, CIFAR: images per class in the test set), `cache_dir`
+        (CIFAR image folders; False disables the cache), `train_split`, `test_split`,
+        `val_split`, `image_root`, `image_size` (split-file datasets).
+    """
+    spec = get_dataset_spec(name)
+    imb_factor = check_imb_factor(imb_factor)
+    check_profile(profile)
+    val_fraction = check_val_fraction(val_fraction)
+    n_max = _check_n("n_max", n_max)
+    if "n_test_max" in options:
+        options["n_test_max"] = _check_n("n_test_max", options["n_test_max"])
+    accepted = set(inspect.signature(spec.loader).parameters) - set(_COMMON_OPTIONS)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise LtbenchError(
+            f"dataset {name!r} has no option {unknown[0]!r}; its options: "
+            f"{', '.join(sorted(accepted - {'name'})) or 'none'}"
+        )
+    return spec.loader(
+        name,
+        root=root,
+        imb_factor=imb_factor,
+        profile=profile,
+        subset_seed=int(subset_seed),
+        download=bool(download),
+        n_max=n_max,
+        val_fraction=val_fraction,
+        val_seed=int(val_seed),
+        **options,
+    )
