@@ -11,13 +11,12 @@ from reports.figures import make_figures
 from reports.markdown import write_markdown
 from reports.paper import load_paper_numbers
 from reports.pdf import write_pdf
+from reports.search import sweep_table, sweep_warnings
 from reports.tables import (
     incomplete_warnings,
     problems_table,
     reference_table,
     result_tables,
-    sweep_table,
-    sweep_warnings,
 )
 
 FORMATS = ("md", "pdf")

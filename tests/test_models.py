@@ -1,4 +1,4 @@
-"""Tests for ltbench.engine.models: shapes, heads, parameter counts, the backbone/classifier split."""
+"""Tests for ltbench.engine.models: shapes, heads, parameter counts, backbone and classifier."""
 
 from __future__ import annotations
 
