@@ -125,9 +125,7 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
                 num_classes=8142,
                 in_memory=False,
                 description="iNaturalist 2018 from its split files (val used as the test set)",
-                recipe=dataclasses.replace(
-                    _IMAGENET_RECIPE, batch_size=512, lr=0.2, loss_defaults={"m_max": 0.3}
-                ),
+                recipe=dataclasses.replace(_IMAGENET_RECIPE, batch_size=512, lr=0.2),
             ),
         )
     }
