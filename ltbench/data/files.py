@@ -41,16 +41,23 @@ def imagenet_transform(train: bool, image_size: int = 224, resize: int = 256) ->
 def read_split_file(path: Path) -> tuple[list[str], list[int]]:
     """Parse `relative/path label` lines (blank lines skipped) into paths and labels."""
     paths, labels = [], []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.rsplit(maxsplit=1)
-            if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
-                raise LtbenchError(f"{path}:{lineno}: expected 'relative/path label', got {line!r}")
-            paths.append(parts[0])
-            labels.append(int(parts[1]))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                parts = line.rsplit(maxsplit=1)
+                if len(parts) != 2 or not (parts[1].isascii() and parts[1].isdigit()):
+                    raise LtbenchError(
+                        f"{path}:{lineno}: expected 'relative/path label', got {line[:200]!r}"
+                    )
+                paths.append(parts[0])
+                labels.append(int(parts[1]))
+    except UnicodeDecodeError:
+        raise LtbenchError(f"split file {path} is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise LtbenchError(f"cannot read split file {path}: {exc.strerror or exc}") from None
     if not paths:
         raise LtbenchError(f"split file {path} lists no images")
     return paths, labels
@@ -87,10 +94,7 @@ class SplitFileDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        from PIL import Image
-
-        with Image.open(self.image_root / self.paths[i]) as img:
-            img = img.convert("RGB")
+        img = _open_rgb(self.image_root / self.paths[i])
         x = self.transform(img) if self.transform is not None else img
         return x, int(self.labels[i])
 
@@ -120,11 +124,23 @@ def _list_image_folder(split_dir: Path, n_max: int | None) -> tuple[list[str], l
     return classes, files
 
 
-def _decode(path: Path) -> np.ndarray:
+def _open_rgb(path: Path):
+    """The image at `path` as an RGB PIL image; a file that cannot be read or decoded (missing,
+    truncated, not an image) is a one-line error naming it."""
     from PIL import Image
 
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBomb..
+        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+        raise LtbenchError(
+            f"cannot read image {path}: {reason}; replace or remove the file"
+        ) from None
+
+
+def _decode(path: Path) -> np.ndarray:
+    return np.asarray(_open_rgb(path), dtype=np.uint8)
 
 
 def load_image_folder(

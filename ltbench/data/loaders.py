@@ -130,22 +130,17 @@ def _load_cifar(
 ) -> DatasetBundle:
     from ltbench.data.files import load_image_folder
 
-    tv_class, pickle_dir, num_classes = _CIFAR[name]
-    if root is None:
-        raise LtbenchError(f"dataset {name!r} needs its folder: pass --data-root DIR")
+    tv_class = _CIFAR[name][0]
+    source = _check_cifar(name, root=root, download=download)
     root = Path(root).expanduser()
-    folder = root / "train", root / "test"
-    if folder[0].is_dir() and folder[1].is_dir():
-        splits = []
-        for split_dir, limit in zip(folder, (n_max, n_test_max), strict=True):
-            classes, x, y = load_image_folder(split_dir, limit, cache_dir)
-            if len(classes) != num_classes:
-                raise LtbenchError(
-                    f"{name}: {split_dir} has {len(classes)} class folders, expected {num_classes}"
-                )
-            splits.append((classes, x, y))
+    if source == "folders":
+        folder = root / "train", root / "test"
+        splits = [
+            load_image_folder(split_dir, limit, cache_dir)
+            for split_dir, limit in zip(folder, (n_max, n_test_max), strict=True)
+        ]
         (class_names, train_x, train_y), (_, test_x, test_y) = splits
-    elif (root / pickle_dir).is_dir() or download:
+    else:
         import torchvision
 
         try:
@@ -161,12 +156,6 @@ def _load_cifar(
         train_x = np.ascontiguousarray(tv_train.data[keep].transpose(0, 3, 1, 2))
         test_x = np.ascontiguousarray(tv_test.data[keep_test].transpose(0, 3, 1, 2))
         train_y, test_y = train_y_all[keep], test_y_all[keep_test]
-    else:
-        raise LtbenchError(
-            f"{name}: no CIFAR data under {root}: expected {root / pickle_dir} (torchvision "
-            f"pickles) or {root}/train/<class>/ and {root}/test/<class>/ image folders; "
-            "download=True fetches the pickles"
-        )
     return _in_memory_bundle(
         name,
         class_names,
@@ -184,6 +173,32 @@ def _load_cifar(
     )
 
 
+def _check_cifar(name, *, root, download, **_) -> str:
+    """Where CIFAR is read from under `root`: "folders" (train/ and test/ with one folder per
+    class) or "pickles" (torchvision's files, or download them); a one-line error if neither.
+    Lists folders only: no image is read."""
+    _, pickle_dir, num_classes = _CIFAR[name]
+    if root is None:
+        raise LtbenchError(f"dataset {name!r} needs its folder: pass --data-root DIR")
+    root = Path(root).expanduser()
+    folder = root / "train", root / "test"
+    if folder[0].is_dir() and folder[1].is_dir():
+        for split_dir in folder:
+            found = [p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
+            if len(found) != num_classes:
+                raise LtbenchError(
+                    f"{name}: {split_dir} has {len(found)} class folders, expected {num_classes}"
+                )
+        return "folders"
+    if (root / pickle_dir).is_dir() or download:
+        return "pickles"
+    raise LtbenchError(
+        f"{name}: no CIFAR data under {root}: expected {root / pickle_dir} (torchvision "
+        f"pickles) or {root}/train/<class>/ and {root}/test/<class>/ image folders; "
+        "download=True fetches the pickles"
+    )
+
+
 _SPLIT_FILES = {
     "imagenet-lt": ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt"),
     "inat2018": ("iNaturalist18_train.txt", "iNaturalist18_val.txt"),
@@ -197,6 +212,53 @@ def _resolve_split(root: Path, given, default: str, what: str, name: str) -> Pat
     if not path.is_file():
         raise LtbenchError(f"{name}: {what} split file not found: {path}")
     return path
+
+
+def _split_paths(
+    name,
+    *,
+    root,
+    imb_factor,
+    n_max,
+    download,
+    val_fraction,
+    train_split=None,
+    test_split=None,
+    val_split=None,
+) -> tuple[Path, Path, Path]:
+    """(root, train split file, test split file) of a split-file dataset, after the checks of
+    its settings and that the files exist."""
+    if imb_factor != 1.0:
+        raise LtbenchError(
+            f"{name} is long-tailed already and is used as published: imb_factor must be 1, "
+            f"got {imb_factor!r}"
+        )
+    if n_max is not None:
+        raise LtbenchError(f"{name}: n_max is not supported (the split files fix the images)")
+    if download:
+        raise LtbenchError(f"{name} cannot be downloaded by ltbench; point root at a local copy")
+    if root is None:
+        raise LtbenchError(f"dataset {name!r} needs its folder: pass --data-root DIR")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise LtbenchError(f"{name}: root folder not found: {root}")
+    if val_split is not None and val_fraction > 0:
+        raise LtbenchError(f"{name}: give val_split or val_fraction, not both")
+    train_file, test_file = _SPLIT_FILES[name]
+    train_path = _resolve_split(root, train_split, train_file, "train", name)
+    test_path = _resolve_split(root, test_split, test_file, "test", name)
+    return root, train_path, test_path
+
+
+def _check_split_files(name, *, image_root=None, image_size=224, **settings) -> None:
+    """The checks of `_split_paths`, and every line of the split files read (no image opened)."""
+    from ltbench.data.files import read_split_file
+
+    root, train_path, test_path = _split_paths(name, **settings)
+    read_split_file(train_path)
+    read_split_file(test_path)
+    if settings.get("val_split") is not None:
+        read_split_file(_resolve_split(root, settings["val_split"], "", "val", name))
 
 
 def _load_split_files(
@@ -218,26 +280,18 @@ def _load_split_files(
 ) -> DatasetBundle:
     from ltbench.data.files import SplitFileDataset, imagenet_transform
 
-    if imb_factor != 1.0:
-        raise LtbenchError(
-            f"{name} is long-tailed already and is used as published: imb_factor must be 1, "
-            f"got {imb_factor!r}"
-        )
-    if n_max is not None:
-        raise LtbenchError(f"{name}: n_max is not supported (the split files fix the images)")
-    if download:
-        raise LtbenchError(f"{name} cannot be downloaded by ltbench; point root at a local copy")
-    if root is None:
-        raise LtbenchError(f"dataset {name!r} needs its folder: pass --data-root DIR")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise LtbenchError(f"{name}: root folder not found: {root}")
-    if val_split is not None and val_fraction > 0:
-        raise LtbenchError(f"{name}: give val_split or val_fraction, not both")
+    root, train_path, test_path = _split_paths(
+        name,
+        root=root,
+        imb_factor=imb_factor,
+        n_max=n_max,
+        download=download,
+        val_fraction=val_fraction,
+        train_split=train_split,
+        test_split=test_split,
+        val_split=val_split,
+    )
     image_root = Path(image_root).expanduser() if image_root is not None else root
-    train_file, test_file = _SPLIT_FILES[name]
-    train_path = _resolve_split(root, train_split, train_file, "train", name)
-    test_path = _resolve_split(root, test_split, test_file, "test", name)
 
     train_tf, eval_tf = imagenet_transform(True, image_size), imagenet_transform(False, image_size)
     train = SplitFileDataset.from_split_file(image_root, train_path, train_tf)

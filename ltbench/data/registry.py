@@ -18,7 +18,13 @@ from types import MappingProxyType
 from typing import Any
 
 from ltbench.data.bundle import DatasetBundle
-from ltbench.data.loaders import _load_cifar, _load_split_files, _load_synthetic
+from ltbench.data.loaders import (
+    _check_cifar,
+    _check_split_files,
+    _load_cifar,
+    _load_split_files,
+    _load_synthetic,
+)
 from ltbench.data.longtail import check_imb_factor, check_profile, check_val_fraction
 from ltbench.errors import LtbenchError
 
@@ -51,6 +57,9 @@ class DatasetSpec:
     description: str
     recipe: Recipe
     built_in: bool = False  # drawn by ltbench itself: needs no data_root
+    # check(name, root=, imb_factor=, n_max=, download=, val_fraction=, **options): the cheap
+    # checks of the files before a run writes anything (folders and split files; no image read)
+    check: Callable[..., Any] | None = None
 
 
 _CIFAR_RECIPE = Recipe(
@@ -102,6 +111,7 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
                 in_memory=True,
                 description="CIFAR-10, long-tailed subset",
                 recipe=_CIFAR_RECIPE,
+                check=_check_cifar,
             ),
             DatasetSpec(
                 name="cifar100-lt",
@@ -110,6 +120,7 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
                 in_memory=True,
                 description="CIFAR-100, long-tailed subset",
                 recipe=_CIFAR_RECIPE,
+                check=_check_cifar,
             ),
             DatasetSpec(
                 name="imagenet-lt",
@@ -118,6 +129,7 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
                 in_memory=False,
                 description="ImageNet-LT (Liu et al. 2019) from its split files",
                 recipe=_IMAGENET_RECIPE,
+                check=_check_split_files,
             ),
             DatasetSpec(
                 name="inat2018",
@@ -126,6 +138,7 @@ DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
                 in_memory=False,
                 description="iNaturalist 2018 from its split files (val used as the test set)",
                 recipe=dataclasses.replace(_IMAGENET_RECIPE, batch_size=512, lr=0.2),
+                check=_check_split_files,
             ),
         )
     }
@@ -157,6 +170,31 @@ def get_dataset_spec(name: str) -> DatasetSpec:
         raise LtbenchError(
             f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}"
         ) from None
+
+
+def check_files(
+    name: str,
+    *,
+    root: str | os.PathLike | None = None,
+    imb_factor: float = 1.0,
+    n_max: int | None = None,
+    download: bool = False,
+    val_fraction: float = 0.0,
+    **options: Any,
+) -> None:
+    """What can be checked of dataset `name`'s files before a run writes anything: its folder,
+    its layout and its split files (read, not a single image opened); one-line errors."""
+    spec = get_dataset_spec(name)
+    if spec.check is not None:
+        spec.check(
+            name,
+            root=root,
+            imb_factor=check_imb_factor(imb_factor),
+            n_max=_check_n("n_max", n_max),
+            download=bool(download),
+            val_fraction=check_val_fraction(val_fraction),
+            **options,
+        )
 
 
 def _check_n(name: str, value: int | None) -> int | None:
