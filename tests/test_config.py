@@ -47,7 +47,7 @@ def test_shorter_runs_scale_the_milestones_the_user_did_not_set():
         ({"loss": "softmax"}, r"unknown loss 'softmax'; known losses: .*kps-ga"),
         ({"loss": "kps", "loss_params": {"margin": 1}}, r"no parameter 'margin'; allowed"),
         ({"profile": "linear"}, r"unknown imbalance profile 'linear'; known: exp, step"),
-        ({"epochs": 0}, r"epochs must be >= 1"),
+        ({"epochs": 0}, r"epochs must be an integer >= 1, got 0"),
         ({"epochs": "ten"}, r"epochs must be int"),
     ],
 )

@@ -17,7 +17,8 @@ from ltbench.data import load_dataset, make_loader
 from ltbench.engine.config import TrainConfig, resolve
 from ltbench.engine.loop import train
 from ltbench.engine.models import build_model
-from ltbench.engine.stages import StageModel, file_lock, plan_stages
+from ltbench.engine.locks import hold
+from ltbench.engine.stages import StageModel, plan_stages
 from ltbench.errors import LtbenchError
 from ltbench.sdk.registry import get_spec, list_losses
 
@@ -224,15 +225,16 @@ def test_crash_in_stage2_resumes_stage2_only(runs):
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
-def test_file_lock_excludes_a_second_holder(tmp_path):
-    path = tmp_path / "x.lock"
+def test_stage1_lock_makes_a_second_holder_wait(tmp_path):
+    """The stage-1 cache waits on its folder's lock (ltbench.engine.locks), here from a thread."""
+    folder = tmp_path / "stage1"
     got = threading.Event()
 
     def second():
-        with file_lock(path):
+        with hold(folder, wait=True):
             got.set()
 
-    with file_lock(path):
+    with hold(folder):
         worker = threading.Thread(target=second)
         worker.start()
         time.sleep(0.2)

@@ -8,6 +8,7 @@ changes the numbers must match (`RUNTIME_KEYS` may differ).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
@@ -48,9 +49,14 @@ def prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically, so a crash mid-write never leaves a truncated checkpoint."""
+    """Write atomically, so a crash mid-write never leaves a truncated checkpoint. A file that
+    cannot be written is an OSError naming it (torch's own writer would not name it)."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
+    with open(tmp, "wb") as fh:
+        try:
+            torch.save({"format": CHECKPOINT_FORMAT, **state}, fh)
+        except RuntimeError as exc:  # the zip writer's "file write failed": disk full, ...
+            raise OSError(errno.EIO, f"write failed ({exc})", str(tmp)) from None
     os.replace(tmp, path)
 
 
@@ -67,6 +73,12 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
         ) from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise LtbenchError(f"checkpoint {path} was not written by ltbench ({CHECKPOINT_FORMAT})")
+    lacking = [k for k in ("config", "model", "optimizer", "epoch") if k not in state]
+    if lacking or not isinstance(state["config"], dict):
+        raise LtbenchError(
+            f"checkpoint {path} is incomplete (no {lacking[0] if lacking else 'config'!r}); "
+            "give a checkpoint.pt that ltbench wrote"
+        )
     saved, now = state["config"], cfg.to_dict()
     for key in now:
         if key not in RUNTIME_KEYS and saved.get(key) != now[key]:
@@ -85,10 +97,19 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The lines of a metrics.jsonl ([] when there is none)."""
+    """The lines of a metrics.jsonl ([] when there is none); a line cut short by a killed
+    process is left out (its epoch is redone from the checkpoint)."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "epoch" in row:
+            rows.append(row)
+    return rows
 
 
 def append_row(path: Path, row: dict[str, Any]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,7 +83,7 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
         """Build from a dict, naming the source and the key on an unknown key or a wrong type."""
         names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+        unknown = sorted(set(data) - names, key=str)
         if unknown:
             raise LtbenchError(
                 f"{source}: unknown key {unknown[0]!r}; allowed keys: {', '.join(sorted(names))}"
@@ -139,7 +140,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     out.imb_factor = check_imb_factor(pick("imb_factor", d.imb_factor))
     check_profile(out.profile)
     check_val_fraction(out.val_fraction)  # kept as given: the saved config must not change
-    if out.mixup_alpha < 0:
+    if not 0 <= out.mixup_alpha < math.inf:
         raise LtbenchError(f"mixup alpha {out.mixup_alpha!r} must be >= 0 (0 disables mixup)")
     if out.device not in DEVICES:
         raise LtbenchError(f"unknown device {out.device!r}; allowed: {', '.join(DEVICES)}")
@@ -151,14 +152,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     out.lr = float(pick("lr", d.lr))
     out.weight_decay = float(pick("weight_decay", d.weight_decay))
     out.lr_decay_factor = float(pick("lr_decay_factor", d.lr_decay_factor))
-    for name in ("epochs", "batch_size"):
-        if getattr(out, name) < 1:
-            raise LtbenchError(f"{name} must be >= 1, got {getattr(out, name)!r}")
-    for name in ("lr", "width"):
-        if not getattr(out, name) > 0:
-            raise LtbenchError(f"{name} must be > 0, got {getattr(out, name)!r}")
-    if out.weight_decay < 0:
-        raise LtbenchError(f"weight_decay must be >= 0, got {out.weight_decay!r}")
+    check_numbers(out)
 
     # Milestones the user did not set follow the paper's schedule, placed for the run's length
     # (one set of rules for every milestone: ltbench.engine.schedule).
@@ -208,6 +202,31 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     return out
 
 
+# What `check_numbers` allows of each number of a resolved configuration (all must be finite).
+_RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("epochs", lambda v: v >= 1, "an integer >= 1"),
+    ("batch_size", lambda v: v >= 1, "an integer >= 1"),
+    ("lr", lambda v: v > 0, "a finite number > 0"),
+    ("width", lambda v: v > 0, "a finite number > 0"),
+    ("weight_decay", lambda v: v >= 0, "a finite number >= 0"),
+    ("momentum", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("lr_decay_factor", lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    ("seed", lambda v: v >= 0, "an integer >= 0"),
+    ("subset_seed", lambda v: v >= 0, "an integer >= 0 (0: the standard draw)"),
+    ("num_workers", lambda v: v >= 0, "an integer >= 0"),
+    ("eval_every", lambda v: v >= 1, "an integer >= 1 (test every N epochs)"),
+    ("n_max", lambda v: v is None or v >= 1, "an integer >= 1 (unset: every image)"),
+)
+
+
+def check_numbers(cfg: TrainConfig) -> None:
+    """Every number of a resolved configuration is finite and in its range (one-line errors)."""
+    for name, allowed, what in _RANGES:
+        value = getattr(cfg, name)
+        if value is not None and not (math.isfinite(value) and allowed(value)):
+            raise LtbenchError(f"{name} must be {what}, got {value!r}")
+
+
 # Settings that do not change the numbers a run produces: a resumed run may change them.
 RUNTIME_KEYS = frozenset(
     {
@@ -234,6 +253,13 @@ def load_yaml(path: Path) -> TrainConfig:
         data = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as exc:
         raise LtbenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise LtbenchError(f"{path}: not a YAML text file") from None
+    except OSError as exc:
+        raise LtbenchError(
+            f"cannot read configuration file {path}: {exc.strerror or exc}; give a YAML file "
+            "of TrainConfig keys"
+        ) from None
     if not isinstance(data, dict):
         raise LtbenchError(f"{path}: expected a mapping of configuration keys")
     return TrainConfig.from_dict(data, source=str(path))

@@ -40,6 +40,7 @@ from ltbench.engine.checkpoint import (
     write_rows,
 )
 from ltbench.engine.config import TrainConfig, resolve, save_yaml
+from ltbench.engine.locks import check_out_dir, hold
 from ltbench.engine.schedule import cosine_learning_rate, step_learning_rate
 from ltbench.engine.stages import (
     StageModel,
@@ -58,7 +59,7 @@ from ltbench.engine.step import (
     sgd,
     step_options,
 )
-from ltbench.errors import LtbenchError
+from ltbench.errors import LtbenchError, os_error_message
 from ltbench.sdk.stages import Stage
 
 
@@ -92,22 +93,45 @@ def train(
 
     `resume`: False, True (continue from `out_dir/checkpoint.pt` if there is one) or the path
     of a checkpoint to continue from. `cache_dir`: where shared first stages are kept.
+
+    Every input is checked before anything is written (the configuration, the stages and their
+    losses, the data files, the output folders, a given checkpoint); then the run holds the lock
+    of `out_dir` (`ltbench.engine.locks`) to the end. A file that cannot be read or written
+    mid-run is a one-line error naming it; the folder stays resumable.
     """
+    from ltbench.data.registry import check_files
+
     cfg = resolve(cfg)
     stages = plan_stages(cfg)
-    out_dir = Path(out_dir)
-    prepare_out_dir(out_dir, resume=bool(resume), overwrite=overwrite)
-    previous = None
-    if len(stages) > 1:
-        cfg1 = resolve(stage_config(cfg, stages[0]))
-        run1 = stage1_dir(cfg1, out_dir, cache_dir)
-        result1 = ensure_stage1(
-            run1, lambda: train(cfg1, run1, hooks, resume=True, progress=progress)
-        )
-        previous = Previous(stages[0], cfg1, run1, result1)
-    return run_stage(
-        cfg, stages[-1], out_dir, hooks, previous=previous, resume=resume, progress=progress
+    check_files(
+        cfg.dataset,
+        root=cfg.data_root,
+        imb_factor=cfg.imb_factor,
+        n_max=cfg.n_max,
+        download=cfg.download,
+        val_fraction=cfg.val_fraction,
     )
+    out_dir = check_out_dir(out_dir)
+    cfg1 = resolve(stage_config(cfg, stages[0])) if len(stages) > 1 else None
+    run1 = check_out_dir(stage1_dir(cfg1, out_dir, cache_dir), "stage-1 cache") if cfg1 else None
+    if resume not in (True, False):  # a checkpoint to start from: loaded and checked now
+        resume = load_checkpoint(Path(resume), cfg)
+    try:
+        with hold(out_dir):
+            prepare_out_dir(out_dir, resume=bool(resume), overwrite=overwrite)
+            previous = None
+            if cfg1 is not None:
+                result1 = ensure_stage1(
+                    run1, lambda: train(cfg1, run1, hooks, resume=True, progress=progress)
+                )
+                previous = Previous(stages[0], cfg1, run1, result1)
+            return run_stage(
+                cfg, stages[-1], out_dir, hooks, previous=previous, resume=resume, progress=progress
+            )
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        raise LtbenchError(os_error_message(exc, out_dir)) from exc
 
 
 def run_stage(
@@ -117,7 +141,7 @@ def run_stage(
     hooks: TrainHooks | None,
     *,
     previous: Previous | None,
-    resume: bool | str | Path,
+    resume: bool | str | Path | dict,  # a dict: the checkpoint `train` loaded
     progress: bool | None,
 ) -> dict[str, Any]:
     """Train `stage` of the resolved run `cfg` in `out_dir` (from `previous`'s network, if any)."""
@@ -215,8 +239,8 @@ def run_stage(
     ckpt_path = out_dir / "checkpoint.pt"
     if resume:
         source = ckpt_path if resume is True else Path(resume)
-        if resume is not True or source.exists():
-            state = load_checkpoint(source, cfg)
+        if isinstance(resume, dict) or resume is not True or source.exists():
+            state = resume if isinstance(resume, dict) else load_checkpoint(source, cfg)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             start = int(state.get("stage_epoch", state.get("stage2_epoch", state["epoch"])))
@@ -280,8 +304,10 @@ def run_stage(
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
         }
-        save_checkpoint(ckpt_path, state)
+        # The line first: a crash between the two redoes this epoch from the last checkpoint,
+        # and the resumed run drops the line of the epoch it redoes.
         append_row(out_dir / "metrics.jsonl", row)
+        save_checkpoint(ckpt_path, state)
         if hooks is not None:
             hooks.on_epoch_end(row["epoch"], row, ckpt_path)
         if bar is not None:

@@ -200,18 +200,25 @@ def list_models() -> list[str]:
     return list(_MODELS)
 
 
+def check_model(name: str, width: float = 1.0) -> None:
+    """A known model name and a width it can be built at (one-line errors), building nothing."""
+    if name not in _MODELS:
+        raise LtbenchError(f"unknown model {name!r}; known models: {', '.join(_MODELS)}")
+    if not width > 0:
+        raise LtbenchError(f"model width must be > 0, got {width!r}")
+    if name == "resnext50" and _scaled(64, width) * 4 // 64 < 1:
+        raise LtbenchError(f"resnext50 needs width >= 0.25, got {width!r}")
+
+
 def build_model(name: str, num_classes: int, head: str = "linear", width: float = 1.0) -> LtModel:
     """Build network `name` with a `head` ("linear" or "cosine") over `num_classes` classes.
 
     `resnet32`: CIFAR ResNet-32 (16/32/64 channels, option-A shortcuts, ~0.46M parameters).
     `resnet50`, `resnext50`: torchvision's ResNet-50 / ResNeXt-50 32x4d, randomly initialised.
     """
-    if name not in _MODELS:
-        raise LtbenchError(f"unknown model {name!r}; known models: {', '.join(_MODELS)}")
+    check_model(name, width)
     if head not in HEADS:
         raise LtbenchError(f"unknown head {head!r}; known heads: {', '.join(HEADS)}")
-    if not width > 0:
-        raise LtbenchError(f"model width must be > 0, got {width!r}")
     if int(num_classes) < 1:
         raise LtbenchError(f"num_classes must be at least 1, got {num_classes!r}")
     backbone, feature_dim = _MODELS[name](float(width))

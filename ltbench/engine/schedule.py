@@ -70,6 +70,8 @@ def run_milestones(
 def check_decays(decays: Sequence[int], epochs: int) -> list[int]:
     """User-given decay epochs: integers >= 1, strictly increasing (one past the run's end
     never applies)."""
+    if not all(isinstance(e, int) and not isinstance(e, bool) for e in decays):
+        raise LtbenchError(f"lr_decay_epochs must be a list of integers, got {list(decays)!r}")
     out = [int(e) for e in decays]
     for a, b in zip(out, out[1:], strict=False):
         if b <= a:

@@ -10,8 +10,8 @@ The stage-1 cache: `<cache>/<loss>-<dataset>-seed<seed>-<hash>/`, where `<hash>`
 stage-1 configuration without the settings that leave its numbers alone (`RUNTIME_KEYS`). The
 cache is the `cache_dir` given to `train`, else `$LTBENCH_STAGE1_CACHE`, else
 `<out_dir>/../_stage1` (for a suite, DIR/trials/_stage1). A stage 1 is finished when its
-`result.json` exists; an exclusive lock on `<run folder>.lock` makes concurrent trials wait for
-the one that trains it, then reuse it; an interrupted stage 1 is resumed from its checkpoint.
+`result.json` exists; its folder's lock (`ltbench.engine.locks`) makes concurrent trials wait
+for the one that trains it, then reuse it; an interrupted stage 1 is resumed from its checkpoint.
 
 A later stage starts from the previous stage's network (`StageModel`): its backbone, frozen when
 `trainable="classifier"` (no gradient, not given to the optimizer; BatchNorm statistics follow
@@ -26,8 +26,6 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -35,15 +33,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltbench.engine.config import RUNTIME_KEYS, TrainConfig, resolve
-from ltbench.engine.models import CosineClassifier, build_head
+from ltbench.engine.locks import hold
+from ltbench.engine.models import CosineClassifier, build_head, check_model
 from ltbench.errors import LtbenchError
-from ltbench.sdk.registry import get_spec, resolve_params
+from ltbench.sdk.registry import build_loss, get_spec, resolve_params
 from ltbench.sdk.stages import RunSettings, Stage, single_stage
-
-try:
-    import fcntl
-except ImportError:  # not POSIX: no lock, concurrent trials may train the same stage 1 twice
-    fcntl = None
 
 CACHE_ENV = "LTBENCH_STAGE1_CACHE"
 MAX_STAGES = 2
@@ -70,15 +64,27 @@ def run_settings(cfg: TrainConfig) -> RunSettings:
 
 
 def plan_stages(cfg: TrainConfig) -> list[Stage]:
-    """The checked stages of a resolved run (one-line errors name the method's setting)."""
+    """The checked stages of a resolved run (one-line errors name the method's setting).
+
+    Every stage's loss is built once with stand-in class counts, so that a parameter its plugin
+    refuses fails here, before the run writes anything, and not after the data is loaded.
+    """
     spec = get_spec(cfg.loss)
     run = run_settings(cfg)
+    check_model(cfg.model, cfg.width)
     if spec.stages is None:
-        return single_stage(cfg.loss, cfg.loss_params, run)
+        stages = single_stage(cfg.loss, cfg.loss_params, run)
+        _probe_loss(cfg, stages[0], "")
+        return stages
     try:
         stages = list(spec.stages(dict(cfg.loss_params), run))
     except LtbenchError as exc:
         raise LtbenchError(f"loss {cfg.loss!r}: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:  # a setting of the wrong kind
+        raise LtbenchError(
+            f"loss {cfg.loss!r}: settings {dict(cfg.loss_params)} refused "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())})"
+        ) from None
     if not 1 <= len(stages) <= MAX_STAGES:
         raise LtbenchError(
             f"loss {cfg.loss!r} declares {len(stages)} stages; the engine runs 1 to {MAX_STAGES}"
@@ -95,12 +101,31 @@ def plan_stages(cfg: TrainConfig) -> list[Stage]:
             resolve_params(stage.loss, stage.loss_params)
         except LtbenchError as exc:
             raise LtbenchError(f"{where}: {exc}") from None
+        _probe_loss(cfg, stage, f"{where}: ")
     if len(stages) > 1:
         try:
             resolve(stage_config(cfg, stages[0]))
         except LtbenchError as exc:
             raise LtbenchError(f"loss {cfg.loss!r}: stage 1: {exc}") from None
     return stages
+
+
+def _probe_loss(cfg: TrainConfig, stage: Stage, where: str) -> None:
+    """Build `stage`'s loss for a long-tailed stand-in of the dataset's classes."""
+    from ltbench.data.longtail import long_tailed_counts
+    from ltbench.data.registry import get_dataset_spec
+
+    classes = get_dataset_spec(cfg.dataset).num_classes
+    counts = [max(n, 1) for n in long_tailed_counts(classes, 500, cfg.imb_factor, cfg.profile)]
+    try:
+        build_loss(stage.loss, counts, **stage.loss_params)
+    except LtbenchError as exc:
+        raise LtbenchError(f"{where}{exc}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:  # a plugin's own check of a value
+        raise LtbenchError(
+            f"{where}loss {stage.loss!r}: parameters {dict(stage.loss_params)} refused "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())})"
+        ) from None
 
 
 def is_plain(stage: Stage) -> bool:
@@ -149,24 +174,10 @@ def stage1_dir(cfg1: TrainConfig, out_dir: Path, cache_dir: str | Path | None = 
     return Path(cache) / f"{cfg1.loss}-{cfg1.dataset}-seed{cfg1.seed}-{stage1_key(cfg1)[:16]}"
 
 
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on `path` (created if missing) for the duration of the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        if fcntl is not None:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if fcntl is not None:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def ensure_stage1(run_dir: Path, train_it) -> dict:
     """The stored result of the stage-1 run in `run_dir`, after `train_it()` trained (or
     finished) it when it was not done; concurrent callers wait for the one training it."""
-    with file_lock(run_dir.with_name(run_dir.name + ".lock")):
+    with hold(run_dir, wait=True):
         done = run_dir / "result.json"
         if not done.exists():
             train_it()
