@@ -7,21 +7,62 @@ no traceback from deep inside torch or Ray.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ltbench.errors import LtbenchError
+from ltbench.errors import Interrupted, LtbenchError, one_line, os_error_message
+
+# OSErrors that the user's environment causes (permissions, a full or read-only disk, a path
+# through a file): one line naming the file. Any other OSError is ltbench's bug: a traceback.
+ENVIRONMENT_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in (
+        "EACCES",
+        "EPERM",
+        "EROFS",
+        "ENOSPC",
+        "EDQUOT",
+        "ENOTDIR",
+        "EISDIR",
+        "ENAMETOOLONG",
+        "EIO",
+    )
+    if hasattr(errno, name)
+)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (`ltbench: error: ...`, exit 2) instead of the usage."""
+
+    def error(self, message: str):
+        self.exit(2, f"ltbench: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
 def _param(text: str) -> tuple[str, Any]:
     """`key=value`, the value read as YAML (so 0.5 is a float, 120 an int, true a bool)."""
-    if "=" not in text:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: the value is not valid YAML (quote it, e.g. -p 'name=\"text\"')"
+        ) from None
+
+
+def _epochs(text: str) -> list[int]:
+    """`E1,E2` as a list of epochs."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated epochs, e.g. 160,180, got {text!r}"
+        ) from None
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -81,7 +122,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-epochs", type=int, default=None)
     g.add_argument(
         "--lr-decay-epochs",
-        type=lambda s: [int(x) for x in s.split(",") if x],
+        type=_epochs,
         default=None,
         metavar="E1,E2",
     )
@@ -134,7 +175,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume: Any = False
     if args.resume is not None:
         resume = True if args.resume == "auto" else Path(args.resume)
-    result = train(cfg, out, resume=resume, overwrite=args.overwrite)
+    try:
+        result = train(cfg, out, resume=resume, overwrite=args.overwrite)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"the run so far is in {out}: continue it with the same command plus --resume"
+        ) from None
     print(
         f"{result['method']} on {result['dataset']} (rho={result['rho']:g}, seed "
         f"{result['seed']}): top-1 error {result['top1_error']:.2f}%  "
@@ -220,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     import ltbench
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ltbench", description="Benchmark harness for long-tailed recognition losses."
     )
     parser.add_argument("--version", action="version", version=f"ltbench {ltbench.__version__}")
@@ -309,14 +355,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `ltbench` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or the one-line error of `Parser.error`
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         return args.func(args)
     except LtbenchError as exc:
-        print(f"ltbench: error: {exc}", file=sys.stderr)
+        print(f"ltbench: error: {one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("ltbench: interrupted", file=sys.stderr)
+    except OSError as exc:
+        if exc.errno not in ENVIRONMENT_ERRNOS or exc.filename is None:
+            raise
+        print(f"ltbench: error: {os_error_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as exc:
+        hint = getattr(exc, "hint", "")
+        print(f"ltbench: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
 
 

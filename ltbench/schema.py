@@ -127,7 +127,7 @@ def read_result(path: str | Path) -> dict[str, Any] | None:
     """A trial's result.json, or None if it is absent or unreadable (a half-written file)."""
     try:
         data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: not JSON, or not UTF-8 text
         return None
     return data if isinstance(data, dict) else None
 
@@ -136,7 +136,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     """The lines of a metrics.jsonl, skipping blank lines and a half-written last line."""
     rows = []
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(errors="replace")
     except OSError:
         return rows
     for line in text.splitlines():

@@ -64,6 +64,8 @@ def _read_csv(path: Path, columns) -> pd.DataFrame:
         df = pd.read_csv(path, keep_default_na=True)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise LtbenchError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    except UnicodeDecodeError:
+        raise LtbenchError(f"cannot read {path}: not a UTF-8 text CSV file") from None
     _check_columns(path, df, columns)
     return df
 
@@ -95,7 +97,9 @@ def _read_suite(run_dir: Path) -> dict:
     try:
         suite = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise LtbenchError(f"cannot read {path}: {exc}") from None
+        raise LtbenchError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
+    except UnicodeDecodeError:
+        raise LtbenchError(f"cannot read {path}: not a UTF-8 text YAML file") from None
     return suite if isinstance(suite, dict) else {}
 
 
