@@ -8,6 +8,7 @@ GPUs among the trials with `share_resources`.
 from __future__ import annotations
 
 import math
+import os
 import socket
 from dataclasses import dataclass
 
@@ -50,6 +51,37 @@ def check_address(address: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         ) from None
 
 
+def local_cpus() -> int:
+    """The CPUs this process may use (its affinity), as a Ray started here would count at most."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def _check_shares(cpus: float | None, gpus: float | None) -> None:
+    if gpus is not None and not 0 <= gpus <= 1:
+        raise LtbenchError(
+            f"--gpus-per-trial must be in [0, 1] (a trial trains on one device), got {gpus:g}"
+        )
+    if cpus is not None and not 0 < cpus < math.inf:
+        raise LtbenchError(f"--cpus-per-trial must be a number > 0, got {cpus:g}")
+
+
+def check_cluster(options: ClusterOptions, ray_address_env: str | None = None) -> None:
+    """The per-trial resources, checked before Ray starts: in range, and, when ltbench starts
+    Ray on this machine, no more CPUs per trial than the machine has (one-line errors)."""
+    _check_shares(options.cpus_per_trial, options.gpus_per_trial)
+    cpus = options.cpus_per_trial
+    if options.address is None and not ray_address_env and cpus is not None:
+        here = local_cpus()
+        if cpus > here:
+            raise LtbenchError(
+                f"--cpus-per-trial {cpus:g} is more than this machine has ({here}); give at "
+                f"most {here}, or --address of a cluster with larger nodes"
+            )
+
+
 def share_resources(
     total_cpu: float, total_gpu: float, node_cpu: float, cpus: float | None, gpus: float | None
 ) -> dict[str, float]:
@@ -59,12 +91,9 @@ def share_resources(
     GPU, or the given fraction (0.25 packs 4 trials per GPU), and an even share of the CPUs.
     A request the cluster can never meet is an error here rather than a trial stuck pending.
     """
+    _check_shares(cpus, gpus)
     if gpus is None:
         gpus = 1.0 if total_gpu >= 1 else 0.0
-    if not 0 <= gpus <= 1:
-        raise LtbenchError(
-            f"--gpus-per-trial must be in [0, 1] (a trial trains on one device), got {gpus:g}"
-        )
     if gpus > 0 and total_gpu == 0:
         raise LtbenchError(
             f"--gpus-per-trial {gpus:g} asks for GPUs but the Ray cluster has none; "
@@ -76,8 +105,6 @@ def share_resources(
             cpus = float(max(math.floor(total_cpu / slots), 1))
         else:
             cpus = 1.0
-    if cpus <= 0:
-        raise LtbenchError(f"--cpus-per-trial must be > 0, got {cpus:g}")
     if cpus > node_cpu:
         raise LtbenchError(
             f"--cpus-per-trial {cpus:g} is more than any node of the cluster has ({node_cpu:g})"

@@ -11,28 +11,33 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime as _dt
-import platform
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from ltbench.errors import LtbenchError
+from ltbench.engine.locks import check_out_dir
+from ltbench.errors import Interrupted, LtbenchError
 from ltbench.runner import ray_adapter
-from ltbench.runner.cluster import ClusterOptions, check_address
+from ltbench.runner.cluster import ClusterOptions, check_address, check_cluster
+from ltbench.runner.outdir import (
+    build_report,
+    check_run_dir,
+    check_sweep_dir,
+    default_out,
+    driver_hold,
+    write_suite_yaml,
+)
 from ltbench.runner.progress import Progress
 from ltbench.runner.results import finished_keys, write_results, write_sweep
 from ltbench.runner.suite import Suite, apply_overrides, check_methods, expand, load_suite
 from ltbench.runner.trials import (
     TrialSpec,
     check_trials,
-    first_difference,
     format_point,
     format_rho,
     gather_trial_specs,
-    load_trials,
+    point_spec,
     save_trials,
 )
 from ltbench.schema import (
@@ -42,9 +47,7 @@ from ltbench.schema import (
     RESULT_FILE,
     RESULTS_FILE,
     SEARCH_METRIC,
-    SUITE_FILE,
     SWEEP_FILE,
-    TRIALS_DIR,
     TRIALS_FILE,
     read_result,
     trial_dir,
@@ -130,68 +133,40 @@ def request_from_args(args: argparse.Namespace, command: str) -> RunRequest | Sw
 
 
 # ----------------------------------------------------------------------------------------------
-# The output directory
+# The plan: every check before a file is written or Ray starts
 
 
-def default_out(suite: str, preset: str) -> Path:
-    """runs/<suite> for the paper preset, runs/<suite>-<preset> otherwise."""
-    stem = Path(suite).stem if suite.endswith((".yaml", ".yml")) else suite
-    return Path("runs") / (stem if preset == "paper" else f"{stem}-{preset}")
+@dataclass(frozen=True)
+class Plan:
+    """A checked command: its request, the suite with the preset's overrides, and the trials
+    (a sweep: its one base trial)."""
+
+    req: RunRequest | SweepRequest
+    suite: Suite
+    overrides: dict[str, Any]
+    trials: list[TrialSpec]
 
 
-def _has_results(out_dir: Path) -> bool:
-    if not out_dir.exists():
-        return False
-    if any((out_dir / name).exists() for name in (TRIALS_FILE, RESULTS_FILE, SWEEP_FILE)):
-        return True
-    trials = out_dir / TRIALS_DIR
-    return trials.is_dir() and any(trials.iterdir())
-
-
-def write_suite_yaml(
-    out_dir: Path,
-    suite: Suite,
-    preset: str,
-    overrides: dict[str, Any],
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """DIR/suite.yaml: the resolved suite; a resumed run keeps the first run's `created`."""
-    path = out_dir / SUITE_FILE
-    now = _dt.datetime.now().isoformat(timespec="seconds")
-    created = now
-    if path.is_file():
-        try:
-            created = (yaml.safe_load(path.read_text()) or {}).get("created", now)
-        except (yaml.YAMLError, AttributeError):
-            created = now
-    data = {
-        "name": suite.name,
-        "description": suite.description,
-        "source": suite.source,
-        "preset": preset,
-        "preset_overrides": overrides,
-        "created": created,
-        "updated": now,
-        "hostname": platform.node(),
-        **(extra or {}),
-        "suite": suite.to_dict(),
-    }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    tmp.replace(path)
-
-
-def _build_report(out_dir: Path, formats: tuple[str, ...]) -> None:
-    if not formats:
-        return
-    try:
-        from reports import build_report
-    except ImportError:
-        print("report: skipped (reports.build_report is not available)", flush=True)
-        return
-    paths = build_report(out_dir, formats=formats)
-    for kind, path in paths.items():
-        print(f"report ({kind}): {path}", flush=True)
+def plan_command(args: argparse.Namespace, command: str) -> Plan:
+    """Everything `ltbench run` / `ltbench sweep` checks before it writes a file or starts Ray:
+    the flags, the cluster options, the suite and every trial (configuration resolved, stages
+    planned, data files found), the output folder and what it holds. Ray-free, writes nothing;
+    a bad input is a one-line `LtbenchError`."""
+    req = request_from_args(args, command)
+    check_cluster(req.cluster, os.environ.get("RAY_ADDRESS"))
+    if req.cluster.address:
+        check_address(req.cluster.address)
+    if isinstance(req, RunRequest):
+        suite, overrides, trials = plan_suite(req)
+    else:
+        suite, overrides, base = plan_sweep(req)
+        trials = [base]
+    out_dir = check_out_dir(req.out_dir)
+    if isinstance(req, RunRequest):
+        check_run_dir(out_dir, trials, req.resume)
+    else:
+        check_sweep_dir(out_dir)
+    return Plan(req, suite, overrides, trials)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -221,99 +196,88 @@ def plan_suite(req: RunRequest) -> tuple[Suite, dict[str, Any], list[TrialSpec]]
     return suite, overrides, trials
 
 
-def _prepare_run_dir(req: RunRequest, trials: list[TrialSpec]) -> dict[str, TrialSpec]:
-    """Check DIR against the plan (a resume must plan the same trials); every trial in DIR."""
+def run_suite(planned: Plan, train_fn=None) -> int:
+    """Every trial of a planned suite on Ray Tune; 1 if a trial failed or is left, else 0."""
+    req, suite, trials = planned.req, planned.suite, planned.trials
     out_dir = req.out_dir
-    saved = load_trials(out_dir) if out_dir.exists() else {}
-    if _has_results(out_dir) and not req.resume:
-        raise LtbenchError(
-            f"{out_dir} already holds suite results; pass --resume to continue it or choose "
-            "another --out"
-        )
-    for t in trials:
-        old = saved.get(t.key)
-        diff = first_difference(old, t) if old is not None else None
-        if diff:
-            raise LtbenchError(
-                f"cannot resume {out_dir}: trial {t.key} was planned with other settings "
-                f"({diff}); pass the same --suite/--preset/--dataset options or another --out"
-            )
-    return {**saved, **{t.key: t for t in trials}}
-
-
-def run_suite(req: RunRequest, train_fn=None) -> int:
-    """Every trial of a suite on Ray Tune; 1 if a trial failed or is left, else 0."""
-    if req.cluster.address:
-        check_address(req.cluster.address)
-    suite, overrides, trials = plan_suite(req)
-    out_dir = req.out_dir
-    every = _prepare_run_dir(req, trials)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_suite_yaml(out_dir, suite, req.preset, overrides)
-    save_trials(out_dir, list(every.values()))
-
-    keys = [t.key for t in trials]
-    done = finished_keys(out_dir, every)
-    pending = [k for k in keys if k not in done]
-    print(
-        f"suite {suite.name}: {len(keys)} trials ({len(keys) - len(pending)} already "
-        f"finished) -> {out_dir}",
-        flush=True,
-    )
-    if pending:
-        best = None
-        for k in done:
-            err = read_result(trial_dir(out_dir, k) / RESULT_FILE).get("top1_error")
-            if err is not None and (best is None or err < best[0]):
-                best = (err, every[k].describe())
-        progress = Progress(
-            len(keys),
-            out_dir,
-            done=len(keys) - len(pending),
-            best=best,
-            describe=lambda key: every[key].describe() if key in every else None,
-        )
-
-        def announce(resources: dict[str, float]) -> None:
-            print(
-                f"resources per trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU",
-                flush=True,
-            )
-
-        ray_adapter.run_suite_trials(
-            out_dir,
-            suite.name,
-            pending,
-            req.cluster,
-            progress,
-            on_start=announce,
-            train_fn=train_fn,
-        )
-
-    results, _ = write_results(out_dir)
-    mine = results[results["trial"].isin(keys)]
-    failed = mine[mine["status"] == FAILED]
-    missing = mine[mine["status"] == MISSING]
-    print(
-        f"results: {out_dir / RESULTS_FILE} ({len(mine) - len(failed) - len(missing)} "
-        f"finished, {len(failed)} failed, {len(missing)} missing)",
-        flush=True,
-    )
-    for row in failed.itertuples():
-        print(f"  failed {row.trial}: {row.error}", flush=True)
-    if len(missing):
+    with driver_hold(out_dir):
+        every = check_run_dir(out_dir, trials, req.resume)  # again, now that DIR is ours
+        keys = [t.key for t in trials]
+        done = finished_keys(out_dir, every)
+        pending = [k for k in keys if k not in done]
         print(
-            f"  {len(missing)} trial(s) did not finish; continue with the same command plus "
-            f"--resume --out {out_dir}",
+            f"suite {suite.name}: {len(keys)} trials ({len(keys) - len(pending)} already "
+            f"finished) -> {out_dir}",
             flush=True,
         )
-    _build_report(out_dir, req.formats)
+
+        def write_plan() -> None:
+            write_suite_yaml(out_dir, suite, req.preset, planned.overrides)
+            save_trials(out_dir, list(every.values()))
+
+        interrupted = False
+        if not pending:
+            write_plan()
+        else:
+            best = None
+            for k in done:
+                err = read_result(trial_dir(out_dir, k) / RESULT_FILE).get("top1_error")
+                if err is not None and (best is None or err < best[0]):
+                    best = (err, every[k].describe())
+            progress = Progress(
+                len(keys),
+                out_dir,
+                done=len(keys) - len(pending),
+                best=best,
+                describe=lambda key: every[key].describe() if key in every else None,
+            )
+
+            def announce(resources: dict[str, float]) -> None:
+                print(
+                    f"resources per trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU",
+                    flush=True,
+                )
+                write_plan()  # only once Ray took the resources: a refusal writes nothing
+
+            try:
+                ray_adapter.run_suite_trials(
+                    out_dir,
+                    suite.name,
+                    pending,
+                    req.cluster,
+                    progress,
+                    on_start=announce,
+                    train_fn=train_fn,
+                )
+            except KeyboardInterrupt:
+                interrupted = True
+            interrupted = interrupted or progress.interrupted
+        hint = f"continue with the same command plus --resume --out {out_dir}"
+        if interrupted and not (out_dir / TRIALS_FILE).is_file():
+            raise Interrupted("no trial had started")
+
+        results, _ = write_results(out_dir)
+        mine = results[results["trial"].isin(keys)]
+        failed = mine[mine["status"] == FAILED]
+        missing = mine[mine["status"] == MISSING]
+        print(
+            f"results: {out_dir / RESULTS_FILE} ({len(mine) - len(failed) - len(missing)} "
+            f"finished, {len(failed)} failed, {len(missing)} missing)",
+            flush=True,
+        )
+        for row in failed.itertuples():
+            print(f"  failed {row.trial}: {row.error}", flush=True)
+        if interrupted:
+            raise Interrupted(hint)
+        if len(missing):
+            print(f"  {len(missing)} trial(s) did not finish; {hint}", flush=True)
+        build_report(out_dir, req.formats)
     return 1 if len(failed) or len(missing) else 0
 
 
 def run_suite_command(args: argparse.Namespace, train_fn=None) -> int:
     """`ltbench run`: every trial of a suite on Ray Tune; exit 1 if a trial failed or is left."""
-    return run_suite(request_from_args(args, "run"), train_fn)
+    return run_suite(plan_command(args, "run"), train_fn)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -323,6 +287,7 @@ def run_suite_command(args: argparse.Namespace, train_fn=None) -> int:
 def plan_sweep(req: SweepRequest) -> tuple[Suite, dict[str, Any], TrialSpec]:
     """Load and check a search suite (no Ray); returns (suite, preset overrides, base trial)."""
     from ltbench.engine.config import resolve
+    from ltbench.engine.stages import plan_stages
     from ltbench.sdk.registry import get_spec
 
     suite = load_suite(req.suite)
@@ -369,23 +334,27 @@ def plan_sweep(req: SweepRequest) -> tuple[Suite, dict[str, Any], TrialSpec]:
             f"{suite.source}: a sweep selects on a validation split; set config: "
             "{val_fraction: 0.1} (or another share in (0, 1))"
         )
+    for name, dim in suite.search.space.items():  # the loss must take each end of the space
+        for value in (dim.get("low"), dim.get("high"), *dim.get("values", ())):
+            if value is not None:
+                try:
+                    plan_stages(resolve(point_spec(base, base.key, {name: value}).train_config()))
+                except LtbenchError as exc:
+                    raise LtbenchError(
+                        f"{suite.source}: search space: {name}={value!r}: {exc}"
+                    ) from None
     return suite, overrides, base
 
 
-def run_sweep(req: SweepRequest, train_fn=None) -> int:
-    """Search the suite's space, select on validation error, write sweep.csv; 0 if one finished
-    and none failed."""
+def run_sweep(planned: Plan, train_fn=None) -> int:
+    """Search the planned suite's space, select on validation error, write sweep.csv; 0 if one
+    finished and none failed."""
     from ltbench.engine.config import resolve
 
-    if req.cluster.address:
-        check_address(req.cluster.address)
-    suite, overrides, base = plan_sweep(req)
+    req, suite, base = planned.req, planned.suite, planned.trials[0]
     search = suite.search
     params = search.params
     out_dir = req.out_dir
-    if _has_results(out_dir):
-        raise LtbenchError(f"{out_dir} already holds results; choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
     epochs = resolve(base.train_config()).epochs
     plan = ray_adapter.SearchPlan(
         space=search.space,
@@ -404,9 +373,9 @@ def run_sweep(req: SweepRequest, train_fn=None) -> int:
         "reduction_factor": plan.reduction_factor,
         "max_t": plan.max_t,
     }
-    write_suite_yaml(out_dir, suite, req.preset, overrides, {"search": recorded})
 
     def announce(kind: str) -> None:
+        write_suite_yaml(out_dir, suite, req.preset, planned.overrides, {"search": recorded})
         print(
             f"sweep {suite.name}: {plan.num_samples} points of {', '.join(params)} ({kind} "
             f"search, ASHA on {SEARCH_METRIC}, {epochs} epochs, grace {plan.grace_period}) on "
@@ -414,44 +383,64 @@ def run_sweep(req: SweepRequest, train_fn=None) -> int:
             flush=True,
         )
 
-    progress = Progress(plan.num_samples, out_dir, best_metric=SEARCH_METRIC)
-    ray_adapter.run_search(
-        out_dir, suite.name, base, plan, req.cluster, progress, on_start=announce, train_fn=train_fn
-    )
+    with driver_hold(out_dir):
+        check_sweep_dir(out_dir)  # again, now that DIR is ours
+        progress = Progress(plan.num_samples, out_dir, best_metric=SEARCH_METRIC)
+        interrupted = False
+        try:
+            ray_adapter.run_search(
+                out_dir,
+                suite.name,
+                base,
+                plan,
+                req.cluster,
+                progress,
+                on_start=announce,
+                train_fn=train_fn,
+            )
+        except KeyboardInterrupt:
+            interrupted = True
+        interrupted = interrupted or progress.interrupted
 
-    # Every trial wrote its spec into its directory; gather them into trials.json.
-    specs = gather_trial_specs(out_dir)
-    save_trials(out_dir, specs)
-    stopped = {s.key for s in specs if trial_state(out_dir, s.key)[0] == MISSING}
-    sweep = write_sweep(out_dir, params, stopped)
-    notes = {
-        k: f"stopped early by ASHA after {n} epoch(s)"
-        for k, n in zip(sweep["trial"], sweep["epochs"], strict=True)
-        if k in stopped
-    }
-    write_results(out_dir, notes)
-    print(
-        f"sweep: {out_dir / SWEEP_FILE} ({len(sweep)} points: "
-        + ", ".join(f"{n} {s}" for s, n in sweep["status"].value_counts().items())
-        + ")",
-        flush=True,
-    )
-    finished = sweep[sweep["status"] == FINISHED].dropna(subset=[SEARCH_METRIC])
-    if len(finished):
-        best = finished.loc[finished[SEARCH_METRIC].idxmin()]
+        # Every trial wrote its spec into its directory; gather them into trials.json.
+        specs = gather_trial_specs(out_dir)
+        if interrupted and not specs:
+            raise Interrupted("no point had started")
+        save_trials(out_dir, specs)
+        stopped = {s.key for s in specs if trial_state(out_dir, s.key)[0] == MISSING}
+        sweep = write_sweep(out_dir, params, stopped)
+        notes = {
+            k: f"stopped early by ASHA after {n} epoch(s)"
+            for k, n in zip(sweep["trial"], sweep["epochs"], strict=True)
+            if k in stopped
+        }
+        write_results(out_dir, notes)
         print(
-            f"best (selected on validation): {format_point({k: best[k] for k in params})}: "
-            f"validation error {best[SEARCH_METRIC]:.2f}%, test error "
-            f"{best['test_top1_error']:.2f}% (trial {best['trial']})",
+            f"sweep: {out_dir / SWEEP_FILE} ({len(sweep)} points: "
+            + ", ".join(f"{n} {s}" for s, n in sweep["status"].value_counts().items())
+            + ")",
             flush=True,
         )
-    else:
-        print("best: no trial finished", flush=True)
-    _build_report(out_dir, req.formats)
+        if interrupted:
+            raise Interrupted(
+                f"the points tried so far are in {out_dir / SWEEP_FILE} (a sweep does not resume)"
+            )
+        finished = sweep[sweep["status"] == FINISHED].dropna(subset=[SEARCH_METRIC])
+        if len(finished):
+            best = finished.loc[finished[SEARCH_METRIC].idxmin()]
+            print(
+                f"best (selected on validation): {format_point({k: best[k] for k in params})}: "
+                f"validation error {best[SEARCH_METRIC]:.2f}%, test error "
+                f"{best['test_top1_error']:.2f}% (trial {best['trial']})",
+                flush=True,
+            )
+        else:
+            print("best: no trial finished", flush=True)
+        build_report(out_dir, req.formats)
     failed = (sweep["status"] == FAILED).sum()
     return 1 if failed or not len(finished) else 0
 
 
 def sweep_command(args: argparse.Namespace, train_fn=None) -> int:
     """`ltbench sweep`: search the suite's space, select on validation error, write sweep.csv."""
-    return run_sweep(request_from_args(args, "sweep"), train_fn)
+    return run_sweep(plan_command(args, "sweep"), train_fn)

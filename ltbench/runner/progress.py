@@ -8,6 +8,8 @@ a `Progress`.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +59,7 @@ class Progress:
         self.every, self.clock, self.write = every, clock, write
         self.running: set[str] = set()
         self.last_status = clock()
+        self.interrupted = False  # Ctrl-C or SIGTERM stopped the experiment
 
     # -- the text -----------------------------------------------------------------------------
 
@@ -136,3 +139,19 @@ class Progress:
     def ended(self) -> None:
         if self.clock() - self.last_status > 1.0:
             self._status()
+
+    def watch_interrupts(self) -> None:
+        """From now on a SIGINT (Ctrl-C, or SIGTERM turned into one) sets `interrupted`, then
+        runs the handler in place (Tune's, which ends the experiment and saves its state)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGINT)
+
+        def on_sigint(signum, frame):
+            self.interrupted = True
+            if callable(previous):
+                previous(signum, frame)
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, on_sigint)

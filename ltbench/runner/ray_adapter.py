@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ltbench.errors import LtbenchError
+from ltbench.runner import orphans
 from ltbench.runner.cluster import ClusterOptions, check_address, share_resources
 from ltbench.runner.progress import Progress
 from ltbench.runner.trials import TrialSpec, load_trials, point_spec, save_trial_spec
@@ -116,16 +117,23 @@ def connect(address: str | None) -> bool:
 
 
 @contextmanager
-def ray_session(address: str | None):
-    """Ray for the duration of a command; shut down only if this command started it."""
+def ray_session(address: str | None, out_dir: Path | None = None):
+    """Ray for the duration of a command; shut down only if this command started it. A Ray
+    started on this machine is recorded in DIR (`ltbench.runner.orphans`) until it is shut down,
+    so that the next driver can end what a killed one left."""
     started = connect(address)
+    import ray
+
+    if started and out_dir is not None and not address and not os.environ.get("RAY_ADDRESS"):
+        node = getattr(ray._private.worker, "_global_node", None)  # no public API for it
+        orphans.record(out_dir, node.get_session_dir_path() if node is not None else None)
     try:
         yield
     finally:
         if started:
-            import ray
-
             ray.shutdown()
+            if out_dir is not None:
+                orphans.forget(out_dir)
 
 
 def plan_resources(cpus: float | None, gpus: float | None) -> dict[str, float]:
@@ -201,6 +209,7 @@ def _tune_callback(progress: Progress, key_of: Callable[[Any], str | None]):
 
         def setup(self, **info):
             progress.begin()
+            progress.watch_interrupts()  # Tune's SIGINT handler is in place by now
 
         def on_trial_start(self, iteration, trials, trial, **info):
             progress.started(trial.trial_id)
@@ -227,14 +236,16 @@ def _tune_callback(progress: Progress, key_of: Callable[[Any], str | None]):
 
 @contextmanager
 def _sigterm_as_interrupt():
-    """SIGTERM stops the run like Ctrl-C (Tune saves its state, we write the results)."""
+    """SIGTERM stops the run like Ctrl-C (Tune saves its state, we write the results); the
+    SIGINT handler in place before is back afterwards (Tune leaves its own installed)."""
     if hasattr(signal, "SIGTERM") and _is_main_thread():
-        previous = signal.getsignal(signal.SIGTERM)
+        previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
     else:
         yield
 
@@ -331,7 +342,7 @@ def run_suite_trials(
     """
     from ray import tune
 
-    with ray_session(cluster.address):
+    with ray_session(cluster.address, out_dir):
         resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial)
         if on_start is not None:
             on_start(resources)
@@ -393,7 +404,7 @@ def run_search(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    with ray_session(cluster.address):
+    with ray_session(cluster.address, out_dir):
         resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial)
         param_space, searcher, kind = _search_algorithm(plan.space, plan.seed)
         if on_start is not None:

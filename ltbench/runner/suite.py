@@ -289,6 +289,8 @@ def load_suite(name_or_path: str | Path) -> Suite:
     except yaml.YAMLError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "syntax error"
         raise LtbenchError(f"{where}: not valid YAML ({first})") from None
+    except UnicodeDecodeError:
+        raise LtbenchError(f"{where}: not a UTF-8 text YAML file") from None
     except OSError as exc:
         raise LtbenchError(f"cannot read suite file {where}: {exc.strerror}") from None
     if not isinstance(data, dict):

@@ -107,10 +107,14 @@ def point_spec(base: TrialSpec, key: str, point: dict[str, Any]) -> TrialSpec:
 
 
 def check_trials(trials: list[TrialSpec]) -> None:
-    """Resolve every trial's configuration now, so a bad value fails before Ray starts."""
-    from ltbench.data.registry import get_dataset_spec
+    """Check every trial now, so that a bad value fails before anything is written or Ray
+    starts: its configuration resolved, its stages planned (each stage's loss built once with
+    its parameters) and its data files found (`ltbench.data.registry.check_files`)."""
+    from ltbench.data.registry import check_files, get_dataset_spec
     from ltbench.engine.config import resolve
+    from ltbench.engine.stages import plan_stages
 
+    seen: set[tuple] = set()
     for t in trials:
         if not get_dataset_spec(t.dataset).built_in and not t.config.get("data_root"):
             raise LtbenchError(
@@ -118,7 +122,19 @@ def check_trials(trials: list[TrialSpec]) -> None:
                 "config: {data_root: DIR} in the suite), or use --dataset synthetic-lt"
             )
         try:
-            resolve(t.train_config())
+            cfg = resolve(t.train_config())
+            plan_stages(cfg)
+            files = (cfg.dataset, cfg.data_root, cfg.imb_factor, cfg.n_max, cfg.download)
+            if files not in seen:  # the same files for many trials: check them once
+                seen.add(files)
+                check_files(
+                    cfg.dataset,
+                    root=cfg.data_root,
+                    imb_factor=cfg.imb_factor,
+                    n_max=cfg.n_max,
+                    download=cfg.download,
+                    val_fraction=cfg.val_fraction,
+                )
         except LtbenchError as exc:
             raise LtbenchError(f"trial {t.key}: {exc}") from None
 
@@ -136,8 +152,8 @@ def _write_atomic(path: Path, text: str) -> None:
 def _read_spec_file(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LtbenchError(f"cannot read {path}: {exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
+        raise LtbenchError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
 
 
 def _spec(data: Any, path: Path) -> TrialSpec:

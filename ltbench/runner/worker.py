@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ltbench.errors import LtbenchError
+from ltbench.engine.locks import hold
+from ltbench.errors import LtbenchError, one_line
 from ltbench.runner.trials import TrialSpec
 from ltbench.schema import ERROR_FILE, RESULT_FILE, SEARCH_METRIC, read_result, trial_dir
 
@@ -44,7 +45,7 @@ def _final_metrics(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
+    text = one_line(exc) if str(exc).strip() else ""
     if isinstance(exc, LtbenchError):
         return text or "error"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -59,7 +60,11 @@ def run_trial(
     if stored is not None:  # finished earlier: never train or overwrite it again
         report(_final_metrics(stored))
         return stored
-    tdir.mkdir(parents=True, exist_ok=True)
+    with hold(tdir):  # the trial's folder is this process's until it ends
+        return _train_trial(spec, tdir, resources, report, train_fn)
+
+
+def _train_trial(spec: TrialSpec, tdir: Path, resources, report, train_fn) -> dict[str, Any]:
     (tdir / ERROR_FILE).unlink(missing_ok=True)
     if train_fn is None:
         from ltbench.engine.loop import train as train_fn
