@@ -15,9 +15,9 @@ import torch
 
 from ltbench.data import load_dataset, make_loader
 from ltbench.engine.config import TrainConfig, resolve
+from ltbench.engine.locks import hold
 from ltbench.engine.loop import train
 from ltbench.engine.models import build_model
-from ltbench.engine.locks import hold
 from ltbench.engine.stages import StageModel, plan_stages
 from ltbench.errors import LtbenchError
 from ltbench.sdk.registry import get_spec, list_losses
