@@ -503,6 +503,26 @@ def test_second_writer_is_refused_with_the_holders_pid(tmp_path, capsys):
     assert not (out / OWNER_FILE).exists()  # released; the lock file itself stays, empty
 
 
+def test_a_killed_holder_never_blocks_the_next(tmp_path):
+    """kill -9 leaves the lock file and a stale PID file; the system released the lock itself."""
+    from ltbench.engine.locks import hold, holder
+
+    folder = tmp_path / "run"
+    code = f"import time\nfrom ltbench.engine.locks import hold\nwith hold({str(folder)!r}):\n"
+    killed = subprocess.Popen(
+        [sys.executable, "-c", code + "    print('held', flush=True)\n    time.sleep(60)\n"],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert killed.stdout.readline().strip() == "held"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert holder(folder).startswith(f"PID {killed.pid} ")  # stale: information only
+    with hold(folder):
+        assert holder(folder).startswith(f"PID {os.getpid()} ")
+
+
 def test_a_second_driver_is_refused_while_the_first_holds_the_folder(tmp_path, capsys, no_ray):
     """`ltbench run --resume` while a driver holds DIR (here a process holding its lock)."""
     (tmp_path / "s.yaml").write_text(SUITE.replace("TAU", "1.0"))
