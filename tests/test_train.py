@@ -49,6 +49,31 @@ def test_train_writes_every_file(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
+def test_validation_split_gives_balanced_error_and_per_class_accuracy(tmp_path, capsys):
+    """`ltbench train ... --val-fraction 0.2`: the balanced validation error is 100 minus the
+    mean of val_per_class_accuracy (classes without a validation image left out and listed)."""
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "synthetic-lt", "--n-max", "100", "--imb-factor", "0.01"]
+    argv += ["--width", "0.25", "--batch-size", "64", "--epochs", "2", "--loss", "kps-ga"]
+    assert main([*argv, "--val-fraction", "0.2", "--out", str(run)]) == 0
+    saved = json.loads((run / "result.json").read_text())
+    acc = saved["val_per_class_accuracy"]
+    assert len(acc) == 10
+    seen = [a for a in acc if a is not None]
+    assert saved["val_balanced_error"] == pytest.approx(100 - sum(seen) / len(seen))
+    assert saved["val_classes_without_images"] == [c for c, a in enumerate(acc) if a is None]
+    counts = saved["val_class_counts"]
+    assert saved["val_classes_without_images"] == [c for c, n in enumerate(counts) if n == 0]
+    assert saved["val_classes_below_minimum"] == [c for c, n in enumerate(counts) if n < 5]
+    assert counts[:5] == [20, 12, 7, 5, 5]  # 100, 59, 35, 21, 12 images: the minimum of 5
+    assert saved["val_source"] == "holdout"
+    assert 0 <= saved["val_top1_error"] <= 100
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["val_balanced_error"] == pytest.approx(saved["val_balanced_error"])
+    assert rows[-1]["val_per_class_accuracy"] == acc
+    assert all("val_top1_error" in r for r in rows)
+
+
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
     a = train(tiny(loss="ce", seed=3), tmp_path / "a")
     b = train(tiny(loss="ce", seed=3), tmp_path / "b")
