@@ -319,12 +319,13 @@ def run_stage(
 def validation_split_record(bundle) -> dict[str, Any]:
     """What result.json says about the validation split: where it came from, its images per
     class and the classes with fewer than VAL_MIN_PER_CLASS (their error is noisy)."""
-    from ltbench.data.longtail import class_counts, classes_short_of_minimum
+    from ltbench.data.longtail import VAL_MIN_PER_CLASS, class_counts, classes_short_of_minimum
 
     counts = class_counts(bundle.val.labels, bundle.num_classes)
     return {
         "val_source": bundle.val_source,
         "val_class_counts": counts,
+        "val_min_per_class": VAL_MIN_PER_CLASS,
         "val_classes_below_minimum": classes_short_of_minimum(counts),
     }
 
