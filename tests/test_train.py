@@ -74,6 +74,52 @@ def test_validation_split_gives_balanced_error_and_per_class_accuracy(tmp_path, 
     assert all("val_top1_error" in r for r in rows)
 
 
+def test_scrambled_test_labels_change_no_validation_number_and_no_choice(tmp_path, monkeypatch):
+    """Nothing of the test set is read to choose: train two points of a search, then again with
+    the test labels replaced by garbage. Every validation number (and so the selected point)
+    is the same; only the test numbers change."""
+    import numpy as np
+    import pandas as pd
+
+    import ltbench.data
+    from ltbench.data.batches import TensorData
+    from ltbench.schema import select_best
+
+    real_load = ltbench.data.load_dataset
+
+    def scrambled(*args, **kwargs):
+        bundle = real_load(*args, **kwargs)
+        gen = torch.Generator().manual_seed(123)
+        garbage = torch.randint(0, bundle.num_classes, bundle.test.labels.shape, generator=gen)
+        bundle.test = TensorData(bundle.test.images, garbage.to(bundle.test.labels.device))
+        return bundle
+
+    points = {"a": 0.1, "b": 0.6}
+    runs = {}
+    for poisoned in (False, True):
+        if poisoned:
+            monkeypatch.setattr(ltbench.data, "load_dataset", scrambled)
+        rows = []
+        for key, m_max in points.items():
+            cfg = tiny(loss="kps-ga", epochs=1, val_fraction=0.2, loss_params={"m_max": m_max})
+            r = train(cfg, tmp_path / f"{key}-{poisoned}")
+            rows.append(
+                {
+                    "trial": key,
+                    "val_balanced_error": r["val_balanced_error"],
+                    "val_per_class": r["val_per_class_accuracy"],
+                    "test_top1_error": r["top1_error"],
+                    "status": "finished",
+                }
+            )
+        runs[poisoned] = pd.DataFrame(rows)
+    clean, poisoned = runs[False], runs[True]
+    assert list(clean["val_balanced_error"]) == list(poisoned["val_balanced_error"])
+    assert list(clean["val_per_class"]) == list(poisoned["val_per_class"])
+    assert not np.allclose(clean["test_top1_error"], poisoned["test_top1_error"])
+    assert select_best(clean)["trial"] == select_best(poisoned)["trial"]
+
+
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
     a = train(tiny(loss="ce", seed=3), tmp_path / "a")
     b = train(tiny(loss="ce", seed=3), tmp_path / "b")
