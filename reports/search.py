@@ -209,7 +209,7 @@ def grid_tables(sweep: pd.DataFrame, params: list[str]) -> list[Table]:
             continue
         rows = []
         for rv in axes[row_p]:
-            cells = [Cell(f"{row_p}={_value(rv)}")]
+            cells = [Cell(_value(rv))]
             for cv in col_values:
                 r = index[(rv, cv)]
                 chosen = best is not None and r["trial"] == best["trial"]

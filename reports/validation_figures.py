@@ -211,7 +211,7 @@ def selected_figure(data, path: Path) -> str | None:
             )
         ax.set_xticks(x, ticks, fontsize=8)
         ax.set_xlim(-0.6, len(frame) - 0.4)
-        ax.set_ylim(0, 105)
+        ax.set_ylim(-3, 105)  # a validation error of 0 stays visible
         unit = "group of classes" if grouped else "class"
         ax.set_xlabel(f"{unit}, most frequent first (training / validation images)")
         ax.set_ylabel("error (%)")

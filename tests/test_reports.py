@@ -459,9 +459,9 @@ def test_sweep_report(tmp_path):
     assert chosen.loc["test top-1 error", "value"] == f"{fin.loc[5, 'test_top1_error']:.2f}"
     grid = _md_table(md, "### Table 3: Grid: test top-1 error").set_index("m_max")
     assert list(grid.columns) == [f"s_base={s}" for s in (10, 15, 20, 25)]
-    assert _strip(grid.loc["m_max=0.4", "s_base=15"])[1] == "best"
-    assert grid.loc["m_max=0.5", "s_base=25"] == "failed"
-    assert grid.loc["m_max=0.3", "s_base=25"] == "stopped"
+    assert _strip(grid.loc["0.4", "s_base=15"])[1] == "best"
+    assert grid.loc["0.5", "s_base=25"] == "failed"
+    assert grid.loc["0.3", "s_base=25"] == "stopped"
     assert "### Table 4: Grid: balanced validation error" in md
     assert "not retrained on training + validation" in md
     assert "2 class(es) have fewer than 5 validation images" in md
