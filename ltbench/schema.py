@@ -72,11 +72,15 @@ RESULTS_COLUMNS = [
     "seed",
     "subset_seed",
     *METRIC_COLUMNS,
+    "val_balanced_error",  # NaN without a validation split
+    "val_top1_error",
     "epochs",
     "wall_seconds",
     "status",
     "error",
 ]
+# Columns a reader fills with NaN when an older results.csv lacks them.
+OPTIONAL_RESULTS_COLUMNS = ("val_balanced_error", "val_top1_error")
 PER_CLASS_COLUMNS = [
     "trial",
     "method",
@@ -89,10 +93,24 @@ PER_CLASS_COLUMNS = [
     "accuracy",
 ]
 
-# The metric a sweep selects on (lower is better), and the test error shown beside it.
-SEARCH_METRIC = "val_top1_error"
+# The metric a sweep selects on (lower is better): the balanced validation error, the mean over
+# classes of the per-class validation error, which estimates the balanced test error. Optuna,
+# ASHA and the best point use it; the instance-weighted validation error (dominated by the head
+# classes of the long-tailed validation split) and the test error are shown beside it, and the
+# test error is never read to choose anything.
+SEARCH_METRIC = "val_balanced_error"
+VAL_TOP1_METRIC = "val_top1_error"
 SWEEP_TEST_METRIC = "test_top1_error"
-SWEEP_FIXED_COLUMNS = ("trial", SEARCH_METRIC, SWEEP_TEST_METRIC, "epochs", "status")
+SWEEP_FIXED_COLUMNS = (
+    "trial",
+    SEARCH_METRIC,
+    VAL_TOP1_METRIC,
+    SWEEP_TEST_METRIC,
+    "epochs",
+    "status",
+)
+# The columns every sweep.csv has; older ones lack SEARCH_METRIC (a reader fills it with NaN).
+SWEEP_REQUIRED_COLUMNS = ("trial", SWEEP_TEST_METRIC, "epochs", "status")
 
 
 def sweep_columns(param_names: Iterable[str]) -> list[str]:
@@ -112,6 +130,21 @@ def sweep_params(suite: Mapping[str, Any] | None, columns: Iterable[str]) -> lis
     if isinstance(recorded, list) and recorded and all(isinstance(p, str) for p in recorded):
         return list(recorded)
     return [c for c in columns if c not in SWEEP_FIXED_COLUMNS]
+
+
+def select_best(sweep, metric: str = SEARCH_METRIC):
+    """The selected point of a sweep.csv frame: the finished row with the lowest `metric`.
+
+    Ties go to the first such row (trial order). None when no finished point has the metric.
+    Only `status` and `metric` are read, never a test column: the runner's "best" line and the
+    report's marked point both come from here.
+    """
+    if metric not in sweep.columns:
+        return None
+    chosen = sweep[(sweep["status"] == FINISHED) & sweep[metric].notna()]
+    if chosen.empty:
+        return None
+    return chosen.loc[chosen[metric].idxmin()]
 
 
 # ----------------------------------------------------------------------------------------------

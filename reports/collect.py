@@ -24,6 +24,7 @@ from ltbench.schema import (
     FINISHED,
     METRICS_FILE,
     MISSING,
+    OPTIONAL_RESULTS_COLUMNS,
     PER_CLASS_COLUMNS,
     PER_CLASS_FILE,
     RESULT_FILE,
@@ -32,6 +33,7 @@ from ltbench.schema import (
     SUITE_FILE,
     SWEEP_FILE,
     SWEEP_FIXED_COLUMNS,
+    SWEEP_REQUIRED_COLUMNS,
     read_metrics,
     read_result,
     sweep_params,
@@ -59,12 +61,16 @@ class RunData:
         return self.results[self.results["status"] == FINISHED]
 
 
-def _read_csv(path: Path, columns) -> pd.DataFrame:
+def _read_csv(path: Path, columns, optional=()) -> pd.DataFrame:
+    """A CSV with `columns`; `optional` ones (which older files lack) are filled with NaN."""
     try:
         df = pd.read_csv(path, keep_default_na=True)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise LtbenchError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-    _check_columns(path, df, columns)
+    _check_columns(path, df, [c for c in columns if c not in optional])
+    for c in optional:
+        if c not in df.columns:
+            df[c] = math.nan
     return df
 
 
@@ -115,7 +121,7 @@ def load_run(run_dir: str | Path) -> RunData:
             f"{run_dir} has no results.csv: not a suite output directory "
             "(write one with `ltbench run --suite ... --out DIR`)"
         )
-    results = _normalise_results(_read_csv(results_path, RESULTS_COLUMNS))
+    results = _normalise_results(_read_csv(results_path, RESULTS_COLUMNS, OPTIONAL_RESULTS_COLUMNS))
     data = RunData(run_dir=run_dir, results=results, suite=_read_suite(run_dir))
 
     per_class_path = run_dir / PER_CLASS_FILE
@@ -125,7 +131,8 @@ def load_run(run_dir: str | Path) -> RunData:
         pc["rho"] = pd.to_numeric(pc["rho"], errors="coerce")
         data.per_class = pc
     if sweep_path.is_file():
-        sweep = _read_csv(sweep_path, SWEEP_FIXED_COLUMNS)
+        optional = [c for c in SWEEP_FIXED_COLUMNS if c not in SWEEP_REQUIRED_COLUMNS]
+        sweep = _read_csv(sweep_path, SWEEP_FIXED_COLUMNS, optional)
         params = sweep_params(data.suite, sweep.columns)
         _check_columns(sweep_path, sweep, params)
         sweep["status"] = sweep["status"].fillna(MISSING).astype(str).str.strip()

@@ -40,6 +40,7 @@ from ltbench.engine.checkpoint import (
     write_rows,
 )
 from ltbench.engine.config import TrainConfig, resolve, save_yaml
+from ltbench.engine.metrics import validation_metrics
 from ltbench.engine.schedule import cosine_learning_rate, step_learning_rate
 from ltbench.engine.stages import (
     StageModel,
@@ -269,7 +270,8 @@ def run_stage(
         if epoch + 1 == stage.epochs or (epoch + 1) % cfg.eval_every == 0:
             row["test_top1_error"] = assess(loaders.test)["top1_error"]
         if loaders.val is not None:
-            row["val_top1_error"] = assess(loaders.val)["top1_error"]
+            row.update(validation_metrics(assess(loaders.val)["confusion_matrix"]))
+            del row["val_classes_without_images"]  # a property of the split: in result.json
         row["epoch_seconds"] = time.perf_counter() - tick
         history.append(row)
         state = {
@@ -294,7 +296,8 @@ def run_stage(
     # -- final metrics, from the saved state so a relaunch gives the same file ---------------
     result = build_result(cfg, bundle, assess(loaders.test), history)
     if loaders.val is not None:
-        result["val_top1_error"] = assess(loaders.val)["top1_error"]
+        result.update(validation_metrics(assess(loaders.val)["confusion_matrix"]))
+        result.update(validation_split_record(bundle))
     result["wall_seconds"] = (
         time.perf_counter() - start_time + sum(r.get("epoch_seconds", 0.0) for r in history[:start])
     )
@@ -311,6 +314,20 @@ def run_stage(
         }
     write_json(out_dir / "result.json", result)
     return result
+
+
+def validation_split_record(bundle) -> dict[str, Any]:
+    """What result.json says about the validation split: where it came from, its images per
+    class and the classes with fewer than VAL_MIN_PER_CLASS (their error is noisy)."""
+    from ltbench.data.longtail import VAL_MIN_PER_CLASS, class_counts, classes_short_of_minimum
+
+    counts = class_counts(bundle.val.labels, bundle.num_classes)
+    return {
+        "val_source": bundle.val_source,
+        "val_class_counts": counts,
+        "val_min_per_class": VAL_MIN_PER_CLASS,
+        "val_classes_below_minimum": classes_short_of_minimum(counts),
+    }
 
 
 def stage_learning_rate(cfg: TrainConfig, stage: Stage, epoch: int) -> float:

@@ -11,7 +11,14 @@ from typing import Any
 
 from ltbench.errors import LtbenchError
 from ltbench.runner.trials import TrialSpec
-from ltbench.schema import ERROR_FILE, RESULT_FILE, SEARCH_METRIC, read_result, trial_dir
+from ltbench.schema import (
+    ERROR_FILE,
+    RESULT_FILE,
+    SEARCH_METRIC,
+    VAL_TOP1_METRIC,
+    read_result,
+    trial_dir,
+)
 
 
 class _TuneHooks:
@@ -38,8 +45,9 @@ def _final_metrics(result: dict[str, Any]) -> dict[str, Any]:
         "wall_seconds": result.get("wall_seconds"),
         "finished": True,
     }
-    if result.get(SEARCH_METRIC) is not None:
-        out[SEARCH_METRIC] = result[SEARCH_METRIC]
+    for key in (SEARCH_METRIC, VAL_TOP1_METRIC):
+        if result.get(key) is not None:
+            out[key] = result[key]
     return {k: v for k, v in out.items() if v is not None}
 
 
