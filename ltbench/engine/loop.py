@@ -317,9 +317,8 @@ def stage_learning_rate(cfg: TrainConfig, stage: Stage, epoch: int) -> float:
     """The learning rate of 0-based `epoch` of `stage`."""
     if stage.schedule == "cosine":
         return cosine_learning_rate(stage.lr, epoch, stage.epochs)
-    return step_learning_rate(
-        stage.lr, epoch, cfg.warmup_epochs, cfg.lr_decay_epochs, cfg.lr_decay_factor
-    )
+    factor = cfg.lr_decay_factor if stage.lr_decay_factor is None else stage.lr_decay_factor
+    return step_learning_rate(stage.lr, epoch, cfg.warmup_epochs, cfg.lr_decay_epochs, factor)
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
