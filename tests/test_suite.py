@@ -229,7 +229,7 @@ def test_search_block_validation(tmp_path, block, match):
 
 
 def test_presets():
-    assert PRESETS["paper"].overrides == {}
+    assert PRESETS["paper"].overrides == {"amp": False}  # float32 until bf16 is measured
     smoke = PRESETS["smoke"].overrides
     assert {"epochs", "n_max", "width"} <= set(smoke)
     suite, overrides = apply_overrides(
