@@ -200,7 +200,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"post-hoc rules on {args.run_dir} ({block['precision']}; tau chosen on "
         f"{block['selection_split'] or 'nothing: fixed at ' + format(block['fixed_tau'], 'g')})"
     )
-    print(f"  {'rule':<13} {'tau':>5} {'top-1 err':>9} {'many':>6} {'med':>6} {'few':>6} {'ECE':>6}")
+    head = ("rule", "tau", "top-1 err", "many", "med", "few", "ECE")
+    print("  {:<13} {:>5} {:>9} {:>6} {:>6} {:>6} {:>6}".format(*head))
     for rule, r in block["rules"].items():
         tau = "-" if r["tau"] is None else f"{r['tau']:g}"
         print(
@@ -260,9 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser(
-        "eval", help="post-hoc decision rules on a finished run (no retraining)"
-    )
+    p = sub.add_parser("eval", help="post-hoc decision rules on a finished run (no retraining)")
     p.add_argument("run_dir", type=Path, help="a finished `ltbench train` output directory")
     p.add_argument(
         "--rules",

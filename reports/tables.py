@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ltbench.schema import RAW_RULE, SAME_SETUP, UNKNOWN
 from reports.content import BEST, SECOND, Cell, Column, Table
-from reports.paper import NATURAL_LT, PAPER_SETTINGS, PaperNumbers, reference_rows
+from reports.paper import NATURAL_LT, PAPER_SETTINGS, PaperNumbers, PaperValue, reference_rows
 
 DAGGER = "†"
 NO_STD = "-"
@@ -174,6 +175,57 @@ class _Notes:
         return out
 
 
+def setting_in_paper(paper: PaperNumbers, setting: Setting) -> bool:
+    """Whether any of the paper's tables reports a number for this dataset and rho."""
+    return any(
+        (pv := paper.lookup(m, setting.dataset, setting.rho)) is not None and pv.value is not None
+        for m in paper.methods
+    )
+
+
+def paper_match(
+    rows: pd.DataFrame, paper: PaperNumbers, setting: Setting
+) -> tuple[PaperValue | None, str, str]:
+    """(the paper's number, "", "") when the finished ``rows`` of one method and setting are
+    the paper row's configuration, else (None, short reason for the cell, longer note).
+
+    The configuration is the label the run derived from everything that defines it
+    (results.csv ``label``: loss, changed parameters, mixup, stages), and its setup must be the
+    paper's (``setup`` empty: network, data, schedule). The suite's method name plays no part.
+    """
+    if rows.empty or not setting_in_paper(paper, setting):
+        return None, "-", ""
+    if (rows["rule"] != RAW_RULE).any():
+        return None, "post-hoc rule", ""
+    labels, setups = set(rows["label"]), set(rows["setup"])
+    if UNKNOWN in labels or UNKNOWN in setups:
+        return None, "config unknown", "the results file does not record the configuration"
+    if len(labels) > 1:
+        return None, "mixed configs", "configurations: " + "; ".join(sorted(labels))
+    label = labels.pop()
+    pv = paper.lookup(label, setting.dataset, setting.rho)
+    if pv is None:
+        return None, "no paper row", f"configuration {label} is not a row of the paper"
+    if pv.value is None:
+        return None, "-", ""
+    deviations = sorted(x for x in setups if x != SAME_SETUP)
+    if deviations:
+        return None, "setup differs", f"setup differs from the paper's: {deviations[0]}"
+    return pv, "", ""
+
+
+def precision_note(results: pd.DataFrame) -> str:
+    """The precision the numbers were computed in, as a table note."""
+    fin = results[results["status"] == "finished"]
+    if fin.empty or "precision" not in fin.columns:
+        return ""
+    values = sorted(set(fin["precision"].astype(str)))
+    if len(values) == 1:
+        return f"Precision: {values[0]}."
+    per = fin.groupby("method")["precision"].agg(lambda v: ", ".join(sorted(set(map(str, v)))))
+    return "Precision: " + _capped([f"{m}: {v}" for m, v in per.items()]) + "."
+
+
 def metric_table(
     results: pd.DataFrame,
     metrics: list[tuple[str, str]],
@@ -213,6 +265,8 @@ def metric_table(
             marks[(s.label, m)] = rank_marks(means, higher_is_better)
 
     used_tables: set[str] = set()
+    why: list[str] = []
+    fin = with_setting(results[results["status"] == "finished"])
     rows = []
     for meth in methods:
         row = [Cell(meth)]
@@ -222,11 +276,14 @@ def metric_table(
                 rec = st.loc[(meth, s.label)] if (meth, s.label) in st.index else None
                 row.append(Cell(notes.cell(rec, meth, s.label), marks[(s.label, m)].get(meth, "")))
             if paper is not None:
-                pv = paper.lookup(meth, s.dataset, s.rho)
+                cell_rows = fin[(fin["method"] == meth) & (fin["setting"] == s.label)]
+                pv, reason, note = paper_match(cell_rows, paper, s)
                 rec = stats[metrics[0][0]]
                 mean = rec.loc[(meth, s.label), "mean"] if (meth, s.label) in rec.index else np.nan
-                if pv is None or pv.value is None:
-                    row += [Cell("-"), Cell("-")]
+                if pv is None:
+                    row += [Cell(reason), Cell("-")]
+                    if note:
+                        why.append(f"{meth} on {s.label}: {reason}: {note}")
                 else:
                     used_tables.add(pv.table)
                     delta = "-" if math.isnan(mean) else f"{mean - pv.value:+.2f}"
@@ -243,9 +300,16 @@ def metric_table(
         table_notes.append(
             "paper: the number the paper reports for the same method and setting"
             + (f" ({cited})" if cited else "")
-            + "; Δ = measured mean − paper; '-' where the paper has no number."
+            + "; Δ = measured mean − paper; '-' where the paper has no number. A number is shown "
+            "only when the run's configuration (its label from loss, parameters, mixup and "
+            "stages) is the paper row's and its setup (network, data, schedule) is the paper's; "
+            "otherwise the cell says why."
         )
+        if why:
+            table_notes.append("Empty paper cells: " + _capped(list(dict.fromkeys(why))) + ".")
     table_notes += notes.lines()
+    if precision_note(results):
+        table_notes.append(precision_note(results))
     return Table(title=title, columns=columns, rows=rows, notes=table_notes, anchor=anchor)
 
 
@@ -285,6 +349,12 @@ def result_tables(results: pd.DataFrame, paper: PaperNumbers | None) -> list[Tab
                 higher_is_better=False,
                 anchor="ece",
             )
+        )
+        tables[-1].notes.append(
+            "Confidences: the softmax of the loss's evaluation logits (a cosine head: its "
+            "scale s times the cosines) for trained rows; a post-hoc row [rule] uses the rule's "
+            "own logits (train-logits: the training logits without margins; logit-adjust: "
+            "those minus τ log prior; tau-norm: the τ-normalised scores times s)."
         )
     return tables
 

@@ -4,8 +4,6 @@ Every expected value is written out here from the official config files (see
 baselines/recipes.yaml for the citations), not read back from the table.
 """
 
-import pytest
-
 from ltbench.engine.config import TrainConfig, resolve
 from ltbench.engine.stages import plan_stages
 from ltbench.sdk.registry import get_spec

@@ -199,9 +199,7 @@ def split_features(run: FinishedRun, split: str) -> SplitFeatures | None:
     loaders = make_loaders(run.bundle, run.cfg, run.device)
     loader = loaders.val if split == "val" else loaders.test
     loader.set_epoch(0)
-    autocast = (
-        torch.autocast(run.device.type, dtype=torch.bfloat16) if run.amp else nullcontext()
-    )
+    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16) if run.amp else nullcontext()
     feats, labels = [], []
     run.model.eval()
     for images, y in loader:
