@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ltbench.schema import RAW_RULE, SAME_SETUP, UNKNOWN
 from reports.content import BEST, SECOND, Cell, Column, Table
-from reports.paper import NATURAL_LT, PAPER_SETTINGS, PaperNumbers, PaperValue, reference_rows
+from reports.labels import paper_match, precision_note
+from reports.paper import NATURAL_LT, PAPER_SETTINGS, PaperNumbers, reference_rows
 
 DAGGER = "†"
 NO_STD = "-"
@@ -173,57 +173,6 @@ class _Notes:
         if self.single:
             out.append(f"± {NO_STD}: a single finished seed, so no standard deviation.")
         return out
-
-
-def setting_in_paper(paper: PaperNumbers, setting: Setting) -> bool:
-    """Whether any of the paper's tables reports a number for this dataset and rho."""
-    return any(
-        (pv := paper.lookup(m, setting.dataset, setting.rho)) is not None and pv.value is not None
-        for m in paper.methods
-    )
-
-
-def paper_match(
-    rows: pd.DataFrame, paper: PaperNumbers, setting: Setting
-) -> tuple[PaperValue | None, str, str]:
-    """(the paper's number, "", "") when the finished ``rows`` of one method and setting are
-    the paper row's configuration, else (None, short reason for the cell, longer note).
-
-    The configuration is the label the run derived from everything that defines it
-    (results.csv ``label``: loss, changed parameters, mixup, stages), and its setup must be the
-    paper's (``setup`` empty: network, data, schedule). The suite's method name plays no part.
-    """
-    if rows.empty or not setting_in_paper(paper, setting):
-        return None, "-", ""
-    if (rows["rule"] != RAW_RULE).any():
-        return None, "post-hoc rule", ""
-    labels, setups = set(rows["label"]), set(rows["setup"])
-    if UNKNOWN in labels or UNKNOWN in setups:
-        return None, "config unknown", "the results file does not record the configuration"
-    if len(labels) > 1:
-        return None, "mixed configs", "configurations: " + "; ".join(sorted(labels))
-    label = labels.pop()
-    pv = paper.lookup(label, setting.dataset, setting.rho)
-    if pv is None:
-        return None, "no paper row", f"configuration {label} is not a row of the paper"
-    if pv.value is None:
-        return None, "-", ""
-    deviations = sorted(x for x in setups if x != SAME_SETUP)
-    if deviations:
-        return None, "setup differs", f"setup differs from the paper's: {deviations[0]}"
-    return pv, "", ""
-
-
-def precision_note(results: pd.DataFrame) -> str:
-    """The precision the numbers were computed in, as a table note."""
-    fin = results[results["status"] == "finished"]
-    if fin.empty or "precision" not in fin.columns:
-        return ""
-    values = sorted(set(fin["precision"].astype(str)))
-    if len(values) == 1:
-        return f"Precision: {values[0]}."
-    per = fin.groupby("method")["precision"].agg(lambda v: ", ".join(sorted(set(map(str, v)))))
-    return "Precision: " + _capped([f"{m}: {v}" for m, v in per.items()]) + "."
 
 
 def metric_table(

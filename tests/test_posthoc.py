@@ -113,3 +113,44 @@ def test_grid_and_train_logits():
     la = build_loss("la", counts)
     prior = torch.log(torch.tensor(counts, dtype=torch.float64) / sum(counts)).float()
     assert torch.allclose(la.train_logits(cos), cos + prior)
+
+
+def test_results_csv_gets_one_row_per_posthoc_rule(tmp_path):
+    from ltbench.runner.results import collect
+    from ltbench.runner.trials import TrialSpec, save_trials
+
+    cfg = TrainConfig(loss="ce", dataset="synthetic-lt", imb_factor=0.05).to_dict()
+    trial = TrialSpec("ce_t", "ce", cfg, ("logit-adjust",))
+    save_trials(tmp_path, [trial])
+    tdir = tmp_path / "trials" / "ce_t"
+    tdir.mkdir(parents=True)
+    metrics = {"top1_error": 50.0, "per_class_accuracy": [40.0, 60.0], "ece": 5.0}
+    result = {
+        "method": "ce", "setup_deviations": [], "full_schedule": True,
+        "precision": "float32", "epochs": 30, **metrics,
+        "class_counts": [10, 2], "class_names": ["a", "b"],
+        "posthoc": {"precision": "float32", "rules": {
+            "raw": {**metrics, "tau": None},
+            "logit-adjust": {"top1_error": 45.0, "per_class_accuracy": [45.0, 65.0],
+                             "ece": 4.0, "tau": 1.0},
+        }},
+    }  # fmt: skip
+    (tdir / "result.json").write_text(json.dumps(result))
+    results, per_class = collect(tmp_path)
+    assert list(results["rule"]) == ["raw", "logit-adjust"]
+    assert list(results["top1_error"]) == [50.0, 45.0]
+    assert list(results["label"]) == ["ce", "ce"] and results["setup"][0] == "none"
+    assert set(per_class["rule"]) == {"raw", "logit-adjust"} and len(per_class) == 4
+    assert TrialSpec.from_dict(trial.to_dict()).posthoc == ("logit-adjust",)
+
+
+def test_suite_posthoc_key(tmp_path):
+    from ltbench.runner.suite import expand, load_suite
+
+    path = tmp_path / "s.yaml"
+    base = "methods: [ce]\ndatasets: [synthetic-lt]\nrhos: [10]\nseeds: [0]\n"
+    path.write_text(base + "posthoc: [logit-adjust, tau-norm]\n")
+    assert expand(load_suite(path))[0].posthoc == ("logit-adjust", "tau-norm")
+    path.write_text(base + "posthoc: [bogus]\n")
+    with pytest.raises(LtbenchError, match="unknown post-hoc rule 'bogus'"):
+        load_suite(path)
