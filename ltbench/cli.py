@@ -196,10 +196,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from ltbench.engine.posthoc import posthoc
 
     block = posthoc(args.run_dir, args.rules, args.tau_grid, device=args.device)
-    print(
-        f"post-hoc rules on {args.run_dir} ({block['precision']}; tau chosen on "
-        f"{block['selection_split'] or 'nothing: fixed at ' + format(block['fixed_tau'], 'g')})"
+    how = (
+        f"tau chosen on {block['selection_split']} by {block['selection_metric']}"
+        if block["selection_split"]
+        else f"tau fixed at {block['fixed_tau']:g} (no validation split)"
     )
+    print(f"post-hoc rules on {args.run_dir} ({block['precision']}; {how})")
     head = ("rule", "tau", "top-1 err", "many", "med", "few", "ECE")
     print("  {:<13} {:>5} {:>9} {:>6} {:>6} {:>6} {:>6}".format(*head))
     for rule, r in block["rules"].items():
