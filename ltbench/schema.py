@@ -13,8 +13,10 @@ Ray or the engine. The layout (docs/DESIGN.md, "Suite output directory"):
         error.txt                the run failed    -> status "failed", its text is the error
         trial.json               sweeps: the trial's spec, written by the trial itself
                                  otherwise: not run, interrupted or stopped early -> "missing"
-    DIR/results.csv              RESULTS_COLUMNS, one row per trial
-    DIR/per_class.csv            PER_CLASS_COLUMNS, one row per (trial, class)
+    DIR/results.csv              RESULTS_COLUMNS, one row per trial (rule "raw": the trained
+                                 model's decision), plus one per post-hoc rule the trial's
+                                 result.json holds (`posthoc`, `ltbench eval`)
+    DIR/per_class.csv            PER_CLASS_COLUMNS, one row per (trial, rule, class)
     DIR/sweep.csv                sweeps only: sweep_columns(params), one row per tried point
 """
 
@@ -78,6 +80,12 @@ RESULTS_COLUMNS = [
     "wall_seconds",
     "status",
     "error",
+    # what the row is (result.json; older files lack them: OPTIONAL_COLUMNS fills them in)
+    "label",  # the method label from the whole configuration (result.json `method`)
+    "setup",  # how the setup differs from the paper's recipe ("; "-joined), or SAME_SETUP
+    "precision",  # "bf16-autocast" or "float32" (of this row's evaluation)
+    "full_schedule",  # True when epochs and milestones are the dataset recipe's
+    "rule",  # decision rule: "raw" (the trained model) or a post-hoc rule
 ]
 # Columns a reader fills with NaN when an older results.csv lacks them.
 OPTIONAL_RESULTS_COLUMNS = ("val_balanced_error", "val_top1_error")
@@ -91,7 +99,27 @@ PER_CLASS_COLUMNS = [
     "class_name",
     "count",
     "accuracy",
+    "rule",
 ]
+
+# Columns added after the first results files were written, with the value an older file
+# means: a reader fills in a missing column with it ("unknown": not recorded).
+UNKNOWN = "unknown"
+RAW_RULE = "raw"
+SAME_SETUP = "none"  # `setup` of a run whose setup is the paper's recipe
+OPTIONAL_COLUMNS = {
+    "label": UNKNOWN,
+    "setup": UNKNOWN,
+    "precision": UNKNOWN,
+    "full_schedule": UNKNOWN,
+    "rule": RAW_RULE,
+}
+
+
+def required_columns(columns: Iterable[str]) -> list[str]:
+    """The columns of `columns` that every results file has (the others are optional)."""
+    return [c for c in columns if c not in OPTIONAL_COLUMNS]
+
 
 # The metric a sweep selects on (lower is better): the balanced validation error, the mean over
 # classes of the per-class validation error, which estimates the balanced test error. Optuna,

@@ -83,6 +83,11 @@ def make_fake_suite(root: Path, datasets: dict | None = None) -> Path:
                         subset_seed=0,
                         epochs=EPOCHS,
                         error="",
+                        label=method,
+                        setup="none",
+                        precision="float32",
+                        full_schedule=True,
+                        rule="raw",
                     )
                     if key == FAILED:
                         row.update(status="failed", error="RuntimeError: CUDA out of memory")
@@ -358,7 +363,8 @@ def test_paper_numbers_yaml():
     assert paper.lookup("ce", "cifar10-lt", 100).value == 29.64
     assert paper.lookup("ce", "cifar10-lt", 100.0).table == "table3"
     assert paper.lookup("kps", "cifar100-lt", 50).value == 50.92
-    assert paper.lookup("kps+mixup", "cifar100-lt", 50).value == 49.45  # alias
+    assert paper.lookup("kps-ga+mixup", "cifar100-lt", 50).value == 49.45
+    assert paper.lookup("kps+mixup", "cifar100-lt", 50) is None  # plain KPS + mixup: no row
     assert paper.lookup("mislas-kps", "imagenet-lt", 1.0).value == 47.74  # rho ignored
     assert paper.lookup("la", "cifar10-lt", 50).value is None  # "-" in the paper
     assert paper.lookup("ce", "synthetic-lt", 100) is None
@@ -567,3 +573,63 @@ def test_single_seed_cell_and_scattered_sweep(tmp_path):
 
     assert grid_axes(sw, ["m_max", "s_base"]) is None  # scattered: no heat map
     assert heat_map(sw, ["m_max", "s_base"], "val_balanced_error", tmp_path / "x.png") is None
+
+
+def _labelled_results(rows):
+    """A results frame of finished cifar10-lt rho-100 rows: (method, label, setup, rule)."""
+    out = []
+    for i, (method, label, setup, rule) in enumerate(rows):
+        row = dict.fromkeys(RESULTS_COLUMNS, math.nan)
+        row.update(
+            trial=f"t{i}", method=method, params="{}", dataset="cifar10-lt", imb_factor=0.01,
+            rho=100.0, seed=0, subset_seed=0, top1_error=20.0 + i, epochs=200,
+            status="finished", error="", label=label, setup=setup, precision="float32",
+            full_schedule="True", rule=rule,
+        )  # fmt: skip
+        out.append(row)
+    return pd.DataFrame(out, columns=RESULTS_COLUMNS)
+
+
+def test_paper_number_only_for_the_paper_rows_configuration(tmp_path):
+    from reports.collect import _normalise_results
+    from reports.markdown import table_markdown
+    from reports.paper import load_paper_numbers
+    from reports.tables import metric_table
+
+    results = _normalise_results(
+        _labelled_results(
+            [
+                ("kps+mixup", "kps+mixup", "none", "raw"),  # plain KPS with mixup
+                ("kps-ga-mix", "kps-ga+mixup", "none", "raw"),  # the paper's "KPS w. mixup"
+                ("kps-ga", "kps-ga (m_max=0.3)", "none", "raw"),  # not the paper's parameters
+                ("ce", "ce", "schedule: 12 epochs", "raw"),  # a shortened run
+                ("ce", "ce", "none", "logit-adjust"),  # a post-hoc rule's row
+            ]
+        ).assign(label=lambda d: d["label"])
+    )
+    table = metric_table(
+        results, [("top1_error", "err")], "t", False, "top1", paper=load_paper_numbers()
+    )
+    cells = {row[0].text: row[2].text for row in table.rows}
+    assert cells["kps-ga-mix"] == "17.84"  # Table 6, KPS w. mixup, CIFAR-10-LT rho 100
+    assert cells["kps+mixup"] == "no paper row"  # not KPS w. mixup
+    assert cells["kps-ga"] == "no paper row"
+    assert cells["ce"] == "setup differs"
+    assert cells["ce [logit-adjust]"] == "post-hoc rule"
+    md = table_markdown(table)
+    assert "configuration kps+mixup is not a row of the paper" in md
+    assert "Precision: float32." in md
+
+
+def test_old_results_without_new_columns_are_readable(tmp_path):
+    root = make_fake_suite(tmp_path / "old", datasets={"cifar100-lt": 100})
+    df = pd.read_csv(root / "results.csv")
+    df.drop(columns=["label", "setup", "precision", "full_schedule", "rule"]).to_csv(
+        root / "results.csv", index=False
+    )
+    paths = build_report(root, formats="md")
+    md = paths["md"].read_text()
+    table = _md_table(md, "### Table 1: Top-1 error").set_index("method")
+    i = list(table.columns).index("cifar100-lt ρ=100: top-1 err")
+    assert table.iloc[0, i + 1] == "config unknown"
+    assert "| precision " in md and "unknown" in md

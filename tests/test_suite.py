@@ -280,7 +280,7 @@ def test_grid_search_values_steps_and_presets(tmp_path):
 
 
 def test_presets():
-    assert PRESETS["paper"].overrides == {}
+    assert PRESETS["paper"].overrides == {"amp": False}  # float32 until bf16 is measured
     smoke = PRESETS["smoke"].overrides
     assert {"epochs", "n_max", "width"} <= set(smoke)
     suite, overrides = apply_overrides(

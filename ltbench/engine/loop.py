@@ -40,6 +40,7 @@ from ltbench.engine.checkpoint import (
     write_rows,
 )
 from ltbench.engine.config import TrainConfig, resolve, save_yaml
+from ltbench.engine.identity import identity, precision_name
 from ltbench.engine.metrics import validation_metrics
 from ltbench.engine.schedule import cosine_learning_rate, step_learning_rate
 from ltbench.engine.stages import (
@@ -302,6 +303,13 @@ def run_stage(
         time.perf_counter() - start_time + sum(r.get("epoch_seconds", 0.0) for r in history[:start])
     )
     result["env"] = environment(device, amp=amp, channels_last=channels_last)
+    result["precision"] = precision_name(amp)
+    if multi:  # a cached stage 1 may have run at another precision (amp is a runtime setting)
+        first = previous.result.get("precision") or precision_name(
+            previous.result.get("env", {}).get("amp_bf16") == "True"
+        )
+        if first != result["precision"]:
+            result["precision"] = f"{first} (stage 1), {result['precision']} (stage 2)"
     result["stage_plan"] = ([previous.stage.describe()] if multi else []) + [stage.describe()]
     if multi:
         result["epochs"] = stage.epochs
@@ -334,9 +342,8 @@ def stage_learning_rate(cfg: TrainConfig, stage: Stage, epoch: int) -> float:
     """The learning rate of 0-based `epoch` of `stage`."""
     if stage.schedule == "cosine":
         return cosine_learning_rate(stage.lr, epoch, stage.epochs)
-    return step_learning_rate(
-        stage.lr, epoch, cfg.warmup_epochs, cfg.lr_decay_epochs, cfg.lr_decay_factor
-    )
+    factor = cfg.lr_decay_factor if stage.lr_decay_factor is None else stage.lr_decay_factor
+    return step_learning_rate(stage.lr, epoch, cfg.warmup_epochs, cfg.lr_decay_epochs, factor)
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
@@ -368,7 +375,7 @@ def build_result(
     tested = [r for r in history if "test_top1_error" in r]
     best = min(tested, key=lambda r: r["test_top1_error"]) if tested else None
     return {
-        "method": cfg.loss + ("+mixup" if cfg.mixup_alpha > 0 else ""),
+        **identity(cfg),  # method (the label from the whole configuration), full_schedule, ...
         "loss": cfg.loss,
         "loss_params": cfg.loss_params,
         "mixup_alpha": cfg.mixup_alpha,

@@ -32,9 +32,11 @@ from ltbench.schema import (
     OPTIONAL_RESULTS_COLUMNS,
     PER_CLASS_COLUMNS,
     PER_CLASS_FILE,
+    RAW_RULE,
     RESULT_FILE,
     RESULTS_COLUMNS,
     RESULTS_FILE,
+    SAME_SETUP,
     SEARCH_METRIC,
     STOPPED,
     SUITE_FILE,
@@ -72,7 +74,53 @@ def _planned_epochs(spec: TrialSpec) -> int | None:
     return epochs
 
 
-def _class_rows(key: str, spec: TrialSpec, result: dict[str, Any]) -> list[dict[str, Any]]:
+def _identity(spec: TrialSpec, result: dict[str, Any] | None) -> dict[str, Any]:
+    """label, setup, precision, full_schedule of a trial: from its result.json, else (not
+    finished) from its configuration; "" where neither says."""
+    info: dict[str, Any] = {}
+    if result is not None and "full_schedule" in result:
+        info = {
+            "label": result.get("method", ""),
+            "setup": "; ".join(result.get("setup_deviations") or []) or SAME_SETUP,
+            "full_schedule": bool(result.get("full_schedule")),
+        }
+    elif result is None:
+        from ltbench.engine.config import resolve
+        from ltbench.engine.identity import identity
+
+        try:
+            ident = identity(resolve(spec.train_config()))
+        except LtbenchError:
+            ident = None
+        if ident is not None:
+            info = {
+                "label": ident["method"],
+                "setup": "; ".join(ident["setup_deviations"]) or SAME_SETUP,
+                "full_schedule": ident["full_schedule"],
+            }
+    info.setdefault("label", "")
+    info.setdefault("setup", "")
+    info.setdefault("full_schedule", "")
+    info["precision"] = (result or {}).get("precision", "")
+    return info
+
+
+def _posthoc_rules(result: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The post-hoc rules of a result (not `raw`: the trained model's row is that rule)."""
+    block = (result or {}).get("posthoc") or {}
+    rules = block.get("rules") if isinstance(block, dict) else None
+    if not isinstance(rules, dict):
+        return {}
+    return {
+        rule: {**r, "precision": block.get("precision", "")}
+        for rule, r in rules.items()
+        if rule != RAW_RULE and isinstance(r, dict)
+    }
+
+
+def _class_rows(
+    key: str, spec: TrialSpec, result: dict[str, Any], rule: str = RAW_RULE
+) -> list[dict[str, Any]]:
     accs = result.get("per_class_accuracy") or []
     counts = result.get("class_counts") or [None] * len(accs)
     names = result.get("class_names") or [str(i) for i in range(len(accs))]
@@ -87,6 +135,7 @@ def _class_rows(key: str, spec: TrialSpec, result: dict[str, Any]) -> list[dict[
             "class_name": names[c] if c < len(names) else str(c),
             "count": counts[c] if c < len(counts) else None,
             "accuracy": math.nan if acc is None else acc,
+            "rule": rule,
         }
         for c, acc in enumerate(accs)
     ]
@@ -122,6 +171,8 @@ def collect(
             "wall_seconds": math.nan,
             "status": status,
             "error": error or notes.get(key, ""),
+            **_identity(spec, result),
+            "rule": RAW_RULE,
         }
         if result is not None:
             for c in (*METRIC_COLUMNS, *OPTIONAL_RESULTS_COLUMNS):
@@ -131,6 +182,14 @@ def collect(
             row["wall_seconds"] = result.get("wall_seconds", math.nan)
             class_rows += _class_rows(key, spec, result)
         rows.append(row)
+        # one more row per post-hoc rule (`ltbench eval`, suite `posthoc:`), same trial
+        for rule, r in _posthoc_rules(result).items():
+            extra = {**row, "rule": rule, "precision": r["precision"]}
+            for c in METRIC_COLUMNS:
+                value = r.get(c)
+                extra[c] = math.nan if value is None else value
+            rows.append(extra)
+            class_rows += _class_rows(key, spec, {**result, **r}, rule)
     results = pd.DataFrame(rows, columns=RESULTS_COLUMNS)
     per_class = pd.DataFrame(class_rows, columns=PER_CLASS_COLUMNS)
     return results, per_class

@@ -16,6 +16,8 @@ checked key by key when the file is loaded:
     seeds: [0, 1, 2]                              # training seeds, required
     subset_seeds: [0]                             # draws of the long-tailed subset (0: standard)
     config: {val_fraction: 0.1}                   # TrainConfig keys for every trial
+    posthoc: [logit-adjust, tau-norm]             # post-hoc rules evaluated after each trial
+                                                  # (`ltbench eval`; tau chosen on val)
     search:                                       # sweep suites only (`ltbench sweep`); the
       space:                                      # format: ltbench.runner.search
         tau: {type: float, low: 0.5, high: 2.0}
@@ -75,6 +77,7 @@ SUITE_KEYS = (
     "subset_seeds",
     "config",
     "search",
+    "posthoc",
 )
 REQUIRED_KEYS = ("methods", "datasets", "rhos", "seeds")
 METHOD_KEYS = ("name", "loss", "params", "mixup_alpha", "config")
@@ -110,6 +113,7 @@ class Suite:
     subset_seeds: list[int] = field(default_factory=lambda: [0])
     config: dict[str, Any] = field(default_factory=dict)
     search: SearchSpace | None = None
+    posthoc: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as written to DIR/suite.yaml."""
@@ -260,6 +264,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         )
     config = check_config_block(data.get("config", {}) or {}, f"{where}: config")
     search = parse_search(data["search"], where) if "search" in data else None
+    posthoc = _posthoc(data.get("posthoc"), where)
     return Suite(
         path.stem,
         where,
@@ -271,7 +276,22 @@ def load_suite(name_or_path: str | Path) -> Suite:
         subset_seeds,
         config,
         search,
+        posthoc,
     )
+
+
+def _posthoc(value: Any, where: str) -> list[str]:
+    """The suite's `posthoc` list of rule names (checked against the engine's rules)."""
+    from ltbench.engine.posthoc import parse_rules
+
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise LtbenchError(f"{where}: posthoc must be a list of rule names, got {value!r}")
+    try:
+        return parse_rules(value) if value else []
+    except LtbenchError as exc:
+        raise LtbenchError(f"{where}: posthoc: {exc}") from None
 
 
 def check_datasets(datasets: list[str], where: str) -> None:
@@ -369,5 +389,5 @@ def expand(suite: Suite, preset_overrides: dict[str, Any] | None = None) -> list
                             mixup_alpha=m.mixup_alpha,
                         )
                         key = trial_key(m.name, dataset, rho, seed, ss if tag_subset else None)
-                        trials.append(TrialSpec(key, m.name, cfg))
+                        trials.append(TrialSpec(key, m.name, cfg, tuple(suite.posthoc)))
     return trials
