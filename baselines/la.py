@@ -37,6 +37,10 @@ class LogitAdjustedLoss(LossPlugin):
         adjust = torch.as_tensor(logit_adjustments(cls_num_list, self.tau))
         self.register_buffer("adjustments", adjust, persistent=False)
 
+    def train_logits(self, scores):
+        """`z_j + tau log(n_j / N)`: the logits the cross-entropy sees in training."""
+        return scores + self.const("adjustments", scores)
+
     def compute(self, x, targets):
         return F.cross_entropy(x + self.const("adjustments", x), targets)
 

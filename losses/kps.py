@@ -132,6 +132,11 @@ class KPSLoss(LossPlugin):
         """Whether gradient adjustment applies at the current epoch."""
         return self.ga_epoch is not None and self.epoch >= self.ga_epoch
 
+    def train_logits(self, scores):
+        """`s_base * r_j * cos θ_j`: Eq. (15)'s logits without the margin (GA's per-sample
+        scale needs the label, so s_base stands for it)."""
+        return scores * (self.s_base * self.const("radius", scores))
+
     def compute(self, x, targets):
         weights = self.reweight.weights(x) if self.reweight is not None else None
         scale = self.const("scales", x)[targets] if self.ga_active else self.s_base

@@ -1,4 +1,4 @@
-"""The `ltbench` command: train, run, sweep, report, bench, list.
+"""The `ltbench` command: train, eval, run, sweep, report, bench, list.
 
 Every mistake in the user's input ends as one line, `ltbench: error: ...`, exit status 2;
 no traceback from deep inside torch or Ray.
@@ -238,6 +238,29 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ltbench.engine.posthoc import posthoc
+
+    block = posthoc(args.run_dir, args.rules, args.tau_grid, device=args.device)
+    how = (
+        f"tau chosen on {block['selection_split']} by {block['selection_metric']}"
+        if block["selection_split"]
+        else f"tau fixed at {block['fixed_tau']:g} (no validation split)"
+    )
+    print(f"post-hoc rules on {args.run_dir} ({block['precision']}; {how})")
+    head = ("rule", "tau", "top-1 err", "many", "med", "few", "ECE")
+    print("  {:<13} {:>5} {:>9} {:>6} {:>6} {:>6} {:>6}".format(*head))
+    for rule, r in block["rules"].items():
+        tau = "-" if r["tau"] is None else f"{r['tau']:g}"
+        print(
+            f"  {rule:<13} {tau:>5} {r['top1_error']:>9.2f} {r['many_acc']:>6.1f} "
+            f"{r['medium_acc']:>6.1f} {r['few_acc']:>6.1f} {r['ece']:>6.2f}  "
+            f"(ECE of {r['ece_logits']}){'; ' + r['note'] if r.get('note') else ''}"
+        )
+    print(f"-> {Path(args.run_dir) / 'result.json'} (posthoc)")
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from ltbench.runner.commands import run_suite_command
 
@@ -285,6 +308,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="post-hoc decision rules on a finished run (no retraining)")
+    p.add_argument("run_dir", type=Path, help="a finished `ltbench train` output directory")
+    p.add_argument(
+        "--rules",
+        default=None,
+        help="comma-separated: raw, train-logits, logit-adjust, tau-norm (default: all)",
+    )
+    p.add_argument(
+        "--tau-grid",
+        default=None,
+        metavar="START:STOP:STEP",
+        help="tau values tried on the validation split (default 0:2:0.1; both ends included)",
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("list", help="list losses, datasets, models and suites")
     p.add_argument(

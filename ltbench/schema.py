@@ -13,8 +13,10 @@ Ray or the engine. The layout (docs/DESIGN.md, "Suite output directory"):
         error.txt                the run failed    -> status "failed", its text is the error
         trial.json               sweeps: the trial's spec, written by the trial itself
                                  otherwise: not run, interrupted or stopped early -> "missing"
-    DIR/results.csv              RESULTS_COLUMNS, one row per trial
-    DIR/per_class.csv            PER_CLASS_COLUMNS, one row per (trial, class)
+    DIR/results.csv              RESULTS_COLUMNS, one row per trial (rule "raw": the trained
+                                 model's decision), plus one per post-hoc rule the trial's
+                                 result.json holds (`posthoc`, `ltbench eval`)
+    DIR/per_class.csv            PER_CLASS_COLUMNS, one row per (trial, rule, class)
     DIR/sweep.csv                sweeps only: sweep_columns(params), one row per tried point
 """
 
@@ -72,11 +74,21 @@ RESULTS_COLUMNS = [
     "seed",
     "subset_seed",
     *METRIC_COLUMNS,
+    "val_balanced_error",  # NaN without a validation split
+    "val_top1_error",
     "epochs",
     "wall_seconds",
     "status",
     "error",
+    # what the row is (result.json; older files lack them: OPTIONAL_COLUMNS fills them in)
+    "label",  # the method label from the whole configuration (result.json `method`)
+    "setup",  # how the setup differs from the paper's recipe ("; "-joined), or SAME_SETUP
+    "precision",  # "bf16-autocast" or "float32" (of this row's evaluation)
+    "full_schedule",  # True when epochs and milestones are the dataset recipe's
+    "rule",  # decision rule: "raw" (the trained model) or a post-hoc rule
 ]
+# Columns a reader fills with NaN when an older results.csv lacks them.
+OPTIONAL_RESULTS_COLUMNS = ("val_balanced_error", "val_top1_error")
 PER_CLASS_COLUMNS = [
     "trial",
     "method",
@@ -87,12 +99,46 @@ PER_CLASS_COLUMNS = [
     "class_name",
     "count",
     "accuracy",
+    "rule",
 ]
 
-# The metric a sweep selects on (lower is better), and the test error shown beside it.
-SEARCH_METRIC = "val_top1_error"
+# Columns added after the first results files were written, with the value an older file
+# means: a reader fills in a missing column with it ("unknown": not recorded).
+UNKNOWN = "unknown"
+RAW_RULE = "raw"
+SAME_SETUP = "none"  # `setup` of a run whose setup is the paper's recipe
+OPTIONAL_COLUMNS = {
+    "label": UNKNOWN,
+    "setup": UNKNOWN,
+    "precision": UNKNOWN,
+    "full_schedule": UNKNOWN,
+    "rule": RAW_RULE,
+}
+
+
+def required_columns(columns: Iterable[str]) -> list[str]:
+    """The columns of `columns` that every results file has (the others are optional)."""
+    return [c for c in columns if c not in OPTIONAL_COLUMNS]
+
+
+# The metric a sweep selects on (lower is better): the balanced validation error, the mean over
+# classes of the per-class validation error, which estimates the balanced test error. Optuna,
+# ASHA and the best point use it; the instance-weighted validation error (dominated by the head
+# classes of the long-tailed validation split) and the test error are shown beside it, and the
+# test error is never read to choose anything.
+SEARCH_METRIC = "val_balanced_error"
+VAL_TOP1_METRIC = "val_top1_error"
 SWEEP_TEST_METRIC = "test_top1_error"
-SWEEP_FIXED_COLUMNS = ("trial", SEARCH_METRIC, SWEEP_TEST_METRIC, "epochs", "status")
+SWEEP_FIXED_COLUMNS = (
+    "trial",
+    SEARCH_METRIC,
+    VAL_TOP1_METRIC,
+    SWEEP_TEST_METRIC,
+    "epochs",
+    "status",
+)
+# The columns every sweep.csv has; older ones lack SEARCH_METRIC (a reader fills it with NaN).
+SWEEP_REQUIRED_COLUMNS = ("trial", SWEEP_TEST_METRIC, "epochs", "status")
 
 
 def sweep_columns(param_names: Iterable[str]) -> list[str]:
@@ -112,6 +158,21 @@ def sweep_params(suite: Mapping[str, Any] | None, columns: Iterable[str]) -> lis
     if isinstance(recorded, list) and recorded and all(isinstance(p, str) for p in recorded):
         return list(recorded)
     return [c for c in columns if c not in SWEEP_FIXED_COLUMNS]
+
+
+def select_best(sweep, metric: str = SEARCH_METRIC):
+    """The selected point of a sweep.csv frame: the finished row with the lowest `metric`.
+
+    Ties go to the first such row (trial order). None when no finished point has the metric.
+    Only `status` and `metric` are read, never a test column: the runner's "best" line and the
+    report's marked point both come from here.
+    """
+    if metric not in sweep.columns:
+        return None
+    chosen = sweep[(sweep["status"] == FINISHED) & sweep[metric].notna()]
+    if chosen.empty:
+        return None
+    return chosen.loc[chosen[metric].idxmin()]
 
 
 # ----------------------------------------------------------------------------------------------

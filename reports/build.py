@@ -11,13 +11,15 @@ from reports.figures import make_figures
 from reports.markdown import write_markdown
 from reports.paper import load_paper_numbers
 from reports.pdf import write_pdf
-from reports.search import sweep_table, sweep_warnings
+from reports.search import grid_tables, selected_table, sweep_table, sweep_warnings
+from reports.search_figures import space_figures
 from reports.tables import (
     incomplete_warnings,
     problems_table,
     reference_table,
     result_tables,
 )
+from reports.validation_figures import validation_figures
 
 FORMATS = ("md", "pdf")
 
@@ -52,21 +54,26 @@ def output_prefix(run_dir: Path, out: str | Path | None) -> Path:
 def assemble(run_dir: str | Path, fig_dir: Path) -> Report:
     """Read the run and build the ``Report`` (tables, warnings, figures written to fig_dir).
 
-    A sweep directory (one with sweep.csv) is reported as a sweep: the table of best points
-    and the heat map, since its results.csv rows are search points of one method, not seeds
-    to average; only failed points are listed as problems (early-stopped ones are expected).
+    A sweep directory (one with sweep.csv) is reported as a sweep, since its results.csv rows
+    are search points of one method, not seeds to average: the best points by balanced
+    validation error, the selected point, a grid's sensitivity tables, and the figures of
+    ``reports.search_figures``; only failed points are listed as problems (early-stopped ones
+    are expected).
     """
     data = load_run(run_dir)
     paper = load_paper_numbers()
     results = data.results
     meta = run_metadata(data)
     if data.sweep is not None:
-        tables = [sweep_table(data.sweep, data.sweep_params)] if not data.sweep.empty else []
-        warnings = sweep_warnings(data.sweep) if not data.sweep.empty else []
-        if data.sweep.empty:
-            warnings = ["sweep.csv lists no points: there is nothing to report."]
+        sweep, params = data.sweep, data.sweep_params
+        tables, warnings = [], ["sweep.csv lists no points: there is nothing to report."]
+        if not sweep.empty:
+            chosen = selected_table(sweep, results, params)
+            tables = [sweep_table(sweep, params), *([chosen] if chosen else [])]
+            tables += grid_tables(sweep, params)
+            warnings = sweep_warnings(sweep)
         problems = problems_table(results, only=("failed",))
-        figures = make_figures(data, fig_dir, sweep_only=True)
+        figures = space_figures(data, fig_dir) + validation_figures(data, fig_dir)
     else:
         tables = result_tables(results, paper)
         warnings = incomplete_warnings(results)

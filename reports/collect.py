@@ -24,16 +24,22 @@ from ltbench.schema import (
     FINISHED,
     METRICS_FILE,
     MISSING,
+    OPTIONAL_COLUMNS,
+    OPTIONAL_RESULTS_COLUMNS,
     PER_CLASS_COLUMNS,
     PER_CLASS_FILE,
+    RAW_RULE,
     RESULT_FILE,
     RESULTS_COLUMNS,
     RESULTS_FILE,
     SUITE_FILE,
     SWEEP_FILE,
     SWEEP_FIXED_COLUMNS,
+    SWEEP_REQUIRED_COLUMNS,
+    UNKNOWN,
     read_metrics,
     read_result,
+    required_columns,
     sweep_params,
     trial_dir,
 )
@@ -59,19 +65,23 @@ class RunData:
         return self.results[self.results["status"] == FINISHED]
 
 
-def _read_csv(path: Path, columns) -> pd.DataFrame:
+def _read_csv(path: Path, columns, optional=()) -> pd.DataFrame:
+    """A CSV with `columns`; `optional` ones (which older files lack) are filled with NaN."""
     try:
         df = pd.read_csv(path, keep_default_na=True)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise LtbenchError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     except UnicodeDecodeError:
         raise LtbenchError(f"cannot read {path}: not a UTF-8 text CSV file") from None
-    _check_columns(path, df, columns)
+    _check_columns(path, df, [c for c in columns if c not in optional])
+    for c in optional:
+        if c not in df.columns:
+            df[c] = math.nan
     return df
 
 
 def _check_columns(path: Path, df: pd.DataFrame, columns) -> None:
-    missing = [c for c in columns if c not in df.columns]
+    missing = [c for c in required_columns(columns) if c not in df.columns]
     if missing:
         raise LtbenchError(
             f"{path} lacks column(s) {', '.join(missing)} (see 'Suite output directory' in "
@@ -79,10 +89,25 @@ def _check_columns(path: Path, df: pd.DataFrame, columns) -> None:
         )
 
 
+def rule_label(method: str, rule: str) -> str:
+    """The report's row label of a post-hoc rule's row: `method [rule]` (raw: the method)."""
+    return method if rule == RAW_RULE else f"{method} [{rule}]"
+
+
+def _fill_optional(df: pd.DataFrame) -> pd.DataFrame:
+    """Columns an older file lacks (or leaves empty) get the value that means "not recorded"."""
+    for col, missing in OPTIONAL_COLUMNS.items():
+        if col not in df.columns:
+            df[col] = missing
+        df[col] = df[col].astype(object).where(df[col].notna() & (df[col] != ""), missing)
+        df[col] = df[col].astype(str)
+    return df
+
+
 def _normalise_results(df: pd.DataFrame) -> pd.DataFrame:
-    df = df.copy()
+    df = _fill_optional(df.copy())
     df["status"] = df["status"].fillna(MISSING).astype(str).str.strip()
-    df["method"] = df["method"].astype(str)
+    df["method"] = [rule_label(str(m), r) for m, r in zip(df["method"], df["rule"], strict=True)]
     df["dataset"] = df["dataset"].astype(str)
     df["trial"] = df["trial"].astype(str)
     df["rho"] = pd.to_numeric(df["rho"], errors="coerce")
@@ -119,17 +144,21 @@ def load_run(run_dir: str | Path) -> RunData:
             f"{run_dir} has no results.csv: not a suite output directory "
             "(write one with `ltbench run --suite ... --out DIR`)"
         )
-    results = _normalise_results(_read_csv(results_path, RESULTS_COLUMNS))
+    results = _normalise_results(_read_csv(results_path, RESULTS_COLUMNS, OPTIONAL_RESULTS_COLUMNS))
     data = RunData(run_dir=run_dir, results=results, suite=_read_suite(run_dir))
 
     per_class_path = run_dir / PER_CLASS_FILE
     if per_class_path.is_file():
-        pc = _read_csv(per_class_path, PER_CLASS_COLUMNS)
+        pc = _fill_optional(_read_csv(per_class_path, PER_CLASS_COLUMNS))
+        pc["method"] = [
+            rule_label(str(m), r) for m, r in zip(pc["method"], pc["rule"], strict=True)
+        ]
         pc["trial"] = pc["trial"].astype(str)
         pc["rho"] = pd.to_numeric(pc["rho"], errors="coerce")
         data.per_class = pc
     if sweep_path.is_file():
-        sweep = _read_csv(sweep_path, SWEEP_FIXED_COLUMNS)
+        optional = [c for c in SWEEP_FIXED_COLUMNS if c not in SWEEP_REQUIRED_COLUMNS]
+        sweep = _read_csv(sweep_path, SWEEP_FIXED_COLUMNS, optional)
         params = sweep_params(data.suite, sweep.columns)
         _check_columns(sweep_path, sweep, params)
         sweep["status"] = sweep["status"].fillna(MISSING).astype(str).str.strip()
@@ -141,7 +170,7 @@ def load_run(run_dir: str | Path) -> RunData:
 def _read_curves(run_dir: Path, finished: pd.DataFrame) -> pd.DataFrame | None:
     """Stack trials/<trial>/metrics.jsonl of finished trials; None when there are none."""
     frames = []
-    for row in finished.itertuples(index=False):
+    for row in finished[finished["rule"] == RAW_RULE].itertuples(index=False):
         records = read_metrics(trial_dir(run_dir, row.trial) / METRICS_FILE)
         if not records:
             continue
@@ -202,6 +231,32 @@ def _ltbench_version() -> str:
         return "unknown"
 
 
+def _values_by_method(rows: pd.DataFrame, column: str) -> str:
+    values = sorted(set(rows[column]))
+    if len(values) == 1:
+        return values[0]
+    per = rows.groupby("method")[column].agg(lambda v: ", ".join(sorted(set(v))))
+    return "; ".join(f"{m}: {v}" for m, v in per.items())
+
+
+def numerics_metadata(results: pd.DataFrame) -> list[tuple[str, str]]:
+    """Title-page lines: the numeric precision of the numbers, and whether the runs are the
+    paper's full schedule ("unknown" for files that did not record it)."""
+    fin = results[results["status"] == FINISHED]
+    if fin.empty:
+        return []
+    raw = fin[fin["rule"] == RAW_RULE]
+    schedule = raw.assign(
+        full_schedule=raw["full_schedule"]
+        .map({"True": "yes", "False": "no (shortened)", UNKNOWN: UNKNOWN})
+        .fillna(UNKNOWN)
+    )
+    return [
+        ("precision", _values_by_method(fin, "precision")),
+        ("paper's full schedule", _values_by_method(schedule, "full_schedule")),
+    ]
+
+
 def run_metadata(data: RunData) -> list[tuple[str, str]]:
     """(label, value) pairs for the title page.
 
@@ -230,7 +285,8 @@ def run_metadata(data: RunData) -> list[tuple[str, str]]:
     meta.append(("ltbench", str(env.get("ltbench") or _ltbench_version() + here)))
     meta.append(("git commit", str(env.get("git_commit") or _git_commit() + here)))
     meta.append(("report machine", f"{socket.gethostname()}, {_cpu_name()}"))
-    counts = data.results["status"].value_counts()
+    meta += numerics_metadata(data.results)
+    counts = data.results[data.results["rule"] == RAW_RULE]["status"].value_counts()
     parts = ", ".join(f"{int(n)} {s}" for s, n in counts.items())
     meta.append(("trials", f"{len(data.results)} ({parts})" if parts else "0"))
     return meta

@@ -1,34 +1,121 @@
-"""The search report's tables: the tried points of a sweep, best first, and its warnings.
+"""The search report's tables and numbers: the tried points of a sweep, best first; the
+sensitivity table of a grid; the selected point; the rank correlation of validation and test.
 
-A sweep's columns are `trial`, the searched parameters (in the suite's order), the selection
-and test errors, `epochs` and `status` (`ltbench.schema`); nothing here names a parameter.
+A sweep's columns are `trial`, the searched parameters (in the suite's order), the balanced
+validation error (the selection metric), the instance-weighted validation error, the test error,
+`epochs` and `status` (`ltbench.schema`); nothing here names a parameter. The selected point is
+`ltbench.schema.select_best`, the same rule the runner prints: the test error is shown, never
+used to choose.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pandas as pd
 
-from ltbench.schema import sweep_params
+from ltbench.schema import (
+    SEARCH_METRIC,
+    SWEEP_TEST_METRIC,
+    VAL_TOP1_METRIC,
+    select_best,
+    sweep_params,
+)
 from reports.content import BEST, Cell, Column, Table
 from reports.tables import fmt
 
+GRID_MAX_VALUES = 12  # at most this many distinct values per parameter for a grid's table / map
+
+LABELS = {
+    SEARCH_METRIC: "balanced validation error",
+    VAL_TOP1_METRIC: "instance-weighted validation error",
+    SWEEP_TEST_METRIC: "test top-1 error",
+}
+
+
+def selection_metric(sweep: pd.DataFrame) -> str | None:
+    """The column the sweep's points were selected on: the balanced validation error; for an
+    older sweep.csv without it, the instance-weighted one; None when there is no validation
+    error at all (no point is selected then: the test error never chooses)."""
+    for col in (SEARCH_METRIC, VAL_TOP1_METRIC):
+        if col in sweep.columns and sweep.loc[sweep["status"] == "finished", col].notna().any():
+            return col
+    return None
+
+
+def selected(sweep: pd.DataFrame) -> pd.Series | None:
+    """The selected point (see `selection_metric`), or None."""
+    key = selection_metric(sweep)
+    return None if key is None else select_best(sweep, key)
+
+
+def spearman(a: pd.Series, b: pd.Series) -> float:
+    """Spearman's rank correlation of two columns over the rows where both are known (average
+    ranks for ties); NaN with fewer than 3 such rows or a constant column."""
+    both = pd.DataFrame({"a": a, "b": b}).dropna()
+    if len(both) < 3:
+        return math.nan
+    ra, rb = both["a"].rank(), both["b"].rank()
+    if ra.std() == 0 or rb.std() == 0:
+        return math.nan
+    return float(ra.corr(rb))
+
+
+def correlations(sweep: pd.DataFrame) -> dict[str, float]:
+    """Spearman's rank correlation with the test error over the finished points, of the
+    balanced and of the instance-weighted validation error."""
+    fin = sweep[sweep["status"] == "finished"]
+    out = {}
+    for col in (SEARCH_METRIC, VAL_TOP1_METRIC):
+        if col in fin.columns:
+            out[col] = spearman(fin[col], fin[SWEEP_TEST_METRIC])
+    return out
+
+
+def _rho(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:+.2f}"
+
+
+def grid_axes(sweep: pd.DataFrame, params: list[str]) -> dict[str, list] | None:
+    """The values per parameter when the tried points form a full grid (every combination
+    present, each once, at most GRID_MAX_VALUES values per parameter); None otherwise."""
+    if not params or sweep.empty or sweep[params].isna().any().any():
+        return None
+    axes = {p: sorted(sweep[p].unique()) for p in params}
+    if any(len(v) > GRID_MAX_VALUES for v in axes.values()):
+        return None
+    points = {tuple(r) for r in sweep[params].itertuples(index=False)}
+    if len(points) != len(sweep) or len(points) != math.prod(len(v) for v in axes.values()):
+        return None
+    if points != set(itertools.product(*axes.values())):
+        return None
+    return axes
+
 
 def sweep_warnings(sweep: pd.DataFrame) -> list[str]:
-    """Sentences about sweep points that did not finish (stopped early points are expected)."""
+    """Sentences about sweep points that did not finish (stopped early points are expected),
+    and about a sweep that has no balanced validation error to select on."""
+    out = []
     counts = sweep["status"].value_counts()
     bad = {s: int(n) for s, n in counts.items() if s != "finished"}
-    if not bad:
-        return []
-    what = " and ".join(f"{n} {s}" for s, n in sorted(bad.items()))
-    out = [
-        f"Of {len(sweep)} sweep points, {what}; only finished points enter the heat map and "
-        "the table of best points."
-    ]
-    if "failed" in bad:
-        out.append("Failed points are listed below with their error.")
+    if bad:
+        what = " and ".join(f"{n} {s}" for s, n in sorted(bad.items()))
+        out.append(
+            f"Of {len(sweep)} sweep points, {what}; only finished points enter the tables of "
+            "best points and the validation-against-test figure."
+        )
+        if "failed" in bad:
+            out.append("Failed points are listed below with their error.")
+    key = selection_metric(sweep)
+    if key == VAL_TOP1_METRIC:
+        out.append(
+            "This sweep.csv has no balanced validation error (an older sweep): its points are "
+            "ranked by the instance-weighted validation error, which the head classes dominate."
+        )
+    elif key is None and (counts.get("finished", 0) > 0):
+        out.append("No finished point has a validation error: no point is selected.")
     return out
 
 
@@ -42,31 +129,133 @@ def _value(v) -> str:
 
 
 def sweep_table(sweep: pd.DataFrame, params: list[str] | None = None, top: int = 10) -> Table:
-    """The best points of a sweep by validation error (test error where none).
+    """The best points of a sweep by balanced validation error, with the instance-weighted
+    validation error and the test error beside it (never used to rank).
 
     ``params``: the searched parameters, one column each (default: sweep.csv's columns that
     are not fixed ones, see ``ltbench.schema.sweep_params``).
     """
     params = list(params) if params is not None else sweep_params({}, sweep.columns)
+    key = selection_metric(sweep)
     fin = sweep[sweep["status"] == "finished"].copy()
-    key = "val_top1_error" if fin["val_top1_error"].notna().any() else "test_top1_error"
-    fin = fin.sort_values(key).head(top)
-    cols = ["trial", *params, "val top-1 err", "test top-1 err", "epochs"]
-    rows = [
-        [
-            Cell(str(r["trial"])),
-            *(Cell(_value(r[p])) for p in params),
-            Cell(fmt(r["val_top1_error"]), BEST if i == 0 and key == "val_top1_error" else ""),
-            Cell(fmt(r["test_top1_error"]), BEST if i == 0 and key == "test_top1_error" else ""),
-            Cell(str(r["epochs"])),
-        ]
-        for i, r in enumerate(fin.to_dict("records"))
-    ]
-    n_bad = int((sweep["status"] != "finished").sum())
+    for col in (SEARCH_METRIC, VAL_TOP1_METRIC):
+        if col not in fin.columns:
+            fin[col] = math.nan
+    if key is not None:
+        fin = fin.sort_values(key, kind="stable")
+    fin = fin.head(top)
+    best = selected(sweep)
+    cols = ["trial", *params, "val balanced err", "val top-1 err (inst.)", "test top-1 err"]
+    cols.append("epochs")
+    rows = []
+    for r in fin.to_dict("records"):
+        chosen = best is not None and r["trial"] == best["trial"]
+        rows.append(
+            [
+                Cell(str(r["trial"])),
+                *(Cell(_value(r[p])) for p in params),
+                Cell(fmt(r[SEARCH_METRIC]), BEST if chosen and key == SEARCH_METRIC else ""),
+                Cell(fmt(r[VAL_TOP1_METRIC]), BEST if chosen and key == VAL_TOP1_METRIC else ""),
+                Cell(fmt(r[SWEEP_TEST_METRIC])),
+                Cell(str(r["epochs"])),
+            ]
+        )
+    if key is None:
+        ranked = "in trial order (no validation error: nothing is selected)"
+    else:
+        ranked = f"ranked by the {LABELS[key]} (the selected point is marked)"
     notes = [
-        f"The {len(rows)} best of {len(sweep)} points, ranked by "
-        f"{'validation' if key == 'val_top1_error' else 'test (no validation split)'} error."
+        f"The {len(rows)} best of {len(sweep)} points, {ranked}. The test error is shown, "
+        "never used to choose. The selected point is not retrained on training + validation "
+        "data: its test error is that of the model the sweep trained."
     ]
+    rho = correlations(sweep)
+    if rho:
+        parts = [f"{LABELS[c]} {_rho(v)}" for c, v in rho.items()]
+        n = int((sweep["status"] == "finished").sum())
+        notes.append(
+            f"Spearman rank correlation with the test error over the {n} finished points: "
+            + ", ".join(parts)
+            + "."
+        )
+    n_bad = int((sweep["status"] != "finished").sum())
     if n_bad:
         notes.append(f"{n_bad} point(s) did not finish and are left out.")
     return Table("Sweep: best points", [Column(c) for c in cols], rows, notes, anchor="sweep")
+
+
+def grid_tables(sweep: pd.DataFrame, params: list[str]) -> list[Table]:
+    """Sensitivity tables of a grid over one or two parameters, the paper's kind: the test
+    error and the balanced validation error of every point (rows: the first parameter,
+    columns: the second), the selected point marked. [] when the points are not such a grid."""
+    axes = grid_axes(sweep, params)
+    if axes is None or len(params) > 2:
+        return []
+    best = selected(sweep)
+    row_p = params[0]
+    col_p = params[1] if len(params) == 2 else None
+    col_values = axes[col_p] if col_p else [None]
+    index = {(r[row_p], r[col_p] if col_p else None): r for r in sweep.to_dict("records")}
+    columns = [Column(row_p)] + [
+        Column(f"{col_p}={_value(v)}" if col_p else LABELS[SWEEP_TEST_METRIC].split(" ")[0])
+        for v in col_values
+    ]
+    out = []
+    for metric, title in (
+        (SWEEP_TEST_METRIC, "test top-1 error"),
+        (SEARCH_METRIC, "balanced validation error"),
+    ):
+        if metric not in sweep.columns or sweep[metric].isna().all():
+            continue
+        rows = []
+        for rv in axes[row_p]:
+            cells = [Cell(_value(rv))]
+            for cv in col_values:
+                r = index[(rv, cv)]
+                chosen = best is not None and r["trial"] == best["trial"]
+                text = fmt(r[metric]) if r["status"] == "finished" else r["status"]
+                cells.append(Cell(text, BEST if chosen else ""))
+            rows.append(cells)
+        what = f"{row_p} x {col_p}" if col_p else row_p
+        notes = [
+            f"The {title} (%) of every point of the {what} grid; the point selected on the "
+            "balanced validation error is marked. Points that did not finish show their status."
+        ]
+        if metric == SWEEP_TEST_METRIC:
+            notes.append("The test error is reported, never used to choose.")
+        anchor = "grid-test" if metric == SWEEP_TEST_METRIC else "grid-val"
+        out.append(Table(f"Grid: {title}", columns, rows, notes, anchor=anchor))
+    return out
+
+
+def selected_table(sweep: pd.DataFrame, results: pd.DataFrame, params: list[str]) -> Table | None:
+    """The selected point's numbers: its values, validation errors, and test errors (overall,
+    many/medium/few, head/mid/tail) from results.csv. None when no point is selected."""
+    best = selected(sweep)
+    if best is None:
+        return None
+    row = results[results["trial"] == best["trial"]]
+    res = row.iloc[0] if len(row) else pd.Series(dtype=object)
+    items = [(p, _value(best[p])) for p in params]
+    items += [
+        ("balanced validation error", fmt(best.get(SEARCH_METRIC, math.nan))),
+        ("instance-weighted validation error", fmt(best.get(VAL_TOP1_METRIC, math.nan))),
+        ("test top-1 error", fmt(best[SWEEP_TEST_METRIC])),
+    ]
+    for col, label in (
+        ("many_acc", "test many-shot accuracy"),
+        ("medium_acc", "test medium-shot accuracy"),
+        ("few_acc", "test few-shot accuracy"),
+        ("head_error", "test head error"),
+        ("mid_error", "test mid error"),
+        ("tail_error", "test tail error"),
+    ):
+        if col in res.index:
+            items.append((label, fmt(res[col])))
+    rows = [[Cell(k), Cell(v)] for k, v in items]
+    notes = [
+        f"Trial {best['trial']}, selected on the {LABELS[selection_metric(sweep)]}; not retrained "
+        "on training + validation data. Percent."
+    ]
+    columns = [Column("selected point", align="left"), Column("value")]
+    return Table("Sweep: the selected point", columns, rows, notes, anchor="selected")

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from reports.content import BEST, SECOND, Cell, Column, Table
+from reports.labels import paper_match, precision_note
 from reports.paper import NATURAL_LT, PAPER_SETTINGS, PaperNumbers, reference_rows
 
 DAGGER = "†"
@@ -213,6 +214,8 @@ def metric_table(
             marks[(s.label, m)] = rank_marks(means, higher_is_better)
 
     used_tables: set[str] = set()
+    why: list[str] = []
+    fin = with_setting(results[results["status"] == "finished"])
     rows = []
     for meth in methods:
         row = [Cell(meth)]
@@ -222,11 +225,14 @@ def metric_table(
                 rec = st.loc[(meth, s.label)] if (meth, s.label) in st.index else None
                 row.append(Cell(notes.cell(rec, meth, s.label), marks[(s.label, m)].get(meth, "")))
             if paper is not None:
-                pv = paper.lookup(meth, s.dataset, s.rho)
+                cell_rows = fin[(fin["method"] == meth) & (fin["setting"] == s.label)]
+                pv, reason, note = paper_match(cell_rows, paper, s)
                 rec = stats[metrics[0][0]]
                 mean = rec.loc[(meth, s.label), "mean"] if (meth, s.label) in rec.index else np.nan
-                if pv is None or pv.value is None:
-                    row += [Cell("-"), Cell("-")]
+                if pv is None:
+                    row += [Cell(reason), Cell("-")]
+                    if note:
+                        why.append(f"{meth} on {s.label}: {reason}: {note}")
                 else:
                     used_tables.add(pv.table)
                     delta = "-" if math.isnan(mean) else f"{mean - pv.value:+.2f}"
@@ -243,9 +249,16 @@ def metric_table(
         table_notes.append(
             "paper: the number the paper reports for the same method and setting"
             + (f" ({cited})" if cited else "")
-            + "; Δ = measured mean − paper; '-' where the paper has no number."
+            + "; Δ = measured mean − paper; '-' where the paper has no number. A number is shown "
+            "only when the run's configuration (its label from loss, parameters, mixup and "
+            "stages) is the paper row's and its setup (network, data, schedule) is the paper's; "
+            "otherwise the cell says why."
         )
+        if why:
+            table_notes.append("Empty paper cells: " + _capped(list(dict.fromkeys(why))) + ".")
     table_notes += notes.lines()
+    if precision_note(results):
+        table_notes.append(precision_note(results))
     return Table(title=title, columns=columns, rows=rows, notes=table_notes, anchor=anchor)
 
 
@@ -285,6 +298,12 @@ def result_tables(results: pd.DataFrame, paper: PaperNumbers | None) -> list[Tab
                 higher_is_better=False,
                 anchor="ece",
             )
+        )
+        tables[-1].notes.append(
+            "Confidences: the softmax of the loss's evaluation logits (a cosine head: its "
+            "scale s times the cosines) for trained rows; a post-hoc row [rule] uses the rule's "
+            "own logits (train-logits: the training logits without margins; logit-adjust: "
+            "those minus τ log prior; tau-norm: the τ-normalised scores times s)."
         )
     return tables
 

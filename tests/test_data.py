@@ -113,8 +113,57 @@ def test_split_validation_per_class():
     train, val = data.split_validation(labels, 0.2, seed=0)
     assert sorted(train + val) == list(range(len(labels)))
     held = np.bincount(labels[val], minlength=4).tolist()
-    assert held == [2, 1, 1, 0]  # at least 1 where possible, never the last image of a class
+    assert held == [5, 1, 1, 0]  # 10 images: the minimum of 5; at least 1 below that
     assert data.split_validation(labels, 0.2, seed=0) == (train, val)
+
+
+def _old_split(labels, fraction, seed):
+    """The hold-out before the per-class minimum: round(fraction * n), 1 <= . <= n - 1."""
+    rng = np.random.default_rng(seed)
+    val = []
+    for cls in range(int(labels.max()) + 1):
+        idx = np.where(labels == cls)[0]
+        n_val = min(max(1, int(round(fraction * len(idx)))), len(idx) - 1) if len(idx) > 1 else 0
+        val += rng.permutation(idx)[:n_val].tolist()
+    return sorted(val)
+
+
+def test_validation_count_rule():
+    m = data.VAL_MIN_PER_CLASS
+    assert m == 5
+    count = data.validation_count
+    assert [count(n, 0.1) for n in (0, 1, 2, 5, 9, 10, 49, 50, 51, 500)] == [
+        0, 0, 1, 1, 1, 5, 5, 5, 5, 50
+    ]  # fmt: skip
+    assert [count(n, 0.2) for n in (4, 9, 10, 24, 26, 100)] == [1, 2, 5, 5, 5, 20]
+    assert count(3, 0.9) == 2 and count(12, 0.9) == 11 and count(7, 0.0) == 0
+    assert data.classes_short_of_minimum([50, 5, 4, 0]) == [2, 3]
+
+
+def test_split_validation_minimum_keeps_cifar10_lt_split_and_reports_short_classes():
+    # CIFAR-10-LT, rho = 100: 5000 ... 50 images; at 0.1 every class already gives >= 5
+    counts = data.long_tailed_counts(10, 5000, 0.01)
+    labels = np.repeat(np.arange(10), counts)
+    np.random.default_rng(3).shuffle(labels)
+    _, val = data.split_validation(labels, 0.1, seed=7)
+    assert val == _old_split(labels, 0.1, 7)
+    # CIFAR-100-LT, rho = 100 (500 ... 5): classes of 10..49 images rise to 5; the smaller fall
+    # short (and say so); classes above the minimum keep exactly the old draw
+    counts = data.long_tailed_counts(100, 500, 0.01)
+    labels = np.repeat(np.arange(100), counts)
+    train, val = data.split_validation(labels, 0.1, seed=0)
+    held = np.bincount(labels[val], minlength=100)
+    for c, n in enumerate(counts):
+        assert held[c] == data.validation_count(n, 0.1)
+        assert held[c] >= 5 or n < 10
+    short = data.classes_short_of_minimum(held.tolist())
+    assert short == [c for c, n in enumerate(counts) if n < 10] and short
+    old = set(_old_split(labels, 0.1, 0))
+    big = [c for c, n in enumerate(counts) if round(0.1 * n) >= 5]
+    assert {i for i in val if labels[i] in big} == {i for i in old if labels[i] in big}
+    # raising a count takes the old draw plus the next images of the same permutation
+    assert old <= set(val)
+    assert sorted(train + val) == list(range(len(labels)))
 
 
 # --------------------------------------------------------------------------- registry and errors
@@ -365,6 +414,37 @@ def test_split_file_dataset(tmp_path):
         "imagenet-lt", root=tmp_path, imb_factor=1.0, val_fraction=0.3, image_size=16
     )
     assert b_val.cls_num_list == [3, 2, 1] and len(b_val.val) == 3
+    assert b_val.val_source == "holdout" and b.val_source == ""
+
+
+def test_imagenet_lt_official_val_file_replaces_the_holdout(tmp_path):
+    """With val_fraction > 0, ROOT/ImageNet_LT_val.txt (balanced) is the validation split when
+    present: every training image is kept. Without val_fraction it is not read."""
+    counts = _split_tree(tmp_path)
+    lines = []
+    for c in range(len(counts)):
+        for i in range(2):
+            rel = f"valsplit/n{c:03d}/img{i}.jpg"
+            _write_image(tmp_path / rel, (c * 80, 200, 10), size=(20, 20))
+            lines.append(f"{rel} {c}")
+    (tmp_path / "ImageNet_LT_val.txt").write_text("\n".join(lines) + "\n")
+    b = data.load_dataset(
+        "imagenet-lt", root=tmp_path, imb_factor=1.0, val_fraction=0.3, image_size=16
+    )
+    assert b.cls_num_list == counts  # nothing held out of training
+    assert b.val_source == str(tmp_path / "ImageNet_LT_val.txt")
+    assert sorted(b.val.labels.tolist()) == [0, 0, 1, 1, 2, 2]
+    assert b.val.paths[0].startswith("valsplit/")
+    plain = data.load_dataset("imagenet-lt", root=tmp_path, imb_factor=1.0, image_size=16)
+    assert plain.val is None and plain.cls_num_list == counts
+    with pytest.raises(LtbenchError, match="give val_split or val_fraction, not both"):
+        data.load_dataset(
+            "imagenet-lt",
+            root=tmp_path,
+            imb_factor=1.0,
+            val_fraction=0.3,
+            val_split="ImageNet_LT_val.txt",
+        )
 
 
 def test_split_file_explicit_paths_and_errors(tmp_path):

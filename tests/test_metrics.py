@@ -78,3 +78,21 @@ def test_evaluator_accumulates_like_numpy():
     assert out["ece"] == pytest.approx(
         metrics.ece_from_predictions(probs.max(1), pred == targets.numpy()), rel=1e-9
     )
+
+
+def test_validation_metrics_balanced_against_instance_weighted():
+    # a long-tailed validation split: the head class dominates the instance-weighted error
+    cm = np.array([[90, 10, 0, 0], [4, 1, 0, 0], [2, 0, 0, 0], [0, 0, 0, 0]])
+    out = metrics.validation_metrics(cm)
+    assert out["val_top1_error"] == pytest.approx(100 - 100 * 91 / 107)
+    assert out["val_per_class_accuracy"] == [90.0, 20.0, 0.0, None]
+    assert out["val_classes_without_images"] == [3]  # left out of the mean, and listed
+    assert out["val_balanced_error"] == pytest.approx(100 - (90 + 20 + 0) / 3)
+    # on a balanced set both numbers agree (the test set's top1_error is the balanced error)
+    even = np.array([[8, 2], [5, 5]])
+    both = metrics.validation_metrics(even)
+    assert both["val_balanced_error"] == pytest.approx(both["val_top1_error"])
+    assert metrics.summarize(even, [10, 10])["top1_error"] == pytest.approx(
+        both["val_balanced_error"]
+    )
+    assert math.isnan(metrics.balanced_error(np.array([math.nan, math.nan])))

@@ -105,4 +105,6 @@ def test_a_new_plugin_is_trained_searched_and_reported(tmp_path):
     assert result["loss"] == "thirdparty-temp-ce"
     assert result["loss_params"]["t"] == 1.5  # the plugin's own per-dataset default
     report = (out / "report.md").read_text()
-    assert "sweep_heatmap.png" in report and (out / "figures" / "sweep_heatmap.png").is_file()
+    # the points of a random search form no grid: a scatter of every point, no heat map
+    assert "sweep_points.png" in report and (out / "figures" / "sweep_points.png").is_file()
+    assert "val_balanced_error" in sweep.columns

@@ -83,6 +83,11 @@ def make_fake_suite(root: Path, datasets: dict | None = None) -> Path:
                         subset_seed=0,
                         epochs=EPOCHS,
                         error="",
+                        label=method,
+                        setup="none",
+                        precision="float32",
+                        full_schedule=True,
+                        rule="raw",
                     )
                     if key == FAILED:
                         row.update(status="failed", error="RuntimeError: CUDA out of memory")
@@ -156,14 +161,22 @@ def make_fake_sweep(root: Path) -> Path:
     """A sweep directory: a 3 x 4 grid of m_max x s_base for kps-ga on cifar10-lt, one seed.
 
     Two points were stopped early by ASHA (missing in results.csv, stopped in sweep.csv) and
-    one failed.
+    one failed. The balanced validation error is a bowl around (0.4, 15); the instance-weighted
+    one prefers small m_max (the head classes); the test error follows the balanced one with a
+    little noise. Finished points have per_class.csv rows and a result.json with the
+    validation split's per-class numbers.
     """
+    rng = np.random.default_rng(7)
     pts = [(m, s) for m in (0.3, 0.4, 0.5) for s in (10, 15, 20, 25)]
     status = {3: "stopped", 7: "stopped", 11: "failed"}
-    res, sw = [], []
+    counts = _class_counts(10, 100, 500)
+    val_counts = [50, 30, 18, 11, 6, 5, 5, 5, 1, 1]
+    res, sw, pc_rows = [], [], []
     for i, (m, s) in enumerate(pts):
         st = status.get(i, "finished")
         val = 20 + 30 * (m - 0.4) ** 2 + 0.01 * (s - 15) ** 2
+        head_heavy = 5 + 15 * m + 0.02 * s
+        test = val + 1 + rng.normal(0, 0.2)
         row = dict.fromkeys(RESULTS_COLUMNS, math.nan)
         row.update(
             trial=f"point_{i}",
@@ -181,20 +194,60 @@ def make_fake_sweep(root: Path) -> Path:
             ),
         )
         if st == "finished":
-            row.update(top1_error=val + 1, many_acc=90.0, head_error=10.0, ece=3.0)
+            row.update(
+                top1_error=test,
+                many_acc=90.0,
+                head_error=10.0,
+                ece=3.0,
+                val_balanced_error=val,
+                val_top1_error=head_heavy,
+            )
+            trend = np.linspace(-15, 15, 10)
+            acc = 100.0 - (test + trend)
+            val_acc = 100.0 - (val + trend + rng.normal(0, 3, 10))
+            for c in range(10):
+                pc_rows.append(
+                    dict(
+                        trial=f"point_{i}",
+                        method="kps-ga",
+                        dataset="cifar10-lt",
+                        rho=100,
+                        seed=0,
+                        **{"class": c},
+                        class_name=f"class{c}",
+                        count=int(counts[c]),
+                        accuracy=float(acc[c]),
+                    )
+                )
+            tdir = root / "trials" / f"point_{i}"
+            tdir.mkdir(parents=True)
+            result = {
+                "top1_error": test,
+                "val_balanced_error": val,
+                "val_top1_error": head_heavy,
+                "val_per_class_accuracy": [float(a) for a in val_acc],
+                "val_class_counts": val_counts,
+                "val_min_per_class": 5,
+                "val_classes_below_minimum": [8, 9],
+                "val_classes_without_images": [],
+            }
+            (tdir / "result.json").write_text(json.dumps(result))
         res.append(row)
+        known = st != "failed"
         sw.append(
             dict(
                 trial=f"point_{i}",
                 m_max=m,
                 s_base=s,
-                val_top1_error=val if st != "failed" else math.nan,
-                test_top1_error=val + 1 if st != "failed" else math.nan,
+                val_balanced_error=val + (3 if st == "stopped" else 0) if known else math.nan,
+                val_top1_error=head_heavy if known else math.nan,
+                test_top1_error=test if known else math.nan,
                 epochs=EPOCHS if st == "finished" else 2,
                 status=st,
             )
         )
     pd.DataFrame(res, columns=RESULTS_COLUMNS).to_csv(root / "results.csv", index=False)
+    pd.DataFrame(pc_rows).to_csv(root / "per_class.csv", index=False)
     pd.DataFrame(sw).to_csv(root / "sweep.csv", index=False)
     (root / "suite.yaml").write_text(yaml.safe_dump({"name": "kps-search"}))
     return root
@@ -310,7 +363,8 @@ def test_paper_numbers_yaml():
     assert paper.lookup("ce", "cifar10-lt", 100).value == 29.64
     assert paper.lookup("ce", "cifar10-lt", 100.0).table == "table3"
     assert paper.lookup("kps", "cifar100-lt", 50).value == 50.92
-    assert paper.lookup("kps+mixup", "cifar100-lt", 50).value == 49.45  # alias
+    assert paper.lookup("kps-ga+mixup", "cifar100-lt", 50).value == 49.45
+    assert paper.lookup("kps+mixup", "cifar100-lt", 50) is None  # plain KPS + mixup: no row
     assert paper.lookup("mislas-kps", "imagenet-lt", 1.0).value == 47.74  # rho ignored
     assert paper.lookup("la", "cifar10-lt", 50).value is None  # "-" in the paper
     assert paper.lookup("ce", "synthetic-lt", 100) is None
@@ -383,24 +437,83 @@ def test_out_prefix_and_md_only(tmp_path):
         build_report(root, formats=("md", "html"))
 
 
+SWEEP_FIGURES = ("sweep_points", "sweep_heatmap", "sweep_val_vs_test", "sweep_selected")
+
+
 def test_sweep_report(tmp_path):
     root = make_fake_sweep(tmp_path)
     paths = build_report(root)
-    assert (root / "figures" / "sweep_heatmap.png").is_file()
-    assert _ink(root / "figures" / "sweep_heatmap.png") > 0.1
     md = paths["md"].read_text()
+    for name in SWEEP_FIGURES:
+        assert _ink(root / "figures" / f"{name}.png") > 0.05, name
+        assert f"](figures/{name}.png)" in md
     assert "### Table 1: Top-1 error" not in md  # search points are not averaged as seeds
-    assert "](figures/sweep_heatmap.png)" in md
     sweep = _md_table(md, "### Table 1: Sweep").reset_index(drop=True)
     assert (sweep.loc[0, "m_max"], sweep.loc[0, "s_base"]) == ("0.4", "15")
-    assert _strip(sweep.loc[0, "val top-1 err"])[1] == "best"
+    assert _strip(sweep.loc[0, "val balanced err"])[1] == "best"
+    assert _strip(sweep.loc[0, "val top-1 err (inst.)"])[1] == ""
     assert len(sweep) == 9  # 12 points, 2 stopped, 1 failed
+    # ranked by the balanced validation error, not by the head-heavy one nor the test error
+    ranked = [float(_strip(v)[0]) for v in sweep["val balanced err"]]
+    assert ranked == sorted(ranked)
+    sw = pd.read_csv(root / "sweep.csv")
+    fin = sw[sw["status"] == "finished"]
+    rho = fin["val_balanced_error"].rank().corr(fin["test_top1_error"].rank())
+    assert f"balanced validation error {rho:+.2f}" in md
+    chosen = _md_table(md, "### Table 2: Sweep: the selected point").set_index("selected point")
+    assert chosen.loc["balanced validation error", "value"] == "20.00"
+    assert chosen.loc["test top-1 error", "value"] == f"{fin.loc[5, 'test_top1_error']:.2f}"
+    grid = _md_table(md, "### Table 3: Grid: test top-1 error").set_index("m_max")
+    assert list(grid.columns) == [f"s_base={s}" for s in (10, 15, 20, 25)]
+    assert _strip(grid.loc["0.4", "s_base=15"])[1] == "best"
+    assert grid.loc["0.5", "s_base=25"] == "failed"
+    assert grid.loc["0.3", "s_base=25"] == "stopped"
+    assert "### Table 4: Grid: balanced validation error" in md
+    assert "not retrained on training + validation" in md
+    assert "2 class(es) have fewer than 5 validation images" in md
     section = md[md.index("## Warnings") : md.index("## Results")]
     assert "1 failed and 2 stopped" in section
     assert "point_11" in section and "nan loss" in section
     assert "point_3" not in section  # stopped early: expected, not a problem
-    # title, warnings, sweep table, heat map, paper reference
-    assert len(_page_pngs(paths["pdf"], tmp_path)) == 5
+    pages = _page_pngs(paths["pdf"], tmp_path)
+    # title, warnings, 4 tables, 4 figures, paper reference
+    assert len(pages) == 11
+    for page in pages:
+        assert _ink(page) > 0.004, f"{page.name} looks blank"
+
+
+def test_sweep_report_of_an_older_sweep_without_the_balanced_error(tmp_path):
+    """An older sweep.csv (no val_balanced_error) and results.csv (no validation columns) still
+    report: ranked by the instance-weighted validation error, with a warning saying so."""
+    root = make_fake_sweep(tmp_path)
+    sw = pd.read_csv(root / "sweep.csv").drop(columns="val_balanced_error")
+    sw.to_csv(root / "sweep.csv", index=False)
+    res = pd.read_csv(root / "results.csv").drop(columns=["val_balanced_error", "val_top1_error"])
+    res.to_csv(root / "results.csv", index=False)
+    md = build_report(root, formats="md")["md"].read_text()
+    assert "ranked by the instance-weighted validation error" in md
+    sweep = _md_table(md, "### Table 1: Sweep").reset_index(drop=True)
+    assert _strip(sweep.loc[0, "val top-1 err (inst.)"])[1] == "best"
+    assert sweep.loc[0, "m_max"] == "0.3"  # the head-heavy number prefers a small margin
+
+
+def test_sweep_selection_ignores_poisoned_test_numbers(tmp_path):
+    """The report's selected point does not move when every test number is garbage."""
+    clean = make_fake_sweep(tmp_path / "clean")
+    poisoned = make_fake_sweep(tmp_path / "poisoned")
+    rng = np.random.default_rng(99)
+    sw = pd.read_csv(poisoned / "sweep.csv")
+    sw["test_top1_error"] = rng.uniform(0, 100, len(sw))
+    sw.to_csv(poisoned / "sweep.csv", index=False)
+    pc = pd.read_csv(poisoned / "per_class.csv")
+    pc["accuracy"] = rng.uniform(0, 100, len(pc))
+    pc.to_csv(poisoned / "per_class.csv", index=False)
+    picks = []
+    for root in (clean, poisoned):
+        md = build_report(root, formats="md")["md"].read_text()
+        chosen = _md_table(md, "### Table 2: Sweep: the selected point").set_index("selected point")
+        picks.append((chosen.loc["m_max", "value"], chosen.loc["s_base", "value"]))
+    assert picks[0] == picks[1] == ("0.4", "15")
 
 
 def test_missing_results_csv_is_one_line_error(tmp_path):
@@ -419,8 +532,8 @@ def test_missing_column_is_one_line_error(tmp_path):
 
 
 def test_single_seed_cell_and_scattered_sweep(tmp_path):
-    from reports.figures import sweep_figure
     from reports.markdown import table_markdown
+    from reports.search_figures import sweep_figure
     from reports.tables import metric_table
 
     df = pd.DataFrame(
@@ -444,12 +557,79 @@ def test_single_seed_cell_and_scattered_sweep(tmp_path):
             "trial": [f"t{i}" for i in range(60)],
             "m_max": rng.uniform(0.1, 0.8, 60),
             "s_base": rng.uniform(5, 40, 60),
+            "val_balanced_error": rng.uniform(15, 40, 60),
             "val_top1_error": rng.uniform(15, 40, 60),
             "test_top1_error": rng.uniform(15, 40, 60),
             "epochs": 10,
-            "status": ["finished"] * 59 + ["failed"],
+            "status": ["finished"] * 50 + ["stopped"] * 9 + ["failed"],
         }
     )
     caption = sweep_figure(sw, tmp_path / "h.png")
-    assert "binned" in caption and "59 finished points" in caption
-    assert _ink(tmp_path / "h.png") > 0.1
+    assert "50 finished points, 9 stopped early, 1 failed" in caption
+    assert "ringed in red" in caption
+    assert _ink(tmp_path / "h.png") > 0.05  # a scatter: less ink than a heat map
+    from reports.search import grid_axes
+    from reports.search_figures import heat_map
+
+    assert grid_axes(sw, ["m_max", "s_base"]) is None  # scattered: no heat map
+    assert heat_map(sw, ["m_max", "s_base"], "val_balanced_error", tmp_path / "x.png") is None
+
+
+def _labelled_results(rows):
+    """A results frame of finished cifar10-lt rho-100 rows: (method, label, setup, rule)."""
+    out = []
+    for i, (method, label, setup, rule) in enumerate(rows):
+        row = dict.fromkeys(RESULTS_COLUMNS, math.nan)
+        row.update(
+            trial=f"t{i}", method=method, params="{}", dataset="cifar10-lt", imb_factor=0.01,
+            rho=100.0, seed=0, subset_seed=0, top1_error=20.0 + i, epochs=200,
+            status="finished", error="", label=label, setup=setup, precision="float32",
+            full_schedule="True", rule=rule,
+        )  # fmt: skip
+        out.append(row)
+    return pd.DataFrame(out, columns=RESULTS_COLUMNS)
+
+
+def test_paper_number_only_for_the_paper_rows_configuration(tmp_path):
+    from reports.collect import _normalise_results
+    from reports.markdown import table_markdown
+    from reports.paper import load_paper_numbers
+    from reports.tables import metric_table
+
+    results = _normalise_results(
+        _labelled_results(
+            [
+                ("kps+mixup", "kps+mixup", "none", "raw"),  # plain KPS with mixup
+                ("kps-ga-mix", "kps-ga+mixup", "none", "raw"),  # the paper's "KPS w. mixup"
+                ("kps-ga", "kps-ga (m_max=0.3)", "none", "raw"),  # not the paper's parameters
+                ("ce", "ce", "schedule: 12 epochs", "raw"),  # a shortened run
+                ("ce", "ce", "none", "logit-adjust"),  # a post-hoc rule's row
+            ]
+        ).assign(label=lambda d: d["label"])
+    )
+    table = metric_table(
+        results, [("top1_error", "err")], "t", False, "top1", paper=load_paper_numbers()
+    )
+    cells = {row[0].text: row[2].text for row in table.rows}
+    assert cells["kps-ga-mix"] == "17.84"  # Table 6, KPS w. mixup, CIFAR-10-LT rho 100
+    assert cells["kps+mixup"] == "no paper row"  # not KPS w. mixup
+    assert cells["kps-ga"] == "no paper row"
+    assert cells["ce"] == "setup differs"
+    assert cells["ce [logit-adjust]"] == "post-hoc rule"
+    md = table_markdown(table)
+    assert "configuration kps+mixup is not a row of the paper" in md
+    assert "Precision: float32." in md
+
+
+def test_old_results_without_new_columns_are_readable(tmp_path):
+    root = make_fake_suite(tmp_path / "old", datasets={"cifar100-lt": 100})
+    df = pd.read_csv(root / "results.csv")
+    df.drop(columns=["label", "setup", "precision", "full_schedule", "rule"]).to_csv(
+        root / "results.csv", index=False
+    )
+    paths = build_report(root, formats="md")
+    md = paths["md"].read_text()
+    table = _md_table(md, "### Table 1: Top-1 error").set_index("method")
+    i = list(table.columns).index("cifar100-lt ρ=100: top-1 err")
+    assert table.iloc[0, i + 1] == "config unknown"
+    assert "| precision " in md and "unknown" in md

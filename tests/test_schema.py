@@ -25,8 +25,10 @@ from ltbench.runner.suite import expand, load_suite
 from ltbench.runner.trials import TrialSpec, first_difference, load_trials, point_spec, rho_of
 from ltbench.schema import (
     RESULTS_COLUMNS,
+    SEARCH_METRIC,
     SWEEP_FIXED_COLUMNS,
     read_metrics,
+    select_best,
     sweep_columns,
     sweep_params,
     trial_state,
@@ -99,6 +101,7 @@ def test_sweep_columns_follow_the_searched_parameters():
         "trial",
         "m",
         "s",
+        "val_balanced_error",
         "val_top1_error",
         "test_top1_error",
         "epochs",
@@ -108,6 +111,26 @@ def test_sweep_columns_follow_the_searched_parameters():
     assert sweep_params({"search": {"params": ["b", "a"]}}, ["trial", "a", "b"]) == ["b", "a"]
     assert sweep_params({}, sweep_columns(["gamma", "beta"])) == ["gamma", "beta"]
     assert "params" in RESULTS_COLUMNS and RESULTS_COLUMNS[0] == "trial"
+    assert SEARCH_METRIC == "val_balanced_error" and "val_balanced_error" in RESULTS_COLUMNS
+
+
+def test_select_best_reads_only_status_and_the_selection_metric():
+    sweep = pd.DataFrame(
+        {
+            "trial": ["a", "b", "c", "d", "e"],
+            "val_balanced_error": [30.0, 20.0, 10.0, math.nan, 20.0],
+            "val_top1_error": [5.0, 50.0, 60.0, 1.0, 50.0],
+            "test_top1_error": [1.0, 2.0, 3.0, 0.0, 2.0],
+            "status": ["finished", "finished", "stopped", "finished", "finished"],
+        }
+    )
+    assert select_best(sweep)["trial"] == "b"  # c stopped early; ties: the first row
+    poisoned = sweep.assign(test_top1_error=[99.0, math.nan, -5.0, 0.0, 1e9])
+    poisoned = poisoned.drop(columns="val_top1_error")
+    assert select_best(poisoned)["trial"] == "b"
+    assert select_best(sweep, "val_top1_error")["trial"] == "d"  # the head-heavy number
+    assert select_best(sweep.assign(status="failed")) is None
+    assert select_best(sweep.drop(columns="val_balanced_error")) is None
 
 
 def test_readers_and_trial_state(tmp_path):
@@ -206,8 +229,10 @@ def test_progress_lines_and_status():
     p.completed("t1", "a", {}, {"finished": True, "top1_error": 12.5, "wall_seconds": 4})
     assert lines[-2] == "[1/3] finished a: top-1 error 12.50% (4 s)"
     assert lines[-1].endswith("pending 1; best top-1 error 12.50% (described a)")
-    p.completed("t2", "b", {"tau": 0.5}, {"training_iteration": 1, "val_top1_error": 40.0})
-    assert lines[-2] == "[2/3] stopped early b (tau=0.5) after 1 epoch(s), val error 40.00%"
+    p.completed("t2", "b", {"tau": 0.5}, {"training_iteration": 1, "val_balanced_error": 40.0})
+    assert lines[-2] == (
+        "[2/3] stopped early b (tau=0.5) after 1 epoch(s), balanced val error 40.00%"
+    )
     p.errored("t3", None, {}, lambda: "Traceback\n  ...\nValueError: nan loss\n")
     assert lines[-2] == "[3/3] FAILED t3: ValueError: nan loss"
     assert lines[-1].startswith("trials: done 2 / running 0 / failed 1 / pending 0")

@@ -24,7 +24,14 @@ from ltbench.runner.suite import (
 from ltbench.runner.trials import check_trials, first_difference, load_trials, save_trials
 from ltbench.schema import PER_CLASS_COLUMNS, RESULTS_COLUMNS, sweep_columns
 
-SHIPPED = {"ablation": 3, "comparison": 9, "mixup": 2, "mislas": 2, "kps-search": 1}
+SHIPPED = {
+    "ablation": 3,
+    "comparison": 9,
+    "mixup": 2,
+    "mislas": 2,
+    "kps-search": 1,
+    "kps-grid": 1,
+}
 
 
 def write(tmp_path, text, name="s.yaml"):
@@ -60,7 +67,7 @@ def test_shipped_suite_expansion_counts(name, n_methods):
     per_method = len(suite.datasets) * len(suite.rhos) * len(suite.seeds)
     assert len(trials) == n_methods * per_method
     assert len({t.key for t in trials}) == len(trials)
-    if name != "kps-search":
+    if name not in ("kps-search", "kps-grid"):
         assert suite.datasets == ["cifar10-lt", "cifar100-lt"]
         assert suite.rhos == [100.0, 50.0]
         assert suite.seeds == [0, 1, 2]
@@ -226,12 +233,56 @@ def test_search_block_validation(tmp_path, block, match):
         load_suite(str(path))
 
 
+GRID = "{type: grid, space: {m_max: %s, s_base: {type: int, values: [10, 15]}}%s}"
+
+
+@pytest.mark.parametrize(
+    "block,match",
+    [
+        ("{type: bayes, space: {m: {type: float, low: 0, high: 1}}}", r"type must be one of"),
+        (
+            "{space: {m: {type: float, values: [0.1, 0.2]}}}",
+            r"space: m: values needs a grid search \(search: type: grid\)",
+        ),
+        (GRID % ("{type: float, values: []}", ""), r"values must be a non-empty list of floats"),
+        (GRID % ("{type: float, values: [0.1, 0.1]}", ""), r"the grid's values repeat"),
+        (GRID % ("{type: float, low: 0.1, high: 0.5}", ""), r"needs values: \[...\] or low"),
+        (GRID % ("{type: float, values: [0.1], low: 0.1}", ""), r"not both"),
+        (GRID % ("{type: float, values: [0.1]}", ", num_samples: 3"), r"no ASHA\); num_samples"),
+        (GRID % ("{type: float, values: [0.1]}", ", grace_fraction: 0.5"), r"grace_fraction"),
+    ],
+)
+def test_grid_search_block_validation(tmp_path, block, match):
+    path = write(tmp_path, MINIMAL + f"search: {block}\n")
+    with pytest.raises(LtbenchError, match=match):
+        load_suite(str(path))
+
+
+def test_grid_search_values_steps_and_presets(tmp_path):
+    block = GRID % ("{type: float, low: 0.3, high: 0.6, steps: 4}", "")
+    suite = load_suite(str(write(tmp_path, MINIMAL + f"search: {block}\n")))
+    assert suite.search.is_grid and suite.search.type == "grid"
+    assert suite.search.space["m_max"] == {"type": "float", "values": [0.3, 0.4, 0.5, 0.6]}
+    assert suite.search.space["s_base"]["values"] == [10, 15]
+    assert suite.search.grid_size == suite.search.num_samples == 8
+    steps = "{type: int, low: 10, high: 30, steps: 3}"
+    block = f"{{type: grid, space: {{s_base: {steps}}}}}"
+    suite = load_suite(str(write(tmp_path, MINIMAL + f"search: {block}\n", "b.yaml")))
+    assert suite.search.space["s_base"]["values"] == [10, 20, 30]
+    # the shipped grid: 4 x 3 points, and a preset does not thin it out
+    grid, _ = apply_overrides(load_suite("kps-grid"), datasets=["synthetic-lt"], preset="smoke")
+    assert grid.search.is_grid and grid.search.num_samples == 12
+    assert grid.search.params == ["m_max", "s_base"]
+    assert grid.config["val_fraction"] > 0
+    assert not load_suite("kps-search").search.is_grid
+
+
 # ----------------------------------------------------------------------------------------------
 # presets and overrides
 
 
 def test_presets():
-    assert PRESETS["paper"].overrides == {}
+    assert PRESETS["paper"].overrides == {"amp": False}  # float32 until bf16 is measured
     smoke = PRESETS["smoke"].overrides
     assert {"epochs", "n_max", "width"} <= set(smoke)
     suite, overrides = apply_overrides(
@@ -338,6 +389,7 @@ def _result(top1, classes=3):
         "epochs": 2,
         "wall_seconds": 5.5,
         "val_top1_error": top1 + 1,
+        "val_balanced_error": top1 + 2,
         "per_class_accuracy": [80.0, 50.0, 20.0][:classes],
         "class_counts": [100, 10, 1],
         "class_names": ["a", "b", "c"],
@@ -367,6 +419,8 @@ def test_collect_results_from_trial_dirs(tmp_path):
     assert list(per_class.columns) == PER_CLASS_COLUMNS
     assert list(results["status"]) == ["finished", "failed", "missing", "missing"]
     assert results.loc[0, "top1_error"] == 30.0 and results.loc[0, "wall_seconds"] == 5.5
+    assert results.loc[0, "val_balanced_error"] == 32.0 and results.loc[0, "val_top1_error"] == 31
+    assert math.isnan(results.loc[1, "val_balanced_error"])
     assert results.loc[1, "error"] == "loss 'la': tau must be a number > 0"
     assert results.loc[2, "error"] == "" and math.isnan(results.loc[2, "top1_error"])
     assert json.loads(results.loc[3, "params"]) == {"tau": 1.0}
@@ -400,7 +454,8 @@ def test_collect_sweep(tmp_path):
     t1 = tmp_path / "trials" / specs[1].key
     t1.mkdir()
     (t1 / "metrics.jsonl").write_text(
-        '{"epoch": 1, "val_top1_error": 70.0, "test_top1_error": 71.0}\n{"epoch": 2'
+        '{"epoch": 1, "val_balanced_error": 75.0, "val_top1_error": 70.0, '
+        '"test_top1_error": 71.0}\n{"epoch": 2'
     )
     sweep = write_sweep(tmp_path, ("m_max", "s_base"), stopped={specs[1].key})
     assert list(sweep.columns) == sweep_columns(["m_max", "s_base"])
@@ -408,6 +463,7 @@ def test_collect_sweep(tmp_path):
         "trial",
         "m_max",
         "s_base",
+        "val_balanced_error",
         "val_top1_error",
         "test_top1_error",
         "epochs",
@@ -417,4 +473,6 @@ def test_collect_sweep(tmp_path):
     assert list(sweep["status"]) == ["finished", "stopped", "missing"]
     assert sweep.loc[0, "val_top1_error"] == 41.0 and sweep.loc[0, "test_top1_error"] == 40.0
     assert sweep.loc[1, "epochs"] == 1 and sweep.loc[1, "val_top1_error"] == 70.0
+    assert sweep.loc[0, "val_balanced_error"] == 42.0 and sweep.loc[1, "val_balanced_error"] == 75
+    assert math.isnan(sweep.loc[2, "val_balanced_error"])
     assert (tmp_path / "sweep.csv").is_file()

@@ -49,6 +49,77 @@ def test_train_writes_every_file(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
+def test_validation_split_gives_balanced_error_and_per_class_accuracy(tmp_path, capsys):
+    """`ltbench train ... --val-fraction 0.2`: the balanced validation error is 100 minus the
+    mean of val_per_class_accuracy (classes without a validation image left out and listed)."""
+    run = tmp_path / "run"
+    argv = ["train", "--dataset", "synthetic-lt", "--n-max", "100", "--imb-factor", "0.01"]
+    argv += ["--width", "0.25", "--batch-size", "64", "--epochs", "2", "--loss", "kps-ga"]
+    assert main([*argv, "--val-fraction", "0.2", "--out", str(run)]) == 0
+    saved = json.loads((run / "result.json").read_text())
+    acc = saved["val_per_class_accuracy"]
+    assert len(acc) == 10
+    seen = [a for a in acc if a is not None]
+    assert saved["val_balanced_error"] == pytest.approx(100 - sum(seen) / len(seen))
+    assert saved["val_classes_without_images"] == [c for c, a in enumerate(acc) if a is None]
+    counts = saved["val_class_counts"]
+    assert saved["val_classes_without_images"] == [c for c, n in enumerate(counts) if n == 0]
+    assert saved["val_classes_below_minimum"] == [c for c, n in enumerate(counts) if n < 5]
+    assert counts[:5] == [20, 12, 7, 5, 5]  # 100, 59, 35, 21, 12 images: the minimum of 5
+    assert saved["val_source"] == "holdout"
+    assert 0 <= saved["val_top1_error"] <= 100
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["val_balanced_error"] == pytest.approx(saved["val_balanced_error"])
+    assert rows[-1]["val_per_class_accuracy"] == acc
+    assert all("val_top1_error" in r for r in rows)
+
+
+def test_scrambled_test_labels_change_no_validation_number_and_no_choice(tmp_path, monkeypatch):
+    """Nothing of the test set is read to choose: train two points of a search, then again with
+    the test labels replaced by garbage. Every validation number (and so the selected point)
+    is the same; only the test numbers change."""
+    import numpy as np
+    import pandas as pd
+
+    import ltbench.data
+    from ltbench.data.batches import TensorData
+    from ltbench.schema import select_best
+
+    real_load = ltbench.data.load_dataset
+
+    def scrambled(*args, **kwargs):
+        bundle = real_load(*args, **kwargs)
+        gen = torch.Generator().manual_seed(123)
+        garbage = torch.randint(0, bundle.num_classes, bundle.test.labels.shape, generator=gen)
+        bundle.test = TensorData(bundle.test.images, garbage.to(bundle.test.labels.device))
+        return bundle
+
+    points = {"a": 0.1, "b": 0.6}
+    runs = {}
+    for poisoned in (False, True):
+        if poisoned:
+            monkeypatch.setattr(ltbench.data, "load_dataset", scrambled)
+        rows = []
+        for key, m_max in points.items():
+            cfg = tiny(loss="kps-ga", epochs=1, val_fraction=0.2, loss_params={"m_max": m_max})
+            r = train(cfg, tmp_path / f"{key}-{poisoned}")
+            rows.append(
+                {
+                    "trial": key,
+                    "val_balanced_error": r["val_balanced_error"],
+                    "val_per_class": r["val_per_class_accuracy"],
+                    "test_top1_error": r["top1_error"],
+                    "status": "finished",
+                }
+            )
+        runs[poisoned] = pd.DataFrame(rows)
+    clean, poisoned = runs[False], runs[True]
+    assert list(clean["val_balanced_error"]) == list(poisoned["val_balanced_error"])
+    assert list(clean["val_per_class"]) == list(poisoned["val_per_class"])
+    assert not np.allclose(clean["test_top1_error"], poisoned["test_top1_error"])
+    assert select_best(clean)["trial"] == select_best(poisoned)["trial"]
+
+
 def test_same_seed_same_numbers_other_seed_other_numbers(tmp_path):
     a = train(tiny(loss="ce", seed=3), tmp_path / "a")
     b = train(tiny(loss="ce", seed=3), tmp_path / "b")

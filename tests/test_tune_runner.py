@@ -332,7 +332,8 @@ def test_sweep_reports_best_point_and_writes_sweep_csv(ray_session, tmp_path):
     assert (sweep["status"] == "finished").any()
     assert sweep["m_max"].between(0.1, 0.8).all() and sweep["s_base"].between(5, 40).all()
     assert (sweep["s_base"] == sweep["s_base"].round()).all()
-    assert "best (selected on validation): m_max=" in out and "test error" in out
+    assert "best (selected on balanced validation error): m_max=" in out and "test error" in out
+    assert sweep.loc[sweep["status"] == "finished", "val_balanced_error"].between(0, 100).all()
     results = pd.read_csv(out_dir / "results.csv")
     assert len(results) == 3 and list(results.columns) == RESULTS_COLUMNS
     if have_report():
@@ -362,11 +363,22 @@ def tau_train(cfg, out_dir, hooks=None, *, resume=False, progress=None, **_):
     out_dir = Path(out_dir)
     val = 20.0 + 10.0 * (cfg.loss_params["tau"] - 1.0) ** 2
     for epoch in (1, 2):
-        metrics = {"epoch": epoch, "val_top1_error": val + 2 - epoch, "test_top1_error": val}
+        metrics = {
+            "epoch": epoch,
+            "val_balanced_error": val + 2 - epoch,
+            "val_top1_error": val - epoch,
+            "test_top1_error": val,
+        }
         with open(out_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(metrics) + "\n")
         hooks.on_epoch_end(epoch, metrics, out_dir / "checkpoint.pt")
-    result = {"top1_error": val + 1, "val_top1_error": val, "epochs": 2, "wall_seconds": 0.1}
+    result = {
+        "top1_error": val + 1,
+        "val_balanced_error": val,
+        "val_top1_error": val - 2,
+        "epochs": 2,
+        "wall_seconds": 0.1,
+    }
     (out_dir / "result.json").write_text(json.dumps(result))
     return result
 
@@ -394,6 +406,7 @@ def test_sweep_of_another_parameter_writes_its_column(ray_session, tmp_path):
     assert list(sweep.columns) == [
         "trial",
         "tau",
+        "val_balanced_error",
         "val_top1_error",
         "test_top1_error",
         "epochs",
@@ -402,18 +415,113 @@ def test_sweep_of_another_parameter_writes_its_column(ray_session, tmp_path):
     assert len(sweep) == 3 and set(sweep["status"]) == {"finished"}
     assert sweep["tau"].between(0.5, 2.0).all()
     expected = 20.0 + 10.0 * (sweep["tau"] - 1.0) ** 2
-    assert (sweep["val_top1_error"] - expected).abs().max() < 1e-9
+    assert (sweep["val_balanced_error"] - expected).abs().max() < 1e-9
+    assert (sweep["val_top1_error"] - expected + 2).abs().max() < 1e-9
     suite_yaml = yaml.safe_load((out_dir / "suite.yaml").read_text())
     assert suite_yaml["search"]["params"] == ["tau"]
     results = pd.read_csv(out_dir / "results.csv")
     assert list(results.columns) == RESULTS_COLUMNS
     assert all(set(json.loads(p)) == {"tau"} for p in results["params"])
-    assert "best (selected on validation): tau=" in out.getvalue()
+    assert "best (selected on balanced validation error): tau=" in out.getvalue()
     trials = json.loads((out_dir / "trials.json").read_text())
     assert all(set(t) == {"key", "method", "config"} for t in trials.values())
     if have_report():
         md = (out_dir / "report.md").read_text()
         assert "](figures/sweep_curve.png)" in md and "against tau" in md
+
+
+GRID_SWEEP = """
+description: a 3 x 2 grid for the tests
+methods: [kps-ga]
+datasets: [synthetic-lt]
+rhos: [10]
+seeds: [0]
+config: {epochs: 2, n_max: 30, width: 0.25, val_fraction: 0.2}
+search:
+  type: grid
+  space:
+    m_max: {type: float, values: [0.2, 0.4, 0.6]}
+    s_base: {type: int, low: 10, high: 20, steps: 2}
+"""
+
+
+def grid_train(cfg, out_dir, hooks=None, *, poison=False, resume=False, progress=None, **_):
+    """A stand-in for train: the balanced validation error is a bowl around (0.4, 20); the
+    instance-weighted one and the test error are elsewhere. `poison`: the test numbers are
+    garbage (as if the test labels were scrambled); the selection must not move."""
+    import random
+
+    out_dir = Path(out_dir)
+    m, s = cfg.loss_params["m_max"], cfg.loss_params["s_base"]
+    val = 30.0 + 100.0 * (m - 0.4) ** 2 + 0.1 * (20 - s)
+    head_heavy = 10.0 + 20.0 * m  # lowest at m_max = 0.2: a different "best"
+    test = random.Random(f"{m}{s}").uniform(0, 100) if poison else val + 5.0
+    for epoch in (1, 2):
+        metrics = {
+            "epoch": epoch,
+            "val_balanced_error": val + 2 - epoch,
+            "val_top1_error": head_heavy,
+            "test_top1_error": test,
+        }
+        with open(out_dir / "metrics.jsonl", "a") as fh:
+            fh.write(json.dumps(metrics) + "\n")
+        hooks.on_epoch_end(epoch, metrics, out_dir / "checkpoint.pt")
+    result = {
+        "top1_error": test,
+        "val_balanced_error": val,
+        "val_top1_error": head_heavy,
+        "per_class_accuracy": [100.0 - test] * 10,
+        "epochs": 2,
+        "wall_seconds": 0.1,
+    }
+    (out_dir / "result.json").write_text(json.dumps(result))
+    return result
+
+
+def test_grid_sweep_runs_every_point_and_ignores_the_test_set(ray_session, tmp_path):
+    """A grid runs each of its points to the end (no ASHA) and selects on the balanced
+    validation error; with the test numbers poisoned, the same point is chosen."""
+    import functools
+
+    from ray import cloudpickle
+
+    from ltbench.runner.args import add_sweep_args
+    from ltbench.runner.commands import sweep_command
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    suite = tmp_path / "grid.yaml"
+    suite.write_text(GRID_SWEEP)
+    chosen = []
+    for poison in (False, True):
+        out_dir = tmp_path / f"out-{poison}"
+        p = argparse.ArgumentParser()
+        add_sweep_args(p)
+        args = p.parse_args(["--suite", str(suite), "--out", str(out_dir), "--report", "none"])
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            rc = sweep_command(args, train_fn=functools.partial(grid_train, poison=poison))
+        assert rc == 0, out.getvalue()
+        assert "6 points of m_max, s_base (grid search, every point to the end" in out.getvalue()
+        sweep = pd.read_csv(out_dir / "sweep.csv")
+        assert len(sweep) == 6 and set(sweep["status"]) == {"finished"}
+        assert sorted(zip(sweep["m_max"], sweep["s_base"], strict=True)) == [
+            (m, s) for m in (0.2, 0.4, 0.6) for s in (10, 20)
+        ]
+        assert (sweep["epochs"] == 2).all()
+        recorded = yaml.safe_load((out_dir / "suite.yaml").read_text())["search"]
+        assert recorded["type"] == "grid" and recorded["scheduler"] == "none"
+        line = next(x for x in out.getvalue().splitlines() if x.startswith("best"))
+        chosen.append((line.split(":")[1].strip(), sweep.sort_values("trial")))
+    assert chosen[0][0] == chosen[1][0] == "m_max=0.4, s_base=20"
+    clean, poisoned = chosen[0][1], chosen[1][1]
+    cols = ["m_max", "s_base", "val_balanced_error", "val_top1_error"]
+    pd.testing.assert_frame_equal(
+        clean.sort_values(cols[:2])[cols].reset_index(drop=True),
+        poisoned.sort_values(cols[:2])[cols].reset_index(drop=True),
+    )
+    assert not clean["test_top1_error"].equals(poisoned["test_top1_error"])
+    rc, _, err = run_cli(["sweep", "--suite", suite, "--num-samples", "3", "--out", tmp_path / "x"])
+    assert rc == 2 and "grid search of 6 points" in err
 
 
 # ----------------------------------------------------------------------------------------------

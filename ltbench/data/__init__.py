@@ -38,13 +38,16 @@ from typing import Any
 _EXPORTS = {
     "longtail": (
         "PROFILES",
+        "VAL_MIN_PER_CLASS",
         "check_imb_factor",
         "check_profile",
         "check_val_fraction",
         "class_counts",
+        "classes_short_of_minimum",
         "long_tailed_counts",
         "long_tailed_indices",
         "split_validation",
+        "validation_count",
     ),
     "registry": (
         "DATASETS",

@@ -21,7 +21,9 @@ class DatasetBundle:
     `cls_num_list` counts the images actually trained on (after the long-tailed subset and the
     validation hold-out), in class order. `train`/`val`/`test` are `TensorData` when `in_memory`,
     else `SplitFileDataset`s; `val` is None without a validation split. The test split is never
-    subsampled. `mean`/`std` are the per-channel normalisation constants.
+    subsampled. `mean`/`std` are the per-channel normalisation constants. `val_source` says where
+    the validation split came from: "" (none), "holdout" (held out of the training images by
+    `split_validation`) or the split file read.
     """
 
     name: str
@@ -37,3 +39,4 @@ class DatasetBundle:
     std: tuple[float, float, float] = CIFAR_STD
     imb_factor: float = 1.0
     profile: str = "exp"
+    val_source: str = ""

@@ -71,6 +71,7 @@ def _in_memory_bundle(
         std=tuple(std),
         imb_factor=imb_factor,
         profile=profile,
+        val_source="holdout" if val is not None else "",
     )
 
 
@@ -203,6 +204,10 @@ _SPLIT_FILES = {
     "imagenet-lt": ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt"),
     "inat2018": ("iNaturalist18_train.txt", "iNaturalist18_val.txt"),
 }
+# The official validation split, balanced (ImageNet-LT: 20 images per class, disjoint from the
+# training and test files). With val_fraction > 0 it is the validation split when ROOT holds it,
+# and no training image is held out; iNaturalist's val file is its test set, so it has none.
+_VAL_FILES = {"imagenet-lt": "ImageNet_LT_val.txt"}
 
 
 def _resolve_split(root: Path, given, default: str, what: str, name: str) -> Path:
@@ -301,14 +306,18 @@ def _load_split_files(
         raise LtbenchError(
             f"{name}: image {first} (first entry of {train_path}) not found; is image_root right?"
         )
-    val = None
+    val, val_source = None, ""
+    official = root / _VAL_FILES[name] if name in _VAL_FILES else None
+    if val_split is None and val_fraction > 0 and official is not None and official.is_file():
+        val_split = official
     if val_split is not None:
-        val = SplitFileDataset.from_split_file(
-            image_root, _resolve_split(root, val_split, "", "val", name), eval_tf
-        )
+        val_path = _resolve_split(root, val_split, "", "val", name)
+        val = SplitFileDataset.from_split_file(image_root, val_path, eval_tf)
+        val_source = str(val_path)
     elif val_fraction > 0:
         train_pos, val_pos = split_validation(train.labels, val_fraction, val_seed)
         train, val = train.subset(train_pos), train.subset(val_pos, transform=eval_tf)
+        val_source = "holdout"
     num_classes = int(train.labels.max()) + 1
     for split_name, ds in (("test", test), ("val", val)):
         if ds is not None and int(ds.labels.max()) >= num_classes:
@@ -339,4 +348,5 @@ def _load_split_files(
         std=IMAGENET_STD,
         imb_factor=1.0,
         profile=profile,
+        val_source=val_source,
     )

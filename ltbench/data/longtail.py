@@ -118,13 +118,36 @@ def long_tailed_indices(
     return kept, counts
 
 
+# A class with at least 2 * VAL_MIN_PER_CLASS images gives at least this many to validation.
+VAL_MIN_PER_CLASS = 5
+
+
+def validation_count(n: int, val_fraction: float) -> int:
+    """How many of a class's `n` images `split_validation` holds out (the rule, stated once).
+
+    round(val_fraction * n), raised to VAL_MIN_PER_CLASS when the class has at least twice that
+    many images (so training keeps at least as many as validation gets). A smaller class gives
+    round(val_fraction * n) but at least 1 and at most n - 1; a class with a single image keeps
+    it for training. Classes where round(val_fraction * n) >= VAL_MIN_PER_CLASS already are
+    unchanged by the minimum (CIFAR-10-LT at rho = 100 and val_fraction = 0.1: 500 ... 5).
+    """
+    if val_fraction <= 0 or n < 2:
+        return 0
+    wanted = int(round(val_fraction * n))
+    if n >= 2 * VAL_MIN_PER_CLASS:
+        return max(wanted, VAL_MIN_PER_CLASS)
+    return min(max(1, wanted), n - 1)
+
+
 def split_validation(
     labels: Sequence[int] | np.ndarray | Any, val_fraction: float, seed: int
 ) -> tuple[list[int], list[int]]:
-    """Hold out `val_fraction` of each class's images: returns (train positions, val positions).
+    """Hold out part of each class's images: returns (train positions, val positions).
 
-    Each class with at least 2 images gives round(fraction * n), but at least 1 and at most n - 1,
-    images to validation; a class with a single image keeps it for training.
+    Class by class, `validation_count(n, val_fraction)` images go to validation: the first ones
+    of a permutation of the class's positions drawn from `default_rng(seed)` (one permutation
+    per class, in class order, whatever the count), so the draw is deterministic and a class's
+    held-out images do not depend on the other classes' counts.
     """
     check_val_fraction(val_fraction)
     labels = _as_numpy(labels)
@@ -133,13 +156,16 @@ def split_validation(
     val_pos: list[int] = []
     for cls in range(int(labels.max()) + 1 if labels.size else 0):
         idx = np.where(labels == cls)[0]
-        n_val = 0
-        if val_fraction > 0 and len(idx) >= 2:
-            n_val = min(max(1, int(round(val_fraction * len(idx)))), len(idx) - 1)
+        n_val = validation_count(len(idx), val_fraction)
         held = set(rng.permutation(idx)[:n_val].tolist())
         for i in idx.tolist():
             (val_pos if i in held else train_pos).append(i)
     return sorted(train_pos), sorted(val_pos)
+
+
+def classes_short_of_minimum(val_counts: Sequence[int]) -> list[int]:
+    """The classes with fewer than VAL_MIN_PER_CLASS validation images (their error is noisy)."""
+    return [c for c, n in enumerate(val_counts) if n < VAL_MIN_PER_CLASS]
 
 
 def class_counts(labels: Sequence[int] | np.ndarray | Any, num_classes: int) -> list[int]:

@@ -224,7 +224,10 @@ def load_dataset(
     n_max: images per class taken before the long-tailed construction (the first n_max of each
         class), to make small runs fast; synthetic-lt draws this many per class (default 500).
     val_fraction: share of each class's long-tailed training images held out as a validation
-        split (at least one per class with two or more images), drawn with `val_seed`.
+        split, drawn with `val_seed` (`longtail.validation_count`: at least VAL_MIN_PER_CLASS
+        per class with twice that many images, else at least one per class with two or more).
+        On ImageNet-LT, a ROOT/ImageNet_LT_val.txt (the official balanced split) is used
+        instead of a hold-out when present.
     download: fetch CIFAR with torchvision (opt-in; never done otherwise).
     options: `n_test_max` (synthetic, CIFAR: images per class in the test set), `cache_dir`
         (CIFAR image folders; False disables the cache), `train_split`, `test_split`,

@@ -180,14 +180,14 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         given[name] = value
     out.stage2 = {}
     params: dict[str, Any] = {}
-    per_dataset = all_defaults_for(spec, out.dataset)
+    # the paper's values on this dataset, and the method's recipe on this dataset and rho
+    per_dataset = all_defaults_for(spec, out.dataset, out.imb_factor)
     for key, value in all_defaults(spec).items():
         if key in given:
             continue
-        if per_dataset[key] != value:  # the paper's value on this dataset
-            params[key] = per_dataset[key]
-            continue
         anchor = anchor_of(key, spec.milestones)
+        if per_dataset[key] != value:
+            value = params[key] = per_dataset[key]
         if anchor is not None:
             params[key] = place_param(
                 key,

@@ -40,7 +40,9 @@ from ltbench.engine.checkpoint import (
     write_rows,
 )
 from ltbench.engine.config import TrainConfig, resolve, save_yaml
+from ltbench.engine.identity import identity, precision_name
 from ltbench.engine.locks import check_out_dir, hold
+from ltbench.engine.metrics import validation_metrics
 from ltbench.engine.schedule import cosine_learning_rate, step_learning_rate
 from ltbench.engine.stages import (
     StageModel,
@@ -293,7 +295,8 @@ def run_stage(
         if epoch + 1 == stage.epochs or (epoch + 1) % cfg.eval_every == 0:
             row["test_top1_error"] = assess(loaders.test)["top1_error"]
         if loaders.val is not None:
-            row["val_top1_error"] = assess(loaders.val)["top1_error"]
+            row.update(validation_metrics(assess(loaders.val)["confusion_matrix"]))
+            del row["val_classes_without_images"]  # a property of the split: in result.json
         row["epoch_seconds"] = time.perf_counter() - tick
         history.append(row)
         state = {
@@ -320,11 +323,19 @@ def run_stage(
     # -- final metrics, from the saved state so a relaunch gives the same file ---------------
     result = build_result(cfg, bundle, assess(loaders.test), history)
     if loaders.val is not None:
-        result["val_top1_error"] = assess(loaders.val)["top1_error"]
+        result.update(validation_metrics(assess(loaders.val)["confusion_matrix"]))
+        result.update(validation_split_record(bundle))
     result["wall_seconds"] = (
         time.perf_counter() - start_time + sum(r.get("epoch_seconds", 0.0) for r in history[:start])
     )
     result["env"] = environment(device, amp=amp, channels_last=channels_last)
+    result["precision"] = precision_name(amp)
+    if multi:  # a cached stage 1 may have run at another precision (amp is a runtime setting)
+        first = previous.result.get("precision") or precision_name(
+            previous.result.get("env", {}).get("amp_bf16") == "True"
+        )
+        if first != result["precision"]:
+            result["precision"] = f"{first} (stage 1), {result['precision']} (stage 2)"
     result["stage_plan"] = ([previous.stage.describe()] if multi else []) + [stage.describe()]
     if multi:
         result["epochs"] = stage.epochs
@@ -339,13 +350,26 @@ def run_stage(
     return result
 
 
+def validation_split_record(bundle) -> dict[str, Any]:
+    """What result.json says about the validation split: where it came from, its images per
+    class and the classes with fewer than VAL_MIN_PER_CLASS (their error is noisy)."""
+    from ltbench.data.longtail import VAL_MIN_PER_CLASS, class_counts, classes_short_of_minimum
+
+    counts = class_counts(bundle.val.labels, bundle.num_classes)
+    return {
+        "val_source": bundle.val_source,
+        "val_class_counts": counts,
+        "val_min_per_class": VAL_MIN_PER_CLASS,
+        "val_classes_below_minimum": classes_short_of_minimum(counts),
+    }
+
+
 def stage_learning_rate(cfg: TrainConfig, stage: Stage, epoch: int) -> float:
     """The learning rate of 0-based `epoch` of `stage`."""
     if stage.schedule == "cosine":
         return cosine_learning_rate(stage.lr, epoch, stage.epochs)
-    return step_learning_rate(
-        stage.lr, epoch, cfg.warmup_epochs, cfg.lr_decay_epochs, cfg.lr_decay_factor
-    )
+    factor = cfg.lr_decay_factor if stage.lr_decay_factor is None else stage.lr_decay_factor
+    return step_learning_rate(stage.lr, epoch, cfg.warmup_epochs, cfg.lr_decay_epochs, factor)
 
 
 def learning_rate(cfg: TrainConfig, epoch: int) -> float:
@@ -377,7 +401,7 @@ def build_result(
     tested = [r for r in history if "test_top1_error" in r]
     best = min(tested, key=lambda r: r["test_top1_error"]) if tested else None
     return {
-        "method": cfg.loss + ("+mixup" if cfg.mixup_alpha > 0 else ""),
+        **identity(cfg),  # method (the label from the whole configuration), full_schedule, ...
         "loss": cfg.loss,
         "loss_params": cfg.loss_params,
         "mixup_alpha": cfg.mixup_alpha,

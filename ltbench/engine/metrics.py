@@ -12,6 +12,10 @@ All accuracies, errors and the ECE are in percent.
   30% head, the next 40% mid, the rest tail.
 - ECE: 15 equal-width confidence bins, sum over bins of |accuracy - confidence| weighted by the
   bin's share of samples (the measure MiSLAS reports).
+- balanced error: 100 minus the mean over classes of the per-class accuracy, classes without an
+  evaluated image left out. On a balanced set it equals top1_error (the trace of the confusion
+  matrix over its total); on the long-tailed validation split it does not, and it is the
+  validation number that estimates the (balanced) test error: `validation_metrics`.
 """
 
 from __future__ import annotations
@@ -111,6 +115,31 @@ def ece_from_predictions(confidence: np.ndarray, correct: np.ndarray, bins: int 
     right = np.bincount(idx, weights=np.asarray(correct, dtype=np.float64), minlength=bins)
     conf = np.bincount(idx, weights=confidence, minlength=bins)
     return expected_calibration_error(counts, right, conf)
+
+
+def balanced_error(class_acc: np.ndarray) -> float:
+    """100 minus the mean per-class accuracy (percent); NaN classes (no image) are left out."""
+    return 100.0 - _nanmean(class_acc)
+
+
+def validation_metrics(confusion: np.ndarray) -> dict:
+    """The validation numbers of a run from the validation split's confusion matrix.
+
+    `val_balanced_error` (the selection metric: the mean over classes of the per-class error,
+    an estimate of the balanced test error), `val_top1_error` (instance-weighted: dominated by
+    the head classes of a long-tailed split), `val_per_class_accuracy` (None for a class
+    without a validation image) and `val_classes_without_images` (left out of the mean).
+    """
+    confusion = np.asarray(confusion)
+    acc = per_class_accuracy(confusion)
+    total = confusion.sum()
+    top1_error = 100.0 - 100.0 * np.trace(confusion) / total if total else math.nan
+    return {
+        "val_balanced_error": balanced_error(acc),
+        "val_top1_error": float(top1_error),
+        "val_per_class_accuracy": [None if math.isnan(a) else float(a) for a in acc],
+        "val_classes_without_images": [int(c) for c in np.where(np.isnan(acc))[0]],
+    }
 
 
 def summarize(confusion: np.ndarray, train_counts, ece: float = math.nan) -> dict:

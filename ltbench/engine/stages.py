@@ -154,6 +154,9 @@ def stage_config(cfg: TrainConfig, stage: Stage) -> TrainConfig:
         lr=stage.lr,
         batch_size=stage.batch_size,
         weight_decay=stage.weight_decay,
+        lr_decay_factor=(
+            cfg.lr_decay_factor if stage.lr_decay_factor is None else stage.lr_decay_factor
+        ),
         stage2={},
     )
 

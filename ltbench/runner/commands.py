@@ -29,12 +29,11 @@ from ltbench.runner.outdir import (
     write_suite_yaml,
 )
 from ltbench.runner.progress import Progress
-from ltbench.runner.results import finished_keys, write_results, write_sweep
+from ltbench.runner.results import best_line, finished_keys, write_results, write_sweep
 from ltbench.runner.suite import Suite, apply_overrides, check_methods, expand, load_suite
 from ltbench.runner.trials import (
     TrialSpec,
     check_trials,
-    format_point,
     format_rho,
     gather_trial_specs,
     point_spec,
@@ -42,7 +41,6 @@ from ltbench.runner.trials import (
 )
 from ltbench.schema import (
     FAILED,
-    FINISHED,
     MISSING,
     RESULT_FILE,
     RESULTS_FILE,
@@ -307,7 +305,7 @@ def plan_sweep(req: SweepRequest) -> tuple[Suite, dict[str, Any], TrialSpec]:
     )
     if req.num_samples is not None:
         suite = dataclasses.replace(
-            suite, search=dataclasses.replace(suite.search, num_samples=req.num_samples)
+            suite, search=suite.search.with_num_samples(req.num_samples, suite.name)
         )
     check_methods(suite)
     trials = expand(suite, overrides)
@@ -347,8 +345,9 @@ def plan_sweep(req: SweepRequest) -> tuple[Suite, dict[str, Any], TrialSpec]:
 
 
 def run_sweep(planned: Plan, train_fn=None) -> int:
-    """Search the planned suite's space, select on validation error, write sweep.csv; 0 if one
-    finished and none failed."""
+    """Search the planned suite's space, select on the balanced validation error, write
+    sweep.csv; 0 if one finished and none failed. The selected point is not retrained on
+    train + validation."""
     from ltbench.engine.config import resolve
 
     req, suite, base = planned.req, planned.suite, planned.trials[0]
@@ -362,23 +361,15 @@ def run_sweep(planned: Plan, train_fn=None) -> int:
         max_t=epochs,
         grace_period=min(max(round(search.grace_fraction * epochs), 1), epochs),
         reduction_factor=search.reduction_factor,
+        kind=search.type,
     )
-    recorded = {
-        "params": params,
-        "num_samples": plan.num_samples,
-        "metric": SEARCH_METRIC,
-        "mode": "min",
-        "scheduler": "ASHA",
-        "grace_period": plan.grace_period,
-        "reduction_factor": plan.reduction_factor,
-        "max_t": plan.max_t,
-    }
+    recorded = search.record(plan.max_t, plan.grace_period)
 
     def announce(kind: str) -> None:
         write_suite_yaml(out_dir, suite, req.preset, planned.overrides, {"search": recorded})
         print(
             f"sweep {suite.name}: {plan.num_samples} points of {', '.join(params)} ({kind} "
-            f"search, ASHA on {SEARCH_METRIC}, {epochs} epochs, grace {plan.grace_period}) on "
+            f"search, {search.strategy(plan.grace_period)}, {epochs} epochs) on "
             f"{base.dataset} rho {format_rho(base.rho)} -> {out_dir}",
             flush=True,
         )
@@ -407,7 +398,9 @@ def run_sweep(planned: Plan, train_fn=None) -> int:
         if interrupted and not specs:
             raise Interrupted("no point had started")
         save_trials(out_dir, specs)
-        stopped = {s.key for s in specs if trial_state(out_dir, s.key)[0] == MISSING}
+        stopped = set()  # a grid stops nothing early: its unfinished points are missing
+        if not search.is_grid:
+            stopped = {s.key for s in specs if trial_state(out_dir, s.key)[0] == MISSING}
         sweep = write_sweep(out_dir, params, stopped)
         notes = {
             k: f"stopped early by ASHA after {n} epoch(s)"
@@ -425,22 +418,13 @@ def run_sweep(planned: Plan, train_fn=None) -> int:
             raise Interrupted(
                 f"the points tried so far are in {out_dir / SWEEP_FILE} (a sweep does not resume)"
             )
-        finished = sweep[sweep["status"] == FINISHED].dropna(subset=[SEARCH_METRIC])
-        if len(finished):
-            best = finished.loc[finished[SEARCH_METRIC].idxmin()]
-            print(
-                f"best (selected on validation): {format_point({k: best[k] for k in params})}: "
-                f"validation error {best[SEARCH_METRIC]:.2f}%, test error "
-                f"{best['test_top1_error']:.2f}% (trial {best['trial']})",
-                flush=True,
-            )
-        else:
-            print("best: no trial finished", flush=True)
+        best = best_line(sweep, params)  # selected on the balanced validation error alone
+        print(best or "best: no trial finished", flush=True)
         build_report(out_dir, req.formats)
     failed = (sweep["status"] == FAILED).sum()
-    return 1 if failed or not len(finished) else 0
+    return 1 if failed or best is None else 0
 
 
 def sweep_command(args: argparse.Namespace, train_fn=None) -> int:
-    """`ltbench sweep`: search the suite's space, select on validation error, write sweep.csv."""
+    """`ltbench sweep`: search the suite's space, select on the balanced validation error."""
     return run_sweep(plan_command(args, "sweep"), train_fn)

@@ -19,7 +19,7 @@ from ltbench.runner.trials import format_point
 from ltbench.schema import SEARCH_METRIC, trial_state
 
 STATUS_EVERY_S = 30.0
-BEST_LABELS = {"top1_error": "top-1 error", SEARCH_METRIC: "validation error"}
+BEST_LABELS = {"top1_error": "top-1 error", SEARCH_METRIC: "balanced validation error"}
 
 
 def _print(text: str) -> None:
@@ -107,11 +107,13 @@ class Progress:
                 self.best = (score, desc)
             secs = result.get("wall_seconds")
             took = f" ({secs:.0f} s)" if secs is not None else ""
-            self.write(f"{self._count()} finished {name}: top-1 error {err:.2f}%{took}")
+            val = result.get(SEARCH_METRIC)
+            shown = f", balanced val error {val:.2f}%" if val is not None else ""
+            self.write(f"{self._count()} finished {name}: top-1 error {err:.2f}%{shown}{took}")
         else:
             epochs = result.get("training_iteration", 0)
             val = result.get(SEARCH_METRIC)
-            shown = f", val error {val:.2f}%" if val is not None else ""
+            shown = f", balanced val error {val:.2f}%" if val is not None else ""
             self.write(f"{self._count()} stopped early {name} after {epochs} epoch(s){shown}")
         self._status()
 

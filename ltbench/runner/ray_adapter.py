@@ -7,8 +7,9 @@ inside the functions, so importing this module is cheap.
 
 `run_suite_trials` runs one Tune trial per planned trial key; `run_search` searches a method's
 parameters with Optuna (random search without it) and stops poor points early with ASHA on the
-validation error. The suite directory, not Ray's experiment state, is the source of truth
-(docs/DESIGN.md):
+balanced validation error (`ltbench.schema.SEARCH_METRIC`), or runs every point of a grid
+(`tune.grid_search`, no early stopping). The suite directory, not Ray's experiment state, is
+the source of truth (docs/DESIGN.md):
 
 * `DIR/trials.json` lists every planned trial; Tune's parameter space is only a grid over the
   trial keys, and the trainable looks up its spec there.
@@ -61,14 +62,20 @@ RAY_ENV = {
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """A sweep for `run_search`: the space, the number of points and ASHA's settings."""
+    """A sweep for `run_search`: the space, the number of points and ASHA's settings.
 
-    space: dict[str, dict[str, Any]]  # {name: {type: float|int, low, high}}, bounds inclusive
+    `kind` "optuna": `space` is {name: {type: float|int, low, high}} (bounds inclusive), and
+    ASHA stops poor points. "grid": `space` is {name: {type, values}}, every combination runs
+    once to the end (`num_samples` is their number; the ASHA settings are unused).
+    """
+
+    space: dict[str, dict[str, Any]]
     num_samples: int
     max_t: int  # epochs of a trial that is not stopped
     grace_period: int  # epochs before ASHA may stop a trial
     reduction_factor: float
     seed: int = 0
+    kind: str = "optuna"
 
 
 def _set_env() -> None:
@@ -362,9 +369,15 @@ def run_suite_trials(
         _record_tune_errors(grid, out_dir, lambda r: r.config.get("key"))
 
 
-def _search_algorithm(space: dict[str, dict[str, Any]], seed: int = 0):
+def _search_algorithm(space: dict[str, dict[str, Any]], seed: int = 0, kind: str = "optuna"):
     from ray import tune
 
+    if kind == "grid":  # Tune's default generator walks the grid; no searcher
+        return (
+            {name: tune.grid_search(list(dim["values"])) for name, dim in space.items()},
+            None,
+            "grid",
+        )
     param_space = {}
     for name, dim in space.items():
         if dim["type"] == "int":  # randint's upper bound is exclusive; ours is inclusive
@@ -395,9 +408,10 @@ def run_search(
     on_start: Callable[[str], None] | None = None,
     train_fn=None,
 ) -> None:
-    """Search `plan.space` around `base` on Ray: ASHA on the validation error, lower is better.
+    """Search `plan.space` around `base` on Ray, selecting on SEARCH_METRIC (lower is better):
+    Optuna (or random) with ASHA, or every point of a grid without early stopping.
 
-    `on_start(kind)` hears the search algorithm ("optuna" or "random") once Ray is up. Every
+    `on_start(kind)` hears the search algorithm ("optuna", "random", "grid") once Ray is up. Every
     tried point leaves DIR/trials/<key>/trial.json (its spec) and result.json, error.txt or
     nothing (stopped early, or interrupted).
     """
@@ -406,7 +420,7 @@ def run_search(
 
     with ray_session(cluster.address, out_dir):
         resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial)
-        param_space, searcher, kind = _search_algorithm(plan.space, plan.seed)
+        param_space, searcher, kind = _search_algorithm(plan.space, plan.seed, plan.kind)
         if on_start is not None:
             on_start(kind)
         trainable = tune.with_parameters(
@@ -417,12 +431,20 @@ def run_search(
             resources=resources,
             train_fn=train_fn,
         )
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=plan.max_t,
-            grace_period=plan.grace_period,
-            reduction_factor=plan.reduction_factor,
-        )
+        tune_config: dict[str, Any] = {"metric": SEARCH_METRIC, "mode": "min"}
+        if kind == "grid":
+            tune_config["num_samples"] = 1  # once through the grid
+        else:
+            tune_config.update(
+                search_alg=searcher,
+                scheduler=ASHAScheduler(
+                    time_attr="training_iteration",
+                    max_t=plan.max_t,
+                    grace_period=plan.grace_period,
+                    reduction_factor=plan.reduction_factor,
+                ),
+                num_samples=plan.num_samples,
+            )
         grid = _fit(
             trainable,
             param_space,
@@ -433,13 +455,7 @@ def run_search(
             callback=_tune_callback(
                 progress, lambda trial: _sweep_key(base.method, trial.trial_id)
             ),
-            tune_config={
-                "metric": SEARCH_METRIC,
-                "mode": "min",
-                "search_alg": searcher,
-                "scheduler": scheduler,
-                "num_samples": plan.num_samples,
-            },
+            tune_config=tune_config,
         )
 
         def key_of(result) -> str:

@@ -24,23 +24,28 @@ import yaml
 
 from ltbench.data.registry import DATASETS
 from ltbench.errors import LtbenchError
-from ltbench.runner.trials import TrialSpec, load_trials
+from ltbench.runner.trials import TrialSpec, format_point, load_trials
 from ltbench.schema import (
     METRIC_COLUMNS,
     METRICS_FILE,
     MISSING,
+    OPTIONAL_RESULTS_COLUMNS,
     PER_CLASS_COLUMNS,
     PER_CLASS_FILE,
+    RAW_RULE,
     RESULT_FILE,
     RESULTS_COLUMNS,
     RESULTS_FILE,
+    SAME_SETUP,
     SEARCH_METRIC,
     STOPPED,
     SUITE_FILE,
     SWEEP_FILE,
     SWEEP_TEST_METRIC,
+    VAL_TOP1_METRIC,
     read_metrics,
     read_result,
+    select_best,
     sweep_columns,
     sweep_params,
     trial_dir,
@@ -69,7 +74,53 @@ def _planned_epochs(spec: TrialSpec) -> int | None:
     return epochs
 
 
-def _class_rows(key: str, spec: TrialSpec, result: dict[str, Any]) -> list[dict[str, Any]]:
+def _identity(spec: TrialSpec, result: dict[str, Any] | None) -> dict[str, Any]:
+    """label, setup, precision, full_schedule of a trial: from its result.json, else (not
+    finished) from its configuration; "" where neither says."""
+    info: dict[str, Any] = {}
+    if result is not None and "full_schedule" in result:
+        info = {
+            "label": result.get("method", ""),
+            "setup": "; ".join(result.get("setup_deviations") or []) or SAME_SETUP,
+            "full_schedule": bool(result.get("full_schedule")),
+        }
+    elif result is None:
+        from ltbench.engine.config import resolve
+        from ltbench.engine.identity import identity
+
+        try:
+            ident = identity(resolve(spec.train_config()))
+        except LtbenchError:
+            ident = None
+        if ident is not None:
+            info = {
+                "label": ident["method"],
+                "setup": "; ".join(ident["setup_deviations"]) or SAME_SETUP,
+                "full_schedule": ident["full_schedule"],
+            }
+    info.setdefault("label", "")
+    info.setdefault("setup", "")
+    info.setdefault("full_schedule", "")
+    info["precision"] = (result or {}).get("precision", "")
+    return info
+
+
+def _posthoc_rules(result: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The post-hoc rules of a result (not `raw`: the trained model's row is that rule)."""
+    block = (result or {}).get("posthoc") or {}
+    rules = block.get("rules") if isinstance(block, dict) else None
+    if not isinstance(rules, dict):
+        return {}
+    return {
+        rule: {**r, "precision": block.get("precision", "")}
+        for rule, r in rules.items()
+        if rule != RAW_RULE and isinstance(r, dict)
+    }
+
+
+def _class_rows(
+    key: str, spec: TrialSpec, result: dict[str, Any], rule: str = RAW_RULE
+) -> list[dict[str, Any]]:
     accs = result.get("per_class_accuracy") or []
     counts = result.get("class_counts") or [None] * len(accs)
     names = result.get("class_names") or [str(i) for i in range(len(accs))]
@@ -84,6 +135,7 @@ def _class_rows(key: str, spec: TrialSpec, result: dict[str, Any]) -> list[dict[
             "class_name": names[c] if c < len(names) else str(c),
             "count": counts[c] if c < len(counts) else None,
             "accuracy": math.nan if acc is None else acc,
+            "rule": rule,
         }
         for c, acc in enumerate(accs)
     ]
@@ -114,20 +166,30 @@ def collect(
             "rho": spec.rho,
             "seed": spec.seed,
             "subset_seed": spec.subset_seed,
-            **{c: math.nan for c in METRIC_COLUMNS},
+            **{c: math.nan for c in (*METRIC_COLUMNS, *OPTIONAL_RESULTS_COLUMNS)},
             "epochs": _planned_epochs(spec),
             "wall_seconds": math.nan,
             "status": status,
             "error": error or notes.get(key, ""),
+            **_identity(spec, result),
+            "rule": RAW_RULE,
         }
         if result is not None:
-            for c in METRIC_COLUMNS:
+            for c in (*METRIC_COLUMNS, *OPTIONAL_RESULTS_COLUMNS):
                 value = result.get(c)
                 row[c] = math.nan if value is None else value
             row["epochs"] = result.get("epochs", row["epochs"])
             row["wall_seconds"] = result.get("wall_seconds", math.nan)
             class_rows += _class_rows(key, spec, result)
         rows.append(row)
+        # one more row per post-hoc rule (`ltbench eval`, suite `posthoc:`), same trial
+        for rule, r in _posthoc_rules(result).items():
+            extra = {**row, "rule": rule, "precision": r["precision"]}
+            for c in METRIC_COLUMNS:
+                value = r.get(c)
+                extra[c] = math.nan if value is None else value
+            rows.append(extra)
+            class_rows += _class_rows(key, spec, {**result, **r}, rule)
     results = pd.DataFrame(rows, columns=RESULTS_COLUMNS)
     per_class = pd.DataFrame(class_rows, columns=PER_CLASS_COLUMNS)
     return results, per_class
@@ -164,10 +226,12 @@ def collect_sweep(
     params: Iterable[str] | None = None,
     stopped: set[str] | None = None,
 ) -> pd.DataFrame:
-    """One row per tried point of a sweep: the searched values, validation and test error.
+    """One row per tried point of a sweep: the searched values, validation and test errors.
 
     The columns are `ltbench.schema.sweep_columns(params)`: the trial, the searched parameters
-    in order (default: those DIR/suite.yaml records), the errors, the epochs and the status.
+    in order (default: those DIR/suite.yaml records), the balanced validation error (the
+    selection metric), the instance-weighted validation error, the test error, the epochs and
+    the status.
     `status` is finished, failed, stopped (early, by the scheduler; `stopped` names those
     trials) or missing. For a stopped trial the errors are those of its last evaluated epoch
     and `epochs` counts the epochs it trained.
@@ -181,13 +245,13 @@ def collect_sweep(
         values = spec.params
         row: dict[str, Any] = {"trial": key, **{name: values.get(name) for name in params}}
         history = read_metrics(trial_dir(out_dir, key) / METRICS_FILE)
-        val = [r[SEARCH_METRIC] for r in history if r.get(SEARCH_METRIC) is not None]
-        test = [r[SWEEP_TEST_METRIC] for r in history if r.get(SWEEP_TEST_METRIC) is not None]
-        row[SEARCH_METRIC] = val[-1] if val else math.nan
-        row[SWEEP_TEST_METRIC] = test[-1] if test else math.nan
+        for col in (SEARCH_METRIC, VAL_TOP1_METRIC, SWEEP_TEST_METRIC):
+            seen = [r[col] for r in history if r.get(col) is not None]
+            row[col] = seen[-1] if seen else math.nan
         row["epochs"] = len(history)
         if result is not None:
-            row[SEARCH_METRIC] = result.get(SEARCH_METRIC, row[SEARCH_METRIC])
+            for col in (SEARCH_METRIC, VAL_TOP1_METRIC):
+                row[col] = result.get(col, row[col])
             row[SWEEP_TEST_METRIC] = result.get("top1_error", row[SWEEP_TEST_METRIC])
             row["epochs"] = result.get("epochs", row["epochs"])
         elif status == MISSING and key in stopped:
@@ -206,3 +270,20 @@ def write_sweep(
     df = collect_sweep(out_dir, params, stopped)
     _write_csv(df, Path(out_dir) / SWEEP_FILE)
     return df
+
+
+def best_line(sweep: pd.DataFrame, params: list[str]) -> str | None:
+    """The sweep's selected point as one line, or None when no point finished.
+
+    The choice is `ltbench.schema.select_best`: the lowest balanced validation error among the
+    finished points; the instance-weighted validation error and the test error are only shown.
+    """
+    best = select_best(sweep)
+    if best is None:
+        return None
+    return (
+        f"best (selected on balanced validation error): "
+        f"{format_point({k: best[k] for k in params})}: balanced validation error "
+        f"{best[SEARCH_METRIC]:.2f}% (instance-weighted {best[VAL_TOP1_METRIC]:.2f}%), "
+        f"test error {best[SWEEP_TEST_METRIC]:.2f}% (trial {best['trial']})"
+    )

@@ -16,12 +16,12 @@ checked key by key when the file is loaded:
     seeds: [0, 1, 2]                              # training seeds, required
     subset_seeds: [0]                             # draws of the long-tailed subset (0: standard)
     config: {val_fraction: 0.1}                   # TrainConfig keys for every trial
-    search:                                       # sweep suites only (`ltbench sweep`)
-      space:                                      # loss parameters, searched in this order
-        tau: {type: float, low: 0.5, high: 2.0}   # type float or int; bounds are inclusive
+    posthoc: [logit-adjust, tau-norm]             # post-hoc rules evaluated after each trial
+                                                  # (`ltbench eval`; tau chosen on val)
+    search:                                       # sweep suites only (`ltbench sweep`); the
+      space:                                      # format: ltbench.runner.search
+        tau: {type: float, low: 0.5, high: 2.0}
       num_samples: 30
-      grace_fraction: 0.1                         # share of the epochs before ASHA may stop
-      reduction_factor: 3
 
 The trial grid is methods x datasets x rhos x seeds x subset_seeds. A trial's settings are
 layered: TrainConfig defaults (the paper's schedule) < the suite's `config` < the method's
@@ -46,6 +46,14 @@ from ltbench.data.registry import get_dataset_spec
 from ltbench.engine.config import TrainConfig
 from ltbench.errors import LtbenchError
 from ltbench.runner.presets import DEFAULT_PRESET, PRESETS
+from ltbench.runner.search import (
+    SearchSpace,
+    check_keys,
+    is_int,
+    is_number,
+    parse_search,
+    type_name,
+)
 from ltbench.runner.trials import TrialSpec, trial_key
 
 SUITES_DIR = Path(sweeps.__file__).resolve().parent  # the suite YAML files shipped as package data
@@ -69,12 +77,10 @@ SUITE_KEYS = (
     "subset_seeds",
     "config",
     "search",
+    "posthoc",
 )
 REQUIRED_KEYS = ("methods", "datasets", "rhos", "seeds")
 METHOD_KEYS = ("name", "loss", "params", "mixup_alpha", "config")
-SEARCH_KEYS = ("space", "num_samples", "grace_fraction", "reduction_factor")
-SPACE_KEYS = ("type", "low", "high")
-SPACE_TYPES = ("float", "int")
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 
 
@@ -94,21 +100,6 @@ class Method:
 
 
 @dataclass(frozen=True)
-class SearchSpace:
-    """The `search` block of a sweep suite."""
-
-    space: dict[str, dict[str, Any]]
-    num_samples: int = 20
-    grace_fraction: float = 0.1
-    reduction_factor: float = 3
-
-    @property
-    def params(self) -> list[str]:
-        """The searched parameter names, in the order the suite lists them."""
-        return list(self.space)
-
-
-@dataclass(frozen=True)
 class Suite:
     """A validated suite file. `source` is the file it came from (used in messages)."""
 
@@ -122,6 +113,7 @@ class Suite:
     subset_seeds: list[int] = field(default_factory=lambda: [0])
     config: dict[str, Any] = field(default_factory=dict)
     search: SearchSpace | None = None
+    posthoc: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as written to DIR/suite.yaml."""
@@ -164,35 +156,16 @@ def suite_path(name_or_path: str | Path) -> Path:
     return files[text]
 
 
-def _type_name(value: Any) -> str:
-    return type(value).__name__
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_keys(data: dict, allowed: tuple[str, ...], where: str) -> None:
-    for key in data:
-        if key not in allowed:
-            raise LtbenchError(f"{where}: unknown key {key!r}; allowed keys: {', '.join(allowed)}")
-
-
 def _list_of(data: dict, key: str, where: str, check, what: str) -> list:
     value = data[key]
     if not isinstance(value, list) or not value:
         raise LtbenchError(
-            f"{where}: {key} must be a non-empty list of {what}, got {value!r} "
-            f"({_type_name(value)})"
+            f"{where}: {key} must be a non-empty list of {what}, got {value!r} ({type_name(value)})"
         )
     for item in value:
         if not check(item):
             raise LtbenchError(
-                f"{where}: {key} must be a list of {what}, got item {item!r} ({_type_name(item)})"
+                f"{where}: {key} must be a list of {what}, got item {item!r} ({type_name(item)})"
             )
     if len(set(map(str, value))) != len(value):
         raise LtbenchError(f"{where}: {key} lists a value twice: {value!r}")
@@ -225,7 +198,7 @@ def _method(entry: Any, index: int, where: str) -> Method:
             f"{at} must be a loss name or a mapping with keys {', '.join(METHOD_KEYS)}, "
             f"got {entry!r}"
         )
-    _check_keys(entry, METHOD_KEYS, at)
+    check_keys(entry, METHOD_KEYS, at)
     loss = entry.get("loss")
     if not isinstance(loss, str) or not loss:
         raise LtbenchError(f"{at}: loss must be a registered loss name (str), got {loss!r}")
@@ -238,46 +211,10 @@ def _method(entry: Any, index: int, where: str) -> Method:
     if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
         raise LtbenchError(f"{at}: params must be a mapping of parameter names, got {params!r}")
     alpha = entry.get("mixup_alpha", 0.0)
-    if not _is_number(alpha) or alpha < 0:
+    if not is_number(alpha) or alpha < 0:
         raise LtbenchError(f"{at}: mixup_alpha must be a number >= 0, got {alpha!r}")
     config = check_config_block(entry.get("config", {}) or {}, f"{at}: config")
     return Method(name, loss, dict(params), float(alpha), config)
-
-
-def _search(block: Any, where: str) -> SearchSpace:
-    at = f"{where}: search"
-    if not isinstance(block, dict):
-        raise LtbenchError(f"{at} must be a mapping with keys {', '.join(SEARCH_KEYS)}")
-    _check_keys(block, SEARCH_KEYS, at)
-    space = block.get("space")
-    if not isinstance(space, dict) or not space:
-        raise LtbenchError(f"{at}: space must map parameter names to {{type, low, high}}")
-    for pname, dim in space.items():
-        pat = f"{at}: space: {pname}"
-        if not isinstance(dim, dict):
-            raise LtbenchError(f"{pat} must be a mapping with keys {', '.join(SPACE_KEYS)}")
-        _check_keys(dim, SPACE_KEYS, pat)
-        if dim.get("type") not in SPACE_TYPES:
-            raise LtbenchError(
-                f"{pat}: type must be one of {', '.join(SPACE_TYPES)}, got {dim.get('type')!r}"
-            )
-        check = _is_int if dim["type"] == "int" else _is_number
-        for bound in ("low", "high"):
-            if not check(dim.get(bound)):
-                raise LtbenchError(f"{pat}: {bound} must be {dim['type']}, got {dim.get(bound)!r}")
-        if not dim["low"] < dim["high"]:
-            raise LtbenchError(f"{pat}: low must be < high, got {dim['low']!r}..{dim['high']!r}")
-    out = SearchSpace({k: dict(v) for k, v in space.items()})
-    num = block.get("num_samples", out.num_samples)
-    if not _is_int(num) or num < 1:
-        raise LtbenchError(f"{at}: num_samples must be an integer >= 1, got {num!r}")
-    grace = block.get("grace_fraction", out.grace_fraction)
-    if not _is_number(grace) or not 0 < grace <= 1:
-        raise LtbenchError(f"{at}: grace_fraction must be a number in (0, 1], got {grace!r}")
-    rf = block.get("reduction_factor", out.reduction_factor)
-    if not _is_number(rf) or rf < 2:
-        raise LtbenchError(f"{at}: reduction_factor must be a number >= 2, got {rf!r}")
-    return SearchSpace(out.space, num, float(grace), rf)
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -295,7 +232,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         raise LtbenchError(f"cannot read suite file {where}: {exc.strerror}") from None
     if not isinstance(data, dict):
         raise LtbenchError(f"{where}: expected a mapping with keys {', '.join(SUITE_KEYS)}")
-    _check_keys(data, SUITE_KEYS, where)
+    check_keys(data, SUITE_KEYS, where)
     for key in REQUIRED_KEYS:
         if key not in data:
             raise LtbenchError(f"{where}: missing required key {key!r}")
@@ -318,17 +255,18 @@ def load_suite(name_or_path: str | Path) -> Suite:
         data,
         "rhos",
         where,
-        lambda v: _is_number(v) and v >= 1,
+        lambda v: is_number(v) and v >= 1,
         "imbalance ratios >= 1 (e.g. 100 for rho = 100)",
     )
-    seeds = _list_of(data, "seeds", where, lambda v: _is_int(v) and v >= 0, "integers >= 0")
+    seeds = _list_of(data, "seeds", where, lambda v: is_int(v) and v >= 0, "integers >= 0")
     subset_seeds = [0]
     if "subset_seeds" in data:
         subset_seeds = _list_of(
-            data, "subset_seeds", where, lambda v: _is_int(v) and v >= 0, "integers >= 0"
+            data, "subset_seeds", where, lambda v: is_int(v) and v >= 0, "integers >= 0"
         )
     config = check_config_block(data.get("config", {}) or {}, f"{where}: config")
-    search = _search(data["search"], where) if "search" in data else None
+    search = parse_search(data["search"], where) if "search" in data else None
+    posthoc = _posthoc(data.get("posthoc"), where)
     return Suite(
         path.stem,
         where,
@@ -340,7 +278,22 @@ def load_suite(name_or_path: str | Path) -> Suite:
         subset_seeds,
         config,
         search,
+        posthoc,
     )
+
+
+def _posthoc(value: Any, where: str) -> list[str]:
+    """The suite's `posthoc` list of rule names (checked against the engine's rules)."""
+    from ltbench.engine.posthoc import parse_rules
+
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise LtbenchError(f"{where}: posthoc must be a list of rule names, got {value!r}")
+    try:
+        return parse_rules(value) if value else []
+    except LtbenchError as exc:
+        raise LtbenchError(f"{where}: posthoc: {exc}") from None
 
 
 def check_datasets(datasets: list[str], where: str) -> None:
@@ -399,7 +352,7 @@ def apply_overrides(
         if n_seeds < 1:
             raise LtbenchError(f"--seeds must be >= 1, got {n_seeds}")
         changes["seeds"] = list(range(n_seeds))
-    if suite.search is not None:
+    if suite.search is not None and not suite.search.is_grid:  # a grid keeps all its points
         search = suite.search
         if p.num_samples is not None:
             search = dataclasses.replace(search, num_samples=p.num_samples)
@@ -438,5 +391,5 @@ def expand(suite: Suite, preset_overrides: dict[str, Any] | None = None) -> list
                             mixup_alpha=m.mixup_alpha,
                         )
                         key = trial_key(m.name, dataset, rho, seed, ss if tag_subset else None)
-                        trials.append(TrialSpec(key, m.name, cfg))
+                        trials.append(TrialSpec(key, m.name, cfg, tuple(suite.posthoc)))
     return trials

@@ -54,6 +54,7 @@ class TrialSpec:
     key: str
     method: str
     config: dict[str, Any]
+    posthoc: tuple[str, ...] = ()  # post-hoc rules evaluated after training (suite `posthoc:`)
 
     @property
     def loss(self) -> str:
@@ -92,18 +93,22 @@ class TrialSpec:
         return f"{self.method}, {self.dataset}, rho {format_rho(self.rho)}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "method": self.method, "config": dict(self.config)}
+        out = {"key": self.key, "method": self.method, "config": dict(self.config)}
+        if self.posthoc:
+            out["posthoc"] = list(self.posthoc)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
         """Read a spec; the copies of config values that older files also held are ignored."""
-        return cls(str(data["key"]), str(data["method"]), dict(data["config"]))
+        posthoc = tuple(str(r) for r in data.get("posthoc") or ())
+        return cls(str(data["key"]), str(data["method"]), dict(data["config"]), posthoc)
 
 
 def point_spec(base: TrialSpec, key: str, point: dict[str, Any]) -> TrialSpec:
     """A sweep trial: `base` with the searched `point` among its loss parameters."""
     config = {**base.config, "loss_params": {**base.params, **point}}
-    return TrialSpec(key, f"{base.method} ({format_point(point)})", config)
+    return TrialSpec(key, f"{base.method} ({format_point(point)})", config, base.posthoc)
 
 
 def check_trials(trials: list[TrialSpec]) -> None:

@@ -12,7 +12,14 @@ from typing import Any
 from ltbench.engine.locks import hold
 from ltbench.errors import LtbenchError, one_line
 from ltbench.runner.trials import TrialSpec
-from ltbench.schema import ERROR_FILE, RESULT_FILE, SEARCH_METRIC, read_result, trial_dir
+from ltbench.schema import (
+    ERROR_FILE,
+    RESULT_FILE,
+    SEARCH_METRIC,
+    VAL_TOP1_METRIC,
+    read_result,
+    trial_dir,
+)
 
 
 class _TuneHooks:
@@ -39,8 +46,9 @@ def _final_metrics(result: dict[str, Any]) -> dict[str, Any]:
         "wall_seconds": result.get("wall_seconds"),
         "finished": True,
     }
-    if result.get(SEARCH_METRIC) is not None:
-        out[SEARCH_METRIC] = result[SEARCH_METRIC]
+    for key in (SEARCH_METRIC, VAL_TOP1_METRIC):
+        if result.get(key) is not None:
+            out[key] = result[key]
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -57,7 +65,10 @@ def run_trial(
     """Train one trial into DIR/trials/<key> (or report its stored result); Ray-free."""
     tdir = trial_dir(Path(out_dir), spec.key)
     stored = read_result(tdir / RESULT_FILE)
-    if stored is not None:  # finished earlier: never train or overwrite it again
+    if stored is not None:  # finished earlier: never train it again
+        if spec.posthoc and "posthoc" not in stored:
+            device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"
+            stored = _posthoc(tdir, spec, device) or stored
         report(_final_metrics(stored))
         return stored
     with hold(tdir):  # the trial's folder is this process's until it ends
@@ -86,5 +97,25 @@ def _train_trial(spec: TrialSpec, tdir: Path, resources, report, train_fn) -> di
     except Exception as exc:
         (tdir / ERROR_FILE).write_text(_one_line(exc) + "\n")
         raise
+    if spec.posthoc:
+        result = _posthoc(tdir, spec, cfg.device) or result
     report(_final_metrics(result))
     return result
+
+
+def _posthoc(tdir: Path, spec: TrialSpec, device: str) -> dict[str, Any] | None:
+    """Evaluate the suite's post-hoc rules on the finished trial, in this process; adds
+    `posthoc` to its result.json (an error there is recorded in the block, the trial stays
+    finished). Returns the updated result."""
+    from ltbench.engine.checkpoint import write_json
+    from ltbench.engine.posthoc import posthoc
+
+    try:
+        posthoc(tdir, spec.posthoc, device=device)
+    except Exception as exc:
+        result = read_result(tdir / RESULT_FILE)
+        if result is None:
+            return None
+        result["posthoc"] = {"error": _one_line(exc), "rules": {}}
+        write_json(tdir / RESULT_FILE, result)
+    return read_result(tdir / RESULT_FILE)

@@ -225,6 +225,13 @@ class LossPlugin(_ConstantsModule):
         """The logits whose softmax gives the model's confidences at evaluation."""
         return scores * self.logit_scale
 
+    def train_logits(self, scores: torch.Tensor) -> torch.Tensor:
+        """The logits the loss trains with, without its target margins (no label is known at
+        test time): `scores * logit_scale` unless the loss scales or shifts classes (KPS:
+        `s_base * r_j * cos`; LA: `z_j + tau log pi_j`). The post-hoc rule `train-logits`
+        predicts their argmax (`ltbench eval`)."""
+        return scores * self.logit_scale
+
     # -- forward -------------------------------------------------------------------------------
 
     def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,9 @@ class LossSpec:
     run, GA) or "length" (a stage's epochs); see `ltbench.engine.schedule`.
     `dataset_defaults` are the paper's values that differ by dataset, `{dataset: {param:
     value}}` (KPS's m_max on ImageNet-LT); they replace `defaults` on that dataset.
+    `recipe`, when set, is `recipe(dataset, imb_factor) -> {param: value}`: the method's
+    official settings on that dataset and imbalance (a `ltbench.sdk.recipes.RecipeTable` read
+    from the plugin's table); they replace `defaults` and `dataset_defaults`.
     """
 
     name: str
@@ -51,6 +54,7 @@ class LossSpec:
     uses: tuple[str, ...] = ()
     milestones: Mapping[str, str] = field(default_factory=dict)
     dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    recipe: Callable[[str, float | None], Mapping[str, Any]] | None = None
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -139,12 +143,23 @@ def all_defaults(spec: LossSpec) -> dict[str, Any]:
     return out
 
 
-def all_defaults_for(spec: LossSpec, dataset: str) -> dict[str, Any]:
-    """`all_defaults` with the per-dataset values of `dataset` (the spec's own win)."""
+def all_defaults_for(
+    spec: LossSpec, dataset: str, imb_factor: float | None = None
+) -> dict[str, Any]:
+    """`all_defaults` with the per-dataset values of `dataset` (the spec's own win), then the
+    values of the spec's `recipe` for `dataset` at `imb_factor`."""
     out = all_defaults(spec)
     for used in spec.uses:
         out.update(get_spec(used).dataset_defaults.get(dataset, {}))
     out.update(spec.dataset_defaults.get(dataset, {}))
+    if spec.recipe is not None:
+        values = dict(spec.recipe(dataset, imb_factor))
+        unknown = sorted(set(values) - set(out))
+        if unknown:
+            raise LtbenchError(
+                f"loss {spec.name!r}: its recipe for {dataset} names unknown settings {unknown}"
+            )
+        out.update(values)
     return out
 
 

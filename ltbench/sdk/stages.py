@@ -14,6 +14,7 @@ previous stage's weights. Every field of a stage is data the one training loop u
                    `lr` down to 0 (MiSLAS's and cRT's classifier schedule)
     lr, lr_factor  the stage's learning rate; the classifier trains at lr * lr_factor (a
                    learnable class scale, when there is one, at lr)
+    lr_decay_factor  "step" schedule: the factor of each decay (None: the run's)
     batch_size, weight_decay
     sampler        "instance" or "class-balanced"
     trainable      "all", or "classifier": the backbone is frozen (no gradient, not optimised)
@@ -31,7 +32,8 @@ previous stage's weights. Every field of a stage is data the one training loop u
                    as BBN (two branches, two samplers) or meta re-weighting (a meta step)
 
 `two_stage_spec` builds the spec of a "train everything, then re-train the classifier" method
-(cRT, MiSLAS, ...) from a handful of flat settings, so such a plugin is a few lines of data.
+(cRT, MiSLAS, ...) from a handful of flat settings, so such a plugin is a few lines of data;
+`recipes=` gives it its official settings per (dataset, rho) (`ltbench.sdk.recipes`).
 """
 
 from __future__ import annotations
@@ -94,6 +96,7 @@ class Stage:
     schedule: str = "step"
     lr: float = 0.1
     lr_factor: float = 1.0
+    lr_decay_factor: float | None = None
     batch_size: int = 64
     weight_decay: float = 0.0
     sampler: str = "instance"
@@ -163,11 +166,18 @@ def single_stage(loss: str, params: Mapping[str, Any], run: RunSettings) -> list
 
 # The flat settings of every two-stage method (`-p stage2_epochs=5`, suite `params:`). `None`
 # takes the run's value; `stage2_epochs` is the stage's length at the dataset's paper schedule
-# and, like every milestone the user did not set, scales with the run's length.
+# and, like every milestone the user did not set, scales with the run's length. A method's
+# recipe table (`recipes=`) sets them per (dataset, rho) where its authors published them.
+# Stage 1 always runs the run's epochs on its step schedule (warm-up, decay epochs); its batch
+# size, weight decay, learning rate and decay factor may differ from the run's.
 TWO_STAGE_SETTINGS: dict[str, Any] = {
     "stage1_loss": "ce",
     "stage1_params": {},
     "stage1_mixup_alpha": 1.0,
+    "stage1_batch_size": None,
+    "stage1_weight_decay": None,
+    "stage1_lr": None,
+    "stage1_lr_decay_factor": None,
     "stage2_epochs": 10,
     "stage2_lr": None,
     "stage2_lr_factor": 0.5,
@@ -236,9 +246,22 @@ class TwoStagePlan:
                 loss=stage1_loss,
                 loss_params=dict(p["stage1_params"]),
                 epochs=run.epochs,
-                lr=run.lr,
-                batch_size=run.batch_size,
-                weight_decay=run.weight_decay,
+                lr=_number("stage1_lr", run_value("stage1_lr", run.lr)),
+                lr_decay_factor=(
+                    None
+                    if p["stage1_lr_decay_factor"] is None
+                    else _number("stage1_lr_decay_factor", p["stage1_lr_decay_factor"])
+                ),
+                batch_size=_number(
+                    "stage1_batch_size",
+                    run_value("stage1_batch_size", run.batch_size),
+                    integer=True,
+                ),
+                weight_decay=_number(
+                    "stage1_weight_decay",
+                    run_value("stage1_weight_decay", run.weight_decay),
+                    strict=False,
+                ),
                 mixup_alpha=_number("stage1_mixup_alpha", p["stage1_mixup_alpha"], strict=False),
             ),
             Stage(
@@ -288,13 +311,16 @@ def two_stage_spec(
     head: str,
     description: str,
     paper: str,
+    recipes: Callable[[str, float | None], Mapping[str, Any]] | None = None,
     **settings: Any,
 ) -> LossSpec:
     """The spec of a two-stage method re-training its classifier with `stage2_loss`.
 
     `settings` change `TWO_STAGE_SETTINGS`; the stage-2 loss's own parameters join them flat
     (found through the registry when the method is used, so the plugin imports no other
-    plugin). `head` is the stage-2 loss's head.
+    plugin). `head` is the stage-2 loss's head. `recipes(dataset, imb_factor)` gives the
+    official values per (dataset, rho) (a `ltbench.sdk.recipes.RecipeTable`); they replace the
+    defaults for every setting the user did not set.
     """
     unknown = sorted(set(settings) - set(TWO_STAGE_SETTINGS))
     if unknown:
@@ -310,4 +336,5 @@ def two_stage_spec(
         stages=TwoStagePlan(stage2_loss),
         uses=(stage2_loss,),
         milestones={"stage2_epochs": "length"},
+        recipe=recipes,
     )

@@ -1,0 +1,348 @@
+"""Post-hoc decision rules on a finished run, without retraining (`ltbench eval RUN_DIR`).
+
+The run's network is rebuilt from `config.yaml` and `checkpoint.pt` (a two-stage run's final
+network is its stage-2 `StageModel`), its data from the same settings (the same validation
+split: `val_seed = cfg.seed`). Features are computed once per split (validation and test); each
+rule then turns them into logits and is evaluated with the engine's metrics:
+
+- `raw`: the trained decision, argmax of the scores (cosines for a cosine head: the paper's
+  rule; logits for a linear head). Its confidences (ECE) are the loss's `eval_logits`
+  (scores times the loss's scale s).
+- `train-logits`: argmax of the logits the loss trains with, without its margins
+  (`LossPlugin.train_logits`: KPS `s_base r_j cos θ_j`, LDAM / CosFace `s cos θ_j`, LA
+  `z_j + τ log π_j`, CE the logits); the ECE uses these logits.
+- `logit-adjust` (Menon et al. 2021, post hoc): `z_j - τ log π_j`, z the train logits (scale
+  included), π the training class prior (the counts trained on); the ECE uses these logits.
+- `tau-norm` (Kang et al. 2020): each classifier weight row divided by `||w_j||^τ`. The linear
+  head's bias is kept unchanged (the official ImageNet code drops it), so that τ = 0 is exactly
+  `raw`; a learnt class scale (LWS) still multiplies the scores. A cosine head normalises its
+  rows anyway: τ has no effect there (the result says so). The ECE uses `eval_logits`.
+
+τ is chosen on the validation split when the run has one, over a grid (default 0, 0.1, ..., 2)
+by the lowest balanced validation error (the mean per-class error over the classes that have
+validation images; ties: the smallest τ), and is 1 otherwise. The test split is never read
+before τ is fixed. The results go into `result.json` under `posthoc` (written atomically; the
+rest of the file is kept): per rule every metric of the test set (without the confusion
+matrix), the per-class accuracy, τ, the validation errors per τ; and the grid, the selection
+metric and the precision of the evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ltbench.engine.checkpoint import load_checkpoint, write_json
+from ltbench.engine.config import TrainConfig, load_yaml, resolve
+from ltbench.engine.identity import precision_name
+from ltbench.engine.metrics import Evaluator, per_class_accuracy
+from ltbench.engine.models import CosineClassifier
+from ltbench.engine.stages import StageModel, plan_stages, stage_classifier
+from ltbench.engine.step import make_loaders, pick_device, step_options
+from ltbench.errors import LtbenchError
+
+RULES = ("raw", "train-logits", "logit-adjust", "tau-norm")
+TAU_RULES = ("logit-adjust", "tau-norm")
+DEFAULT_GRID = tuple(round(0.1 * i, 10) for i in range(21))
+FIXED_TAU = 1.0
+SELECTION_METRIC = "val_balanced_error"
+ECE_LOGITS = {
+    "raw": "eval_logits: scores x the loss's scale",
+    "train-logits": "train_logits",
+    "logit-adjust": "train_logits - tau log prior",
+    "tau-norm": "eval_logits of the tau-normalised scores",
+}
+_CHUNK = 4096
+
+
+# ----------------------------------------------------------------------------------------------
+# Arguments
+
+
+def parse_rules(rules: str | Iterable[str] | None) -> list[str]:
+    """Rule names from a comma-separated string or a list (default: all), checked."""
+    if rules is None:
+        return list(RULES)
+    if isinstance(rules, str):
+        rules = [r.strip() for r in rules.split(",") if r.strip()]
+    out = list(dict.fromkeys(rules))
+    if not out:
+        raise LtbenchError(f"no post-hoc rule given; allowed: {', '.join(RULES)}")
+    for rule in out:
+        if rule not in RULES:
+            raise LtbenchError(f"unknown post-hoc rule {rule!r}; allowed: {', '.join(RULES)}")
+    return out
+
+
+def parse_grid(text: str | Sequence[float] | None) -> list[float]:
+    """A τ grid from `START:STOP:STEP` (both ends included) or `a,b,c` (default 0:2:0.1)."""
+    if text is None:
+        return list(DEFAULT_GRID)
+    if not isinstance(text, str):
+        values = [float(v) for v in text]
+    elif ":" in text:
+        try:
+            start, stop, step = (float(x) for x in text.split(":"))
+        except ValueError:
+            raise LtbenchError(f"--tau-grid {text!r}: expected START:STOP:STEP") from None
+        if not step > 0 or stop < start:
+            raise LtbenchError(f"--tau-grid {text!r}: STEP must be > 0 and STOP >= START")
+        n = int(math.floor((stop - start) / step + 1e-9))
+        values = [round(start + i * step, 10) for i in range(n + 1)]
+    else:
+        try:
+            values = [float(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise LtbenchError(f"--tau-grid {text!r}: expected numbers") from None
+    if not values or any(not math.isfinite(v) or v < 0 for v in values):
+        raise LtbenchError(f"the tau grid must list numbers >= 0, got {text!r}")
+    return values
+
+
+# ----------------------------------------------------------------------------------------------
+# The finished run
+
+
+@dataclass
+class FinishedRun:
+    """A finished run's network, loss plugin and data, ready to compute features."""
+
+    run_dir: Path
+    cfg: TrainConfig
+    model: torch.nn.Module  # `.backbone` and `.classifier` (and `.class_scale` for a stage)
+    plugin: Any
+    bundle: Any
+    device: torch.device
+    amp: bool
+
+
+def load_finished_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
+    """Rebuild a finished run's final network and its data (one-line errors)."""
+    from ltbench.data import load_dataset
+    from ltbench.engine.models import build_model
+    from ltbench.sdk.registry import build_loss, get_spec
+
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "checkpoint.pt", "result.json"):
+        if not (run_dir / name).is_file():
+            raise LtbenchError(f"{run_dir} is not a finished run: it has no {name}")
+    cfg = resolve(load_yaml(run_dir / "config.yaml"))
+    cfg.device = device
+    stages = plan_stages(cfg)
+    stage = stages[-1]
+    dev = pick_device(cfg.device)
+    amp, _ = step_options(cfg, dev)
+    bundle = load_dataset(
+        cfg.dataset,
+        root=cfg.data_root,
+        imb_factor=cfg.imb_factor,
+        profile=cfg.profile,
+        subset_seed=cfg.subset_seed,
+        download=False,
+        n_max=cfg.n_max,
+        val_fraction=cfg.val_fraction,
+        val_seed=cfg.seed,
+    )
+    counts = list(bundle.cls_num_list)
+    plugin = build_loss(stage.loss, counts, **stage.loss_params)
+
+    def standard(head: str) -> torch.nn.Module:
+        return build_model(cfg.model, bundle.num_classes, head=head, width=cfg.width)
+
+    if len(stages) == 1:
+        model = stage.model(standard, bundle.num_classes, plugin.head) if stage.model else None
+        model = model if model is not None else standard(plugin.head)
+    else:
+        net = standard(get_spec(stages[0].loss).head)
+        model = StageModel(
+            net.backbone,
+            stage_classifier(net.classifier, plugin.head, reinit=True),
+            bundle.num_classes,
+            frozen=stage.trainable == "classifier",
+            bn_follows_data=stage.batchnorm == "train",
+            class_scale=stage.class_scale,
+        )
+    if not (hasattr(model, "backbone") and hasattr(model, "classifier")):
+        raise LtbenchError(
+            f"loss {cfg.loss!r}: its network has no backbone and classifier; "
+            "post-hoc rules need both"
+        )
+    state = load_checkpoint(run_dir / "checkpoint.pt", cfg)
+    model.load_state_dict(state["model"])
+    model.to(dev).eval()
+    plugin.to(dev)
+    return FinishedRun(run_dir, cfg, model, plugin, bundle, dev, amp)
+
+
+@dataclass
+class SplitFeatures:
+    """Backbone features (float32) and labels of one split, on the run's device."""
+
+    features: torch.Tensor
+    labels: torch.Tensor
+
+
+@torch.no_grad()
+def split_features(run: FinishedRun, split: str) -> SplitFeatures | None:
+    """The features of `split` ("val" or "test"; None when the run has no such split)."""
+    if getattr(run.bundle, split) is None:
+        return None
+    loaders = make_loaders(run.bundle, run.cfg, run.device)
+    loader = loaders.val if split == "val" else loaders.test
+    loader.set_epoch(0)
+    autocast = torch.autocast(run.device.type, dtype=torch.bfloat16) if run.amp else nullcontext()
+    feats, labels = [], []
+    run.model.eval()
+    for images, y in loader:
+        with autocast:
+            f = run.model.backbone(images)
+        feats.append(f.float())
+        labels.append(y.to(run.device))
+    return SplitFeatures(torch.cat(feats), torch.cat(labels))
+
+
+# ----------------------------------------------------------------------------------------------
+# Scores and rules
+
+
+def head_scores(run: FinishedRun, features: torch.Tensor, tau: float | None = None):
+    """The classifier's scores of `features`, its weight rows divided by ||w_j||^tau (None: as
+    trained); a linear head keeps its bias; a learnt class scale multiplies the scores."""
+    clf = run.model.classifier
+    w = clf.weight.detach().float()
+    if isinstance(clf, CosineClassifier):
+        scores = (F.normalize(features, dim=1, eps=clf.eps) @ F.normalize(w, dim=1).t()).clamp(
+            -1.0, 1.0
+        )
+    else:
+        if tau:
+            w = w / w.norm(dim=1, keepdim=True).pow(tau)
+        bias = None if clf.bias is None else clf.bias.detach().float()
+        scores = F.linear(features, w, bias)
+    scale = getattr(run.model, "class_scale", None)
+    return scores if scale is None else scores * scale.detach().float()
+
+
+def log_prior(run: FinishedRun) -> torch.Tensor:
+    """log π_j of the training counts (float32, on the run's device)."""
+    n = torch.as_tensor(np.asarray(run.bundle.cls_num_list, dtype=np.float64))
+    return torch.log(n / n.sum()).float().to(run.device)
+
+
+def rule_logits(run: FinishedRun, rule: str, features: torch.Tensor, tau: float | None):
+    """The logits of `rule` (their argmax is its prediction; their softmax its confidences)."""
+    with torch.no_grad():
+        if rule == "tau-norm":
+            return run.plugin.eval_logits(head_scores(run, features, tau))
+        scores = head_scores(run, features)
+        if rule == "raw":
+            return run.plugin.eval_logits(scores)
+        logits = run.plugin.train_logits(scores)
+        if rule == "logit-adjust":
+            logits = logits - tau * log_prior(run)
+        return logits
+
+
+def _evaluate(run: FinishedRun, rule: str, data: SplitFeatures, tau: float | None) -> Evaluator:
+    ev = Evaluator(run.bundle.num_classes, run.device)
+    for i in range(0, data.labels.shape[0], _CHUNK):
+        logits = rule_logits(run, rule, data.features[i : i + _CHUNK], tau)
+        ev.update(logits, data.labels[i : i + _CHUNK])
+    return ev
+
+
+def balanced_error(ev: Evaluator) -> float:
+    """Mean per-class error (percent) over the classes with images in the split."""
+    c = ev.num_classes
+    acc = per_class_accuracy(ev.confusion.view(c, c).cpu().numpy())
+    acc = acc[~np.isnan(acc)]
+    return float(100.0 - acc.mean()) if acc.size else math.nan
+
+
+def choose_tau(
+    run: FinishedRun, rule: str, val: SplitFeatures | None, grid: Sequence[float]
+) -> dict[str, Any]:
+    """τ of a rule: the grid point with the lowest balanced validation error (the first of
+    equal ones), or FIXED_TAU without a validation split. Reads only `val`."""
+    if val is None:
+        return {"tau": FIXED_TAU, "tau_selected_on": "fixed (no validation split)"}
+    errors = [balanced_error(_evaluate(run, rule, val, tau)) for tau in grid]
+    best = min(range(len(grid)), key=lambda i: (errors[i], i))
+    return {
+        "tau": float(grid[best]),
+        "tau_selected_on": "val",
+        f"{SELECTION_METRIC}_by_tau": errors,
+    }
+
+
+def evaluate_rules(
+    run: FinishedRun, rules: Sequence[str], grid: Sequence[float] = DEFAULT_GRID
+) -> dict[str, Any]:
+    """The `posthoc` block of result.json for `rules` on the finished `run`.
+
+    Every τ is fixed on the validation split (or at 1) before the test features are computed.
+    """
+    rules = parse_rules(list(rules))
+    val = split_features(run, "val")
+    counts = list(run.bundle.cls_num_list)
+    cosine = isinstance(run.model.classifier, CosineClassifier)
+    chosen: dict[str, dict[str, Any]] = {}
+    for rule in rules:
+        entry: dict[str, Any] = {"tau": None, "ece_logits": ECE_LOGITS[rule]}
+        if rule in TAU_RULES:
+            entry.update(choose_tau(run, rule, val, grid))
+        if rule == "tau-norm" and cosine:
+            entry["note"] = "cosine head: the weight rows are normalised anyway; tau has no effect"
+        if val is not None:
+            ev = _evaluate(run, rule, val, entry["tau"])
+            entry["val_top1_error"] = ev.compute(counts)["top1_error"]
+            entry[SELECTION_METRIC] = balanced_error(ev)
+        chosen[rule] = entry
+    test = split_features(run, "test")  # only now: every τ is fixed
+    out_rules = {}
+    for rule, entry in chosen.items():
+        metrics = _evaluate(run, rule, test, entry["tau"]).compute(counts)
+        metrics.pop("confusion_matrix", None)
+        out_rules[rule] = {**entry, **metrics}
+    return {
+        "rules": out_rules,
+        "tau_grid": [float(t) for t in grid],
+        "selection_metric": SELECTION_METRIC if val is not None else None,
+        "selection_split": "val" if val is not None else None,
+        "fixed_tau": FIXED_TAU,
+        "precision": precision_name(run.amp),
+        "device": run.device.type,
+        "tau_norm_bias": "kept (tau = 0 is raw exactly; the official code drops it)",
+    }
+
+
+def posthoc(
+    run_dir: str | Path,
+    rules: str | Iterable[str] | None = None,
+    grid: str | Sequence[float] | None = None,
+    *,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate `rules` on the finished run in `run_dir` and store them in its result.json
+    under `posthoc` (atomically; everything else in the file is kept). Returns the block."""
+    run_dir = Path(run_dir)
+    rules = parse_rules(rules)
+    grid_values = parse_grid(grid)
+    run = load_finished_run(run_dir, device)
+    block = evaluate_rules(run, rules, grid_values)
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LtbenchError(f"{run_dir / 'result.json'} is not readable ({exc})") from None
+    result["posthoc"] = block
+    write_json(run_dir / "result.json", result)
+    return block
