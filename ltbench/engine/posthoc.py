@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from ltbench.engine.checkpoint import load_checkpoint, write_json
 from ltbench.engine.config import TrainConfig, load_yaml, resolve
 from ltbench.engine.identity import precision_name
+from ltbench.engine.locks import hold
 from ltbench.engine.metrics import Evaluator, per_class_accuracy
 from ltbench.engine.models import CosineClassifier
 from ltbench.engine.stages import StageModel, plan_stages, stage_classifier
@@ -339,10 +340,11 @@ def posthoc(
     grid_values = parse_grid(grid)
     run = load_finished_run(run_dir, device)
     block = evaluate_rules(run, rules, grid_values)
-    try:
-        result = json.loads((run_dir / "result.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LtbenchError(f"{run_dir / 'result.json'} is not readable ({exc})") from None
-    result["posthoc"] = block
-    write_json(run_dir / "result.json", result)
+    with hold(run_dir):  # no other writer in the run's folder meanwhile
+        try:
+            result = json.loads((run_dir / "result.json").read_text())
+        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
+            raise LtbenchError(f"{run_dir / 'result.json'} is not readable ({exc})") from None
+        result["posthoc"] = block
+        write_json(run_dir / "result.json", result)
     return block

@@ -1,4 +1,4 @@
-"""Live progress of a suite or a sweep, as plain Python: no Ray here.
+"""Live progress of a suite or a sweep, and the interrupts that stop it, as plain Python: no Ray.
 
 A line per finished, stopped or failed trial, and a status line (done / running / failed /
 pending, best so far) after each of those and at most every `STATUS_EVERY_S` seconds while
@@ -11,7 +11,8 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +158,19 @@ class Progress:
                 raise KeyboardInterrupt
 
         signal.signal(signal.SIGINT, on_sigint)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops the run like Ctrl-C (Tune saves its state, we write the results); the
+    SIGINT handler in place before is back afterwards (Tune leaves its own installed)."""
+    if hasattr(signal, "SIGTERM") and threading.current_thread() is threading.main_thread():
+        previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
+    else:
+        yield

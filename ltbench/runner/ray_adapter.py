@@ -27,7 +27,6 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import os
-import signal
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from typing import Any
 from ltbench.errors import LtbenchError
 from ltbench.runner import orphans
 from ltbench.runner.cluster import ClusterOptions, check_address, share_resources
-from ltbench.runner.progress import Progress
+from ltbench.runner.progress import Progress, sigterm_as_interrupt
 from ltbench.runner.trials import TrialSpec, load_trials, point_spec, save_trial_spec
 from ltbench.runner.worker import run_trial
 from ltbench.schema import (
@@ -241,28 +240,6 @@ def _tune_callback(progress: Progress, key_of: Callable[[Any], str | None]):
 # Running a Tuner with our settings
 
 
-@contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM stops the run like Ctrl-C (Tune saves its state, we write the results); the
-    SIGINT handler in place before is back afterwards (Tune leaves its own installed)."""
-    if hasattr(signal, "SIGTERM") and _is_main_thread():
-        previous = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGTERM, previous[0])
-            signal.signal(signal.SIGINT, previous[1])
-    else:
-        yield
-
-
-def _is_main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
 def _fit(
     trainable,
     param_space,
@@ -300,7 +277,7 @@ def _fit(
     # and the traceback stays in DIR/ray/<experiment>/<trial>/error.txt.
     tune_logger.setLevel(logging.CRITICAL)
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             grid = tuner.fit()
     finally:
         tune_logger.setLevel(level)
