@@ -753,16 +753,20 @@ def test_kill_9_of_the_driver_then_the_next_run_leaves_no_orphan(ray_session, tm
         left = _live_processes_naming(record["session_dir"])
         assert left, "kill -9 left no Ray process: nothing to test"
 
-        out_text = io.StringIO()
-        with contextlib.redirect_stdout(out_text), contextlib.redirect_stderr(io.StringIO()):
-            code = main(["run", "--suite", str(suite), "--out", str(out), "--resume",
-                         "--report", "none"])  # fmt: skip
-        assert code == 0, out_text.getvalue()
+        # The next `ltbench run` into DIR ends them, even the plain one that is then refused.
+        argv = ["run", "--suite", str(suite), "--out", str(out), "--report", "none"]
+        out_text, err_text = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out_text), contextlib.redirect_stderr(err_text):
+            code = main(argv)
+        assert code == 2 and "pass --resume" in err_text.getvalue()
         assert f"Ray process(es) left in {out} by the killed driver (PID {driver.pid})" in (
             out_text.getvalue()
         )
         assert _live_processes_naming(record["session_dir"]) == []
         assert not (out / SESSION_FILE).exists()
+        with contextlib.redirect_stdout(out_text), contextlib.redirect_stderr(err_text):
+            code = main([*argv, "--resume"])
+        assert code == 0, out_text.getvalue() + err_text.getvalue()
         assert json.loads((trial / "result.json").read_text())["epochs"] == 30
     finally:
         if driver.poll() is None:

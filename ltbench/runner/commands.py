@@ -26,6 +26,7 @@ from ltbench.runner.outdir import (
     check_sweep_dir,
     default_out,
     driver_hold,
+    end_leftovers,
     write_suite_yaml,
 )
 from ltbench.runner.progress import Progress
@@ -149,8 +150,10 @@ def plan_command(args: argparse.Namespace, command: str) -> Plan:
     """Everything `ltbench run` / `ltbench sweep` checks before it writes a file or starts Ray:
     the flags, the cluster options, the suite and every trial (configuration resolved, stages
     planned, data files found), the output folder and what it holds. Ray-free, writes nothing;
-    a bad input is a one-line `LtbenchError`."""
+    a bad input is a one-line `LtbenchError`. Only the Ray processes that a killed driver of
+    the same DIR left are ended first, whatever the checks decide (`end_leftovers`)."""
     req = request_from_args(args, command)
+    end_leftovers(req.out_dir)
     check_cluster(req.cluster, os.environ.get("RAY_ADDRESS"))
     if req.cluster.address:
         check_address(req.cluster.address)

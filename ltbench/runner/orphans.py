@@ -6,8 +6,9 @@ When `ltbench run` or `ltbench sweep` starts Ray on this machine (never when it 
 cluster), it writes `DIR/ray_session.json`: its PID and start time, the host, Ray's session
 folder (`/tmp/ray/session_<date>_<pid>`) and the processes it has started so far. A clean exit
 removes the file. After `kill -9` of the driver the file stays, and so do some of Ray's
-processes (its dashboard and runtime-env agents outlive the raylet). The next driver of DIR,
-once it holds DIR's lock, ends them: the processes of this user that belong to that session --
+processes (its dashboard and runtime-env agents outlive the raylet). The next `run` or `sweep`
+into DIR ends them, once the recorded driver is dead: the processes of this user that belong to
+that session --
 their command line or one of their open files names the session folder, or they are a recorded
 process (same PID and start time). Another session's processes (a cluster started with
 `ray start`, another run's Ray) and other users' processes are never touched.
@@ -117,8 +118,8 @@ def forget(out_dir: str | Path) -> None:
 def end_orphans(out_dir: str | Path) -> tuple[int | None, list[int]]:
     """End the Ray processes that a dead driver of DIR left (see the module docstring).
 
-    Returns (the dead driver's PID, the PIDs ended); (None, []) when there was nothing to do.
-    The caller holds DIR's lock, so the recorded driver is not writing in DIR any more.
+    Returns (the dead driver's PID, the PIDs ended); (None, []) when there was nothing to do,
+    or the recorded driver still runs (PID and start time: never a PID reused by another).
     """
     path = Path(out_dir) / SESSION_FILE
     if not path.is_file():

@@ -3,9 +3,10 @@ it, suite.yaml and the report. Ray-free.
 
 The driver of `ltbench run` / `ltbench sweep` holds DIR's lock (`ltbench.engine.locks`) for its
 whole life: a second driver on the same DIR, even with `--resume`, is refused with the holder's
-PID. Once it holds the lock it ends the Ray processes that a killed driver of DIR left
-(`ltbench.runner.orphans`). A DIR that the driver created and left without a single file of its
-own (Ray refused the resources, Ctrl-C before the first trial) is removed again.
+PID. A DIR that the driver created and left without a single file of its own (Ray refused the
+resources, Ctrl-C before the first trial) is removed again. The Ray processes that a killed
+driver of DIR left are ended by the next `run` or `sweep` into DIR (`end_leftovers`), whether
+its own checks then pass or not.
 """
 
 from __future__ import annotations
@@ -70,19 +71,24 @@ def check_sweep_dir(out_dir: Path) -> None:
         raise LtbenchError(f"{out_dir} already holds results; choose another --out")
 
 
+def end_leftovers(out_dir: Path) -> None:
+    """End the Ray processes that a killed driver of DIR left (`ltbench.runner.orphans`; nothing
+    while that driver lives)."""
+    driver, ended = orphans.end_orphans(out_dir)
+    if ended:
+        print(
+            f"ended {len(ended)} Ray process(es) left in {out_dir} by the killed driver "
+            f"(PID {driver})",
+            flush=True,
+        )
+
+
 @contextmanager
 def driver_hold(out_dir: Path) -> Iterator[Path]:
-    """Hold DIR for a driver (see the module docstring); ends a dead driver's Ray first."""
+    """Hold DIR for a driver (see the module docstring)."""
     new = [d for d in (out_dir, *out_dir.parents) if not os.path.lexists(d)]
     try:
         with hold(out_dir):
-            driver, ended = orphans.end_orphans(out_dir)
-            if ended:
-                print(
-                    f"ended {len(ended)} Ray process(es) left in {out_dir} by the killed driver "
-                    f"(PID {driver})",
-                    flush=True,
-                )
             yield out_dir
     finally:
         if new and out_dir.is_dir() and {p.name for p in out_dir.iterdir()} <= {LOCK_FILE}:
