@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -381,8 +382,11 @@ def test_every_user_error_is_one_line(
         argv = argv(tmp_path) if callable(argv) else [*argv, "--out", str(tmp_path / "o")]
         before_files = files_under(tmp_path)
         capsys.readouterr()
-        code = main(argv)
+        with warnings.catch_warnings(record=True) as caught:  # they would print a second line
+            warnings.simplefilter("always", UserWarning)
+            code = main(argv)
         err = capsys.readouterr().err
+        assert not [w for w in caught if issubclass(w.category, UserWarning)], caught
         assert code == 2, err
         assert err.count("\n") == 1 and err.startswith("ltbench: error: "), err
         assert re.search(message, err.strip()), err
