@@ -476,3 +476,22 @@ def test_collect_sweep(tmp_path):
     assert sweep.loc[0, "val_balanced_error"] == 42.0 and sweep.loc[1, "val_balanced_error"] == 75
     assert math.isnan(sweep.loc[2, "val_balanced_error"])
     assert (tmp_path / "sweep.csv").is_file()
+
+
+def test_with_adds_reference_methods_without_changing_the_suite():
+    import argparse
+
+    from ltbench.runner.args import add_run_args
+    from ltbench.runner.commands import plan_suite, request_from_args
+
+    p = argparse.ArgumentParser()
+    add_run_args(p)
+    base = ["--suite", "ablation", "--preset", "smoke", "--dataset", "synthetic-lt"]
+    _, _, plain = plan_suite(request_from_args(p.parse_args(base), "run"))
+    _, _, more = plan_suite(request_from_args(p.parse_args([*base, "--with", "ce,kps"]), "run"))
+    assert sorted({t.method for t in plain}) == ["kps", "kps-drw", "kps-ga"]
+    assert sorted({t.method for t in more}) == ["ce", "kps", "kps-drw", "kps-ga"]  # kps once
+    assert len(more) == len(plain) * 4 // 3
+    assert {t.key for t in plain} <= {t.key for t in more}  # the ablation's trials unchanged
+    with pytest.raises(LtbenchError, match="--with: unknown loss 'nope'"):
+        plan_suite(request_from_args(p.parse_args([*base, "--with", "nope"]), "run"))

@@ -114,6 +114,15 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         help="run seeds 0..N-1 (default: the suite's; smoke preset: 2)",
     )
     p.add_argument(
+        "--with",
+        dest="extra_methods",
+        type=_comma_list(str),
+        default=None,
+        metavar="LOSS[,LOSS2]",
+        help="add these methods (registered loss names, paper defaults) to the suite for this "
+        "run, e.g. --with ce for a reference beside an ablation; the suite file is unchanged",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue a suite in --out: run only the trials without a result",

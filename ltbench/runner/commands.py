@@ -82,6 +82,7 @@ class Request:
 class RunRequest(Request):
     seeds: int | None = None  # run seeds 0..N-1; None: the suite's (or the preset's count)
     resume: bool = False
+    extra_methods: tuple[str, ...] = ()  # `--with`: methods added to the suite for this run
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,12 @@ def request_from_args(args: argparse.Namespace, command: str) -> RunRequest | Sw
         "formats": _report_formats(args.report),
     }
     if command == "run":
-        return RunRequest(**common, seeds=args.seeds, resume=bool(args.resume))
+        return RunRequest(
+            **common,
+            seeds=args.seeds,
+            resume=bool(args.resume),
+            extra_methods=tuple(getattr(args, "extra_methods", None) or ()),
+        )
     if command != "sweep":
         raise ValueError(f"unknown command {command!r}")
     if args.num_samples is not None and args.num_samples < 1:
@@ -190,6 +196,7 @@ def plan_suite(req: RunRequest) -> tuple[Suite, dict[str, Any], list[TrialSpec]]
         preset=req.preset,
         data_root=req.data_root,
         download=req.download,
+        extra_methods=req.extra_methods,
     )
     check_methods(suite)
     trials = expand(suite, overrides)

@@ -330,15 +330,33 @@ def apply_overrides(
     preset_seeds: bool = True,
     data_root: str | Path | None = None,
     download: bool = False,
+    extra_methods: tuple[str, ...] | list[str] = (),
 ) -> tuple[Suite, dict[str, Any]]:
     """The suite with the command line's axes, and the preset's TrainConfig overrides.
 
     `preset_seeds=False` keeps the suite's seeds under a preset that sets a seed count.
+    `extra_methods` (`--with`) are appended as methods with their paper defaults; one the
+    suite already has under that label is not added twice.
     """
     if preset not in PRESETS:
         raise LtbenchError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
     p = PRESETS[preset]
     changes: dict[str, Any] = {}
+    if extra_methods:
+        from ltbench.sdk.registry import get_spec
+
+        for name in extra_methods:
+            try:
+                get_spec(name)
+            except LtbenchError as exc:
+                raise LtbenchError(f"--with: {exc}") from None
+        labels = {m.name for m in suite.methods}
+        added = [
+            _method(name, i, "--with")
+            for i, name in enumerate(dict.fromkeys(extra_methods))
+            if name not in labels
+        ]
+        changes["methods"] = [*suite.methods, *added]
     if datasets:
         check_datasets(datasets, "--dataset")
         changes["datasets"] = list(dict.fromkeys(datasets))
