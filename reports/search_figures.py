@@ -29,6 +29,16 @@ from reports.search import LABELS, grid_axes, selected, selection_metric
 
 CMAP = "viridis_r"  # low error: yellow, high: dark
 SELECTED = "#d62728"
+
+
+def ring_selected(ax, x, y, *, size: float = 260, width: float = 2.2) -> None:
+    """Ring the selected point (the same mark in every search figure)."""
+    ax.scatter(
+        [x], [y], s=size, facecolors="none", edgecolors=SELECTED, linewidths=width,
+        label="selected", zorder=4,
+    )  # fmt: skip
+
+
 ANNOTATE_UP_TO = 24  # points: write each point's error next to it up to this many
 
 
@@ -119,16 +129,7 @@ def points_map(
                 zorder=3,
             )
         if best is not None:
-            ax.scatter(
-                [best[x_p]],
-                [best[y_p]],
-                s=420,
-                facecolors="none",
-                edgecolors=SELECTED,
-                linewidths=2.4,
-                label="selected",
-                zorder=4,
-            )
+            ring_selected(ax, best[x_p], best[y_p], size=420, width=2.4)
         if len(fin) + len(stp) <= ANNOTATE_UP_TO:
             for df in (fin, stp):
                 for _, r in df.iterrows():
@@ -201,16 +202,7 @@ def error_curve(pts: pd.DataFrame, param: str, key: str, path: Path, best: pd.Se
                 label="failed / not run",
             )
         if best is not None:
-            ax.scatter(
-                [best[param]],
-                [best[key]],
-                s=260,
-                facecolors="none",
-                edgecolors=SELECTED,
-                linewidths=2.2,
-                label="selected",
-                zorder=4,
-            )
+            ring_selected(ax, best[param], best[key], size=260, width=2.2)
         ax.set_xlabel(param)
         ax.set_ylabel(f"{label} (%)")
         title = f"Sweep: {label} against {param}"

@@ -30,7 +30,7 @@ from ltbench.schema import (
 from reports.content import Figure
 from reports.figures import STYLE, WIDE, new_figure, save_figure
 from reports.search import LABELS, correlations, selected, selection_metric
-from reports.search_figures import SELECTED, legend_below, point_text
+from reports.search_figures import SELECTED, legend_below, point_text, ring_selected
 from reports.tables import N_GROUPS, group_labels
 
 # ----------------------------------------------------------------------------------------------
@@ -78,16 +78,7 @@ def val_test_figure(sweep: pd.DataFrame, path: Path) -> str | None:
                 **style[col],
             )
         if best is not None:
-            ax.scatter(
-                [best[key]],
-                [best[SWEEP_TEST_METRIC]],
-                s=260,
-                facecolors="none",
-                edgecolors=SELECTED,
-                linewidths=2.2,
-                label="selected",
-                zorder=4,
-            )
+            ring_selected(ax, best[key], best[SWEEP_TEST_METRIC], size=260, width=2.2)
         values = pd.concat([fin[c] for c in series] + [fin[SWEEP_TEST_METRIC]])
         lo, hi = float(values.min()), float(values.max())
         pad = max(hi - lo, 1.0) * 0.05
