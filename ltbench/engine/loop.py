@@ -56,6 +56,7 @@ from ltbench.engine.step import (
     epoch_batches,
     evaluate,
     fit_epoch,
+    load_run_data,
     make_loaders,
     pick_device,
     sgd,
@@ -147,7 +148,6 @@ def run_stage(
     progress: bool | None,
 ) -> dict[str, Any]:
     """Train `stage` of the resolved run `cfg` in `out_dir` (from `previous`'s network, if any)."""
-    from ltbench.data import load_dataset
     from ltbench.engine.mixup import Mixup
     from ltbench.engine.models import build_model
     from ltbench.sdk.registry import build_loss, get_spec
@@ -159,17 +159,7 @@ def run_stage(
     amp, channels_last = step_options(cfg, device)
 
     # -- data ------------------------------------------------------------------------------
-    bundle = load_dataset(
-        cfg.dataset,
-        root=cfg.data_root,
-        imb_factor=cfg.imb_factor,
-        profile=cfg.profile,
-        subset_seed=cfg.subset_seed,
-        download=cfg.download,
-        n_max=cfg.n_max,
-        val_fraction=cfg.val_fraction,
-        val_seed=cfg.seed,
-    )
+    bundle = load_run_data(cfg)
     counts = list(bundle.cls_num_list)
     if min(counts) < 1:
         empty = counts.index(min(counts))

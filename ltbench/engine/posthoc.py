@@ -48,7 +48,7 @@ from ltbench.engine.locks import hold
 from ltbench.engine.metrics import Evaluator, per_class_accuracy
 from ltbench.engine.models import CosineClassifier
 from ltbench.engine.stages import StageModel, plan_stages, stage_classifier
-from ltbench.engine.step import make_loaders, pick_device, step_options
+from ltbench.engine.step import load_run_data, make_loaders, pick_device, step_options
 from ltbench.errors import LtbenchError
 
 RULES = ("raw", "train-logits", "logit-adjust", "tau-norm")
@@ -128,7 +128,6 @@ class FinishedRun:
 
 def load_finished_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
     """Rebuild a finished run's final network and its data (one-line errors)."""
-    from ltbench.data import load_dataset
     from ltbench.engine.models import build_model
     from ltbench.sdk.registry import build_loss, get_spec
 
@@ -142,17 +141,7 @@ def load_finished_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
     stage = stages[-1]
     dev = pick_device(cfg.device)
     amp, _ = step_options(cfg, dev)
-    bundle = load_dataset(
-        cfg.dataset,
-        root=cfg.data_root,
-        imb_factor=cfg.imb_factor,
-        profile=cfg.profile,
-        subset_seed=cfg.subset_seed,
-        download=False,
-        n_max=cfg.n_max,
-        val_fraction=cfg.val_fraction,
-        val_seed=cfg.seed,
-    )
+    bundle = load_run_data(cfg, download=False)
     counts = list(bundle.cls_num_list)
     plugin = build_loss(stage.loss, counts, **stage.loss_params)
 

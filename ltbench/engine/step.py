@@ -109,7 +109,25 @@ def build_step(
 
 
 # ----------------------------------------------------------------------------------------------
-# Batches
+# Data and batches
+
+
+def load_run_data(cfg: TrainConfig, *, download: bool | None = None):
+    """The dataset bundle of a resolved run: its long-tailed training set, its validation split
+    (drawn with the run's seed) and its test set. `download` overrides the run's setting."""
+    from ltbench.data import load_dataset
+
+    return load_dataset(
+        cfg.dataset,
+        root=cfg.data_root,
+        imb_factor=cfg.imb_factor,
+        profile=cfg.profile,
+        subset_seed=cfg.subset_seed,
+        download=cfg.download if download is None else download,
+        n_max=cfg.n_max,
+        val_fraction=cfg.val_fraction,
+        val_seed=cfg.seed,
+    )
 
 
 def epoch_batches(loader, epoch: int, channels_last: bool):
