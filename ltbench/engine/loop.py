@@ -46,8 +46,8 @@ from ltbench.engine.metrics import validation_metrics
 from ltbench.engine.schedule import cosine_learning_rate, step_learning_rate
 from ltbench.engine.stages import (
     StageModel,
+    check_run,
     ensure_stage1,
-    plan_stages,
     stage1_dir,
     stage_classifier,
     stage_config,
@@ -102,18 +102,7 @@ def train(
     of `out_dir` (`ltbench.engine.locks`) to the end. A file that cannot be read or written
     mid-run is a one-line error naming it; the folder stays resumable.
     """
-    from ltbench.data.registry import check_files
-
-    cfg = resolve(cfg)
-    stages = plan_stages(cfg)
-    check_files(
-        cfg.dataset,
-        root=cfg.data_root,
-        imb_factor=cfg.imb_factor,
-        n_max=cfg.n_max,
-        download=cfg.download,
-        val_fraction=cfg.val_fraction,
-    )
+    cfg, stages = check_run(cfg)
     out_dir = check_out_dir(out_dir)
     cfg1 = resolve(stage_config(cfg, stages[0])) if len(stages) > 1 else None
     run1 = check_out_dir(stage1_dir(cfg1, out_dir, cache_dir), "stage-1 cache") if cfg1 else None

@@ -264,3 +264,22 @@ def stage_classifier(previous: nn.Module, head: str, *, reinit: bool) -> nn.Modu
         if getattr(fresh, "bias", None) is not None:
             fresh.bias.zero_()
     return fresh
+
+
+def check_run(cfg: TrainConfig, *, files: bool = True) -> tuple[TrainConfig, list]:
+    """A run's resolved configuration and its checked stages, and (with `files`) its data files
+    found: everything a run checks before it writes anything."""
+    from ltbench.data.registry import check_files
+
+    cfg = resolve(cfg)
+    stages = plan_stages(cfg)
+    if files:
+        check_files(
+            cfg.dataset,
+            root=cfg.data_root,
+            imb_factor=cfg.imb_factor,
+            n_max=cfg.n_max,
+            download=cfg.download,
+            val_fraction=cfg.val_fraction,
+        )
+    return cfg, stages

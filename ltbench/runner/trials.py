@@ -115,9 +115,8 @@ def check_trials(trials: list[TrialSpec]) -> None:
     """Check every trial now, so that a bad value fails before anything is written or Ray
     starts: its configuration resolved, its stages planned (each stage's loss built once with
     its parameters) and its data files found (`ltbench.data.registry.check_files`)."""
-    from ltbench.data.registry import check_files, get_dataset_spec
-    from ltbench.engine.config import resolve
-    from ltbench.engine.stages import plan_stages
+    from ltbench.data.registry import get_dataset_spec
+    from ltbench.engine.stages import check_run
 
     seen: set[tuple] = set()
     for t in trials:
@@ -127,19 +126,11 @@ def check_trials(trials: list[TrialSpec]) -> None:
                 "config: {data_root: DIR} in the suite), or use --dataset synthetic-lt"
             )
         try:
-            cfg = resolve(t.train_config())
-            plan_stages(cfg)
+            cfg, _ = check_run(t.train_config(), files=False)
             files = (cfg.dataset, cfg.data_root, cfg.imb_factor, cfg.n_max, cfg.download)
-            if files not in seen:  # the same files for many trials: check them once
-                seen.add(files)
-                check_files(
-                    cfg.dataset,
-                    root=cfg.data_root,
-                    imb_factor=cfg.imb_factor,
-                    n_max=cfg.n_max,
-                    download=cfg.download,
-                    val_fraction=cfg.val_fraction,
-                )
+            if files + (cfg.val_fraction,) not in seen:  # shared files: checked once
+                seen.add(files + (cfg.val_fraction,))
+                check_run(cfg)
         except LtbenchError as exc:
             raise LtbenchError(f"trial {t.key}: {exc}") from None
 
