@@ -238,6 +238,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collect(args: argparse.Namespace) -> int:
+    from ltbench.runner.gather import collect_runs
+
+    trials = collect_runs(args.out, args.runs)
+    print(f"collected {len(trials)} runs into {args.out}; next: ltbench report {args.out}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from ltbench.engine.posthoc import posthoc
 
@@ -341,6 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="search KPS hyper-parameters on Ray Tune")
     add_sweep_args(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("collect", help="gather finished `ltbench train` runs into a results folder")
+    p.add_argument("out", type=Path, help="the results folder to write (new or empty)")
+    p.add_argument("runs", nargs="+", type=Path, help="finished `ltbench train --out` folders")
+    p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("report", help="write the markdown / PDF report of a results folder")
     p.add_argument("dir", type=Path)
