@@ -16,7 +16,7 @@ correction ε_i learnt by a meta step (the paper's Algorithm 1, as in `abdullahj
 ℓ is the base loss per image: CE, softmax focal (γ) or LDAM (per-class margins
 m_j ∝ n_j^(-1/4), largest max_m, scale s, on a cosine head). The meta batch (the run's batch
 size) is drawn from a small balanced **meta set held out of the training split**:
-`meta_per_class` images per class (10, the official CIFAR value), at most n_j - 1, drawn at
+`meta_per_class` images per class (10, the official CIFAR value), at most n_j // 2, drawn at
 random after the validation hold-out (`ltbench.data.longtail.split_meta`), never trained on
 and never the test set; result.json records it under `meta_set`. The official code instead
 takes its 10 per class from the balanced pool before the long-tailed draw (docs/RECIPES.md).

@@ -89,10 +89,10 @@ def test_bbn_network_shares_all_but_the_last_block(model):
 
 def test_meta_set_is_held_out_per_class():
     labels = np.repeat(np.arange(4), [30, 10, 2, 1])
-    assert [meta_count(n, 10) for n in (30, 10, 2, 1)] == [10, 9, 1, 0]
+    assert [meta_count(n, 10) for n in (30, 10, 2, 1)] == [10, 5, 1, 0]
     train_pos, meta_pos = split_meta(labels, 10, seed=3)
     assert sorted(train_pos + meta_pos) == list(range(len(labels)))
-    assert np.bincount(labels[meta_pos], minlength=4).tolist() == [10, 9, 1, 0]
+    assert np.bincount(labels[meta_pos], minlength=4).tolist() == [10, 5, 1, 0]
     assert split_meta(labels, 10, seed=3) == (train_pos, meta_pos)  # deterministic
 
 

@@ -165,8 +165,9 @@ def split_validation(
 
 def meta_count(n: int, per_class: int) -> int:
     """How many of a class's `n` training images `split_meta` holds out for a meta set:
-    `per_class`, but at most n - 1 (a class keeps at least one image for training)."""
-    return max(0, min(int(per_class), n - 1))
+    `per_class`, but at most n // 2 (a class keeps at least half of its images for training;
+    a class with one image gives none)."""
+    return max(0, min(int(per_class), n // 2))
 
 
 def split_meta(

@@ -363,7 +363,7 @@ def meta_set_record(bundle, meta_set, per_class: int) -> dict[str, Any]:
         "class_counts": class_counts(meta_set.labels, bundle.num_classes),
         "size": len(meta_set),
         "drawn": "held out of the training split after the validation hold-out, per class "
-        "min(per_class, n_j - 1) images at random (ltbench.data.longtail.split_meta); never "
+        "min(per_class, n_j // 2) images at random (ltbench.data.longtail.split_meta); never "
         "trained on; disjoint from validation and test",
     }
 

@@ -31,7 +31,7 @@ previous stage's weights. Every field of a stage is data the one training loop u
                    drawn alongside the main one and handed to the stage's `step` (BBN's
                    reversed sampler)
     meta_per_class a small class-balanced meta set held out of the training split (that many
-                   images per class, at most n_j - 1; `ltbench.data.longtail.split_meta`),
+                   images per class, at most n_j // 2; `ltbench.data.longtail.split_meta`),
                    never trained on; the step draws its batches (`ctx.meta()`) (Jamal et al.)
     model, step    optional hooks of the method (see `ModelHook` and `StepHook`): a model
                    builder and a training step that replace the engine's own, for methods such
