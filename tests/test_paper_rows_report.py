@@ -102,3 +102,17 @@ def test_comparison_suites_run_every_row():
     ce = [t for t in trials if t.method == "ce"]
     assert ce and all(t.posthoc == ("tau-norm",) for t in ce)
     assert all(t.posthoc == () for t in trials if t.method != "ce")
+
+
+def test_a_method_entry_checks_its_own_posthoc_rules(tmp_path):
+    import pytest
+
+    from ltbench.errors import LtbenchError
+
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "methods:\n  - {loss: ce, posthoc: [bogus]}\ndatasets: [synthetic-lt]\n"
+        "rhos: [100]\nseeds: [0]\n"
+    )
+    with pytest.raises(LtbenchError, match=r"methods\[0\]: posthoc: unknown post-hoc rule 'bogus'"):
+        load_suite(path)

@@ -90,9 +90,10 @@ def plan_stages(cfg: TrainConfig) -> list[Stage]:
             f"loss {cfg.loss!r} declares {len(stages)} stages; the engine runs 1 to {MAX_STAGES}"
         )
     for index, stage in enumerate(stages):
-        where = f"loss {cfg.loss!r}: stage {index + 1}"
         # a one-stage method with its own step may train with its own plugin (its factory)
         own = len(stages) == 1 and stage.loss == cfg.loss
+        where = f"loss {cfg.loss!r}" + ("" if own else f": stage {index + 1}")
+        prefix = "" if own else f"{where}: "  # the plugin's own errors name the loss already
         if get_spec(stage.loss).stages is not None and not own:
             raise LtbenchError(f"{where}: {stage.loss!r} is itself multi-stage")
         if stage.epochs < 1:
@@ -102,8 +103,8 @@ def plan_stages(cfg: TrainConfig) -> list[Stage]:
         try:
             resolve_params(stage.loss, stage.loss_params)
         except LtbenchError as exc:
-            raise LtbenchError(f"{where}: {exc}") from None
-        _probe_loss(cfg, stage, f"{where}: ")
+            raise LtbenchError(f"{prefix}{exc}") from None
+        _probe_loss(cfg, stage, prefix)
         if stage.trainable == "class-scale" and index == 0:
             raise LtbenchError(f"{where}: trainable='class-scale' needs a previous stage")
     if len(stages) > 1:
