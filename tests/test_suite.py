@@ -26,7 +26,8 @@ from ltbench.schema import PER_CLASS_COLUMNS, RESULTS_COLUMNS, sweep_columns
 
 SHIPPED = {
     "ablation": 3,
-    "comparison": 9,
+    "comparison": 12,
+    "comparison-large": 12,
     "mixup": 2,
     "mislas": 2,
     "kps-search": 1,
