@@ -200,7 +200,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, defaults in list_losses(args.pattern).items():
             spec = get_spec(name)
             params = ", ".join(f"{k}={v}" for k, v in defaults.items()) or "-"
-            extra = " [two-stage]" if spec.kind == "two-stage" else ""
+            extra = f" [{spec.kind}]" if spec.kind != "loss" else ""
             print(f"  {name:<12} {spec.head:<7} {params}{extra}")
     if what in ("all", "datasets"):
         print("datasets (name: model, epochs, batch, lr, imb_factor):")

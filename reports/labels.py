@@ -4,6 +4,8 @@ A paper number is shown only when the run's configuration is the paper row's: th
 run derived from everything that defines it (results.csv `label`: loss, changed parameters,
 mixup, stages; `ltbench.engine.identity`) must be the row's key in paper_numbers.yaml, and its
 setup (network, data, schedule) the paper's (`setup` is "none"). Otherwise the cell says why.
+A row of a post-hoc rule is matched as `label [rule]`: the paper's τ-norm row (Decoupling) is
+`ce [tau-norm]`, a CE run reported under the `tau-norm` rule (alias `tau-norm`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,12 @@ import pandas as pd
 
 from ltbench.schema import RAW_RULE, SAME_SETUP, UNKNOWN
 from reports.paper import PaperNumbers, PaperValue
+
+
+def rule_key(label: str, rule: str) -> str:
+    """The key of a configuration reported under a post-hoc rule: `label [rule]` (paper rows
+    of that form are aliases: `ce [tau-norm]` is the method label `tau-norm`)."""
+    return label if rule == RAW_RULE else f"{label} [{rule}]"
 
 
 def setting_in_paper(paper: PaperNumbers, setting) -> bool:
@@ -31,17 +39,25 @@ def paper_match(
     The configuration is the label the run derived from everything that defines it
     (results.csv ``label``: loss, changed parameters, mixup, stages), and its setup must be the
     paper's (``setup`` empty: network, data, schedule). The suite's method name plays no part.
+    Rows of a post-hoc rule are the configuration ``label [rule]`` (`rule_key`).
     """
     if rows.empty or not setting_in_paper(paper, setting):
         return None, "-", ""
-    if (rows["rule"] != RAW_RULE).any():
+    rules = set(rows["rule"])
+    if len(rules) > 1:
         return None, "post-hoc rule", ""
+    rule = rules.pop()
     labels, setups = set(rows["label"]), set(rows["setup"])
     if UNKNOWN in labels or UNKNOWN in setups:
         return None, "config unknown", "the results file does not record the configuration"
     if len(labels) > 1:
         return None, "mixed configs", "configurations: " + "; ".join(sorted(labels))
     label = labels.pop()
+    if rule != RAW_RULE:  # a post-hoc rule's row: a paper row only where one is that rule
+        label = rule_key(label, rule)
+        pv = paper.lookup(label, setting.dataset, setting.rho)
+        if pv is None:
+            return None, "post-hoc rule", ""
     pv = paper.lookup(label, setting.dataset, setting.rho)
     if pv is None:
         return None, "no paper row", f"configuration {label} is not a row of the paper"

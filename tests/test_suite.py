@@ -26,7 +26,8 @@ from ltbench.schema import PER_CLASS_COLUMNS, RESULTS_COLUMNS, sweep_columns
 
 SHIPPED = {
     "ablation": 3,
-    "comparison": 9,
+    "comparison": 12,
+    "comparison-large": 12,
     "mixup": 2,
     "mislas": 2,
     "kps-search": 1,
@@ -67,7 +68,10 @@ def test_shipped_suite_expansion_counts(name, n_methods):
     per_method = len(suite.datasets) * len(suite.rhos) * len(suite.seeds)
     assert len(trials) == n_methods * per_method
     assert len({t.key for t in trials}) == len(trials)
-    if name not in ("kps-search", "kps-grid"):
+    if name == "comparison-large":  # Table 4: the two large sets as published, one seed
+        assert suite.datasets == ["imagenet-lt", "inat2018"]
+        assert suite.rhos == [1.0] and suite.seeds == [0]
+    elif name not in ("kps-search", "kps-grid"):
         assert suite.datasets == ["cifar10-lt", "cifar100-lt"]
         assert suite.rhos == [100.0, 50.0]
         assert suite.seeds == [0, 1, 2]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ltbench.data.bundle import CIFAR_MEAN, CIFAR_STD, DatasetBundle
 from ltbench.errors import LtbenchError
 
-SAMPLING_MODES = ("instance", "class-balanced")
+SAMPLING_MODES = ("instance", "class-balanced", "reversed")
 
 
 # --------------------------------------------------------------------------- containers
@@ -62,19 +62,41 @@ def class_balanced_weights(labels: torch.Tensor, num_classes: int | None = None)
     return 1.0 / counts[labels]
 
 
+def reversed_class_probabilities(counts) -> np.ndarray:
+    """BBN's reversed sampler: class j is drawn with probability `(1/n_j) / sum_k (1/n_k)`
+    (float64), the rarest class most often; an image of it is then drawn uniformly."""
+    inv = 1.0 / np.asarray(counts, dtype=np.float64)
+    return inv / inv.sum()
+
+
+def reversed_weights(labels: torch.Tensor, num_classes: int | None = None) -> torch.Tensor:
+    """Per-sample sampling weights of the reversed sampler: `p_j / n_j` for an image of class j
+    (`reversed_class_probabilities`), so that class j is drawn with probability p_j."""
+    labels = torch.as_tensor(labels, dtype=torch.int64).cpu()
+    counts = torch.bincount(labels, minlength=num_classes or 0).to(torch.float64)
+    present = counts > 0
+    probs = torch.zeros_like(counts)
+    probs[present] = torch.from_numpy(reversed_class_probabilities(counts[present].numpy()))
+    return probs[labels] / counts[labels]
+
+
 def epoch_order(
     labels: torch.Tensor, generator: torch.Generator, shuffle: bool, sampling: str
 ) -> torch.Tensor:
     """The sample order of one epoch (CPU int64, one entry per sample).
 
     `instance`: a permutation (or 0..N-1 without shuffling); `class-balanced`: N draws with
-    replacement, each sample with probability proportional to 1 / (its class's count).
+    replacement, each sample with probability proportional to 1 / (its class's count);
+    `reversed` (BBN): N draws with replacement, class j with probability ∝ 1 / n_j.
     """
     n = int(labels.shape[0])
     if sampling == "instance":
         return torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     if sampling == "class-balanced":
         weights = class_balanced_weights(labels)
+        return torch.multinomial(weights, n, replacement=True, generator=generator)
+    if sampling == "reversed":
+        weights = reversed_weights(labels)
         return torch.multinomial(weights, n, replacement=True, generator=generator)
     check_sampling(sampling)
     raise AssertionError(sampling)  # pragma: no cover

@@ -163,6 +163,35 @@ def split_validation(
     return sorted(train_pos), sorted(val_pos)
 
 
+def meta_count(n: int, per_class: int) -> int:
+    """How many of a class's `n` training images `split_meta` holds out for a meta set:
+    `per_class`, but at most n // 2 (a class keeps at least half of its images for training;
+    a class with one image gives none)."""
+    return max(0, min(int(per_class), n // 2))
+
+
+def split_meta(
+    labels: Sequence[int] | np.ndarray | Any, per_class: int, seed: int
+) -> tuple[list[int], list[int]]:
+    """Hold out a small class-balanced meta set: returns (train positions, meta positions).
+
+    Class by class, `meta_count(n, per_class)` images: the first ones of a permutation of the
+    class's positions drawn from `default_rng(seed)` (the draw of `split_validation`, with its
+    own seed, so the meta set is disjoint from validation and test by construction: it is taken
+    from the training positions that remain after the validation hold-out).
+    """
+    labels = _as_numpy(labels)
+    rng = np.random.default_rng(seed)
+    train_pos: list[int] = []
+    meta_pos: list[int] = []
+    for cls in range(int(labels.max()) + 1 if labels.size else 0):
+        idx = np.where(labels == cls)[0]
+        held = set(rng.permutation(idx)[: meta_count(len(idx), per_class)].tolist())
+        for i in idx.tolist():
+            (meta_pos if i in held else train_pos).append(i)
+    return sorted(train_pos), sorted(meta_pos)
+
+
 def classes_short_of_minimum(val_counts: Sequence[int]) -> list[int]:
     """The classes with fewer than VAL_MIN_PER_CLASS validation images (their error is noisy)."""
     return [c for c, n in enumerate(val_counts) if n < VAL_MIN_PER_CLASS]

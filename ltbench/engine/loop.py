@@ -20,6 +20,7 @@ the whole run). `overwrite` clears the run's folder only, never the shared stage
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -56,6 +57,7 @@ from ltbench.engine.step import (
     epoch_batches,
     evaluate,
     fit_epoch,
+    hold_out_meta,
     load_run_data,
     make_loaders,
     pick_device,
@@ -148,7 +150,7 @@ def run_stage(
     amp, channels_last = step_options(cfg, device)
 
     # -- data ------------------------------------------------------------------------------
-    bundle = load_run_data(cfg)
+    bundle, meta_set = hold_out_meta(load_run_data(cfg), stage.meta_per_class, cfg.seed)
     counts = list(bundle.cls_num_list)
     if min(counts) < 1:
         empty = counts.index(min(counts))
@@ -162,6 +164,10 @@ def run_stage(
         make_loaders(bundle, cfg, device, batch_size=stage.batch_size, sampling=s).train
         for s in stage.extra_samplers
     ]
+    meta_loader = None
+    if meta_set is not None:
+        meta_bundle = dataclasses.replace(bundle, train=meta_set)
+        meta_loader = make_loaders(meta_bundle, cfg, device, batch_size=stage.batch_size).train
 
     # -- loss plugin and network --------------------------------------------------------------
     torch.manual_seed(cfg.seed)
@@ -191,9 +197,10 @@ def run_stage(
             net.backbone,
             classifier,
             bundle.num_classes,
-            frozen=stage.trainable == "classifier",
+            frozen=stage.trainable in ("classifier", "class-scale"),
             bn_follows_data=stage.batchnorm == "train",
             class_scale=stage.class_scale,
+            frozen_classifier=stage.trainable == "class-scale",
         ).to(device)
         groups = model.param_groups(stage.lr_factor)
     if channels_last:
@@ -267,6 +274,8 @@ def run_stage(
                 mixup=mixup,
                 step=stage.step,
                 extra_loaders=extra_loaders,
+                meta_loader=meta_loader,
+                lr=lr,
                 where=f"in {stage.name} " if multi else "",
                 hint=f"try a lower learning rate (lr={lr:g}) or check the loss parameters",
             )
@@ -315,6 +324,8 @@ def run_stage(
         )
         if first != result["precision"]:
             result["precision"] = f"{first} (stage 1), {result['precision']} (stage 2)"
+    if meta_set is not None:
+        result["meta_set"] = meta_set_record(bundle, meta_set, stage.meta_per_class)
     result["stage_plan"] = ([previous.stage.describe()] if multi else []) + [stage.describe()]
     if multi:
         result["epochs"] = stage.epochs
@@ -340,6 +351,20 @@ def validation_split_record(bundle) -> dict[str, Any]:
         "val_class_counts": counts,
         "val_min_per_class": VAL_MIN_PER_CLASS,
         "val_classes_below_minimum": classes_short_of_minimum(counts),
+    }
+
+
+def meta_set_record(bundle, meta_set, per_class: int) -> dict[str, Any]:
+    """What result.json says about a stage's meta set (`Stage.meta_per_class`)."""
+    from ltbench.data.longtail import class_counts
+
+    return {
+        "per_class": per_class,
+        "class_counts": class_counts(meta_set.labels, bundle.num_classes),
+        "size": len(meta_set),
+        "drawn": "held out of the training split after the validation hold-out, per class "
+        "min(per_class, n_j // 2) images at random (ltbench.data.longtail.split_meta); never "
+        "trained on; disjoint from validation and test",
     }
 
 

@@ -48,7 +48,13 @@ from ltbench.engine.locks import hold
 from ltbench.engine.metrics import Evaluator, per_class_accuracy
 from ltbench.engine.models import CosineClassifier
 from ltbench.engine.stages import StageModel, plan_stages, stage_classifier
-from ltbench.engine.step import load_run_data, make_loaders, pick_device, step_options
+from ltbench.engine.step import (
+    hold_out_meta,
+    load_run_data,
+    make_loaders,
+    pick_device,
+    step_options,
+)
 from ltbench.errors import LtbenchError
 
 RULES = ("raw", "train-logits", "logit-adjust", "tau-norm")
@@ -141,7 +147,7 @@ def load_finished_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
     stage = stages[-1]
     dev = pick_device(cfg.device)
     amp, _ = step_options(cfg, dev)
-    bundle = load_run_data(cfg, download=False)
+    bundle, _ = hold_out_meta(load_run_data(cfg, download=False), stage.meta_per_class, cfg.seed)
     counts = list(bundle.cls_num_list)
     plugin = build_loss(stage.loss, counts, **stage.loss_params)
 
@@ -157,9 +163,10 @@ def load_finished_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
             net.backbone,
             stage_classifier(net.classifier, plugin.head, reinit=True),
             bundle.num_classes,
-            frozen=stage.trainable == "classifier",
+            frozen=stage.trainable in ("classifier", "class-scale"),
             bn_follows_data=stage.batchnorm == "train",
             class_scale=stage.class_scale,
+            frozen_classifier=stage.trainable == "class-scale",
         )
     if not (hasattr(model, "backbone") and hasattr(model, "classifier")):
         raise LtbenchError(

@@ -90,8 +90,11 @@ def plan_stages(cfg: TrainConfig) -> list[Stage]:
             f"loss {cfg.loss!r} declares {len(stages)} stages; the engine runs 1 to {MAX_STAGES}"
         )
     for index, stage in enumerate(stages):
-        where = f"loss {cfg.loss!r}: stage {index + 1}"
-        if get_spec(stage.loss).stages is not None:
+        # a one-stage method with its own step may train with its own plugin (its factory)
+        own = len(stages) == 1 and stage.loss == cfg.loss
+        where = f"loss {cfg.loss!r}" + ("" if own else f": stage {index + 1}")
+        prefix = "" if own else f"{where}: "  # the plugin's own errors name the loss already
+        if get_spec(stage.loss).stages is not None and not own:
             raise LtbenchError(f"{where}: {stage.loss!r} is itself multi-stage")
         if stage.epochs < 1:
             raise LtbenchError(f"{where}: epochs must be >= 1, got {stage.epochs}")
@@ -100,8 +103,10 @@ def plan_stages(cfg: TrainConfig) -> list[Stage]:
         try:
             resolve_params(stage.loss, stage.loss_params)
         except LtbenchError as exc:
-            raise LtbenchError(f"{where}: {exc}") from None
-        _probe_loss(cfg, stage, f"{where}: ")
+            raise LtbenchError(f"{prefix}{exc}") from None
+        _probe_loss(cfg, stage, prefix)
+        if stage.trainable == "class-scale" and index == 0:
+            raise LtbenchError(f"{where}: trainable='class-scale' needs a previous stage")
     if len(stages) > 1:
         try:
             resolve(stage_config(cfg, stages[0]))
@@ -140,6 +145,7 @@ def is_plain(stage: Stage) -> bool:
         and stage.model is None
         and stage.step is None
         and not stage.extra_samplers
+        and not stage.meta_per_class
     )
 
 
@@ -194,6 +200,9 @@ def ensure_stage1(run_dir: Path, train_it) -> dict:
 class StageModel(nn.Module):
     """`scores = classifier(backbone(x)) * class_scale`, the backbone frozen or not.
 
+    `frozen_classifier` (LWS, `trainable="class-scale"`): the classifier keeps its weights too
+    and only the class scale learns.
+
     With a frozen backbone it runs without autograd; its BatchNorm layers follow the model's
     train/eval mode when `bn_follows_data` (their running statistics move to this stage's data),
     else the backbone stays in eval mode throughout. `class_scale` (LWS) is None when not
@@ -209,11 +218,13 @@ class StageModel(nn.Module):
         frozen: bool,
         bn_follows_data: bool,
         class_scale: bool,
+        frozen_classifier: bool = False,
     ):
         super().__init__()
         self.frozen = frozen
+        self.frozen_classifier = frozen_classifier
         self.backbone = backbone.requires_grad_(not frozen)
-        self.classifier = classifier
+        self.classifier = classifier.requires_grad_(not frozen_classifier)
         self.bn_follows_data = bn_follows_data
         scale = nn.Parameter(torch.ones(num_classes)) if class_scale else None
         self.register_parameter("class_scale", scale)
@@ -239,7 +250,8 @@ class StageModel(nn.Module):
         groups = []
         if not self.frozen:
             groups.append({"params": list(self.backbone.parameters()), "lr_factor": 1.0})
-        groups.append({"params": list(self.classifier.parameters()), "lr_factor": lr_factor})
+        if not self.frozen_classifier:
+            groups.append({"params": list(self.classifier.parameters()), "lr_factor": lr_factor})
         if self.class_scale is not None:
             groups.append({"params": [self.class_scale], "lr_factor": 1.0})
         return groups

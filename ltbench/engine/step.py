@@ -10,6 +10,8 @@ run resumed from its epoch-e checkpoint continues exactly as the uninterrupted r
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -139,6 +141,32 @@ def epoch_batches(loader, epoch: int, channels_last: bool):
         yield images, labels
 
 
+def meta_batches(loader, epoch: int, channels_last: bool):
+    """Endless batches of a (small) meta set during epoch `epoch`: pass after pass, each pass
+    in its own order seeded by (epoch, pass), so a resumed run draws the same batches."""
+    for index in itertools.count():
+        yield from epoch_batches(loader, (epoch << 20) + index, channels_last)
+
+
+# Seed offset of the meta set's draw (`split_meta`), so it differs from the validation draw.
+META_SEED_OFFSET = 7919
+
+
+def hold_out_meta(bundle, per_class: int, seed: int):
+    """(bundle without the meta set, the meta set) for `Stage.meta_per_class` = `per_class`
+    (0: the bundle itself and None). The meta set is held out of the training split after the
+    validation hold-out; `cls_num_list` then counts the images trained on."""
+    if per_class <= 0:
+        return bundle, None
+    from ltbench.data.longtail import class_counts, split_meta
+
+    train_pos, meta_pos = split_meta(bundle.train.labels, per_class, seed + META_SEED_OFFSET)
+    train = bundle.train.subset(train_pos)
+    meta = bundle.train.subset(meta_pos)
+    counts = class_counts(train.labels, bundle.num_classes)
+    return dataclasses.replace(bundle, train=train, cls_num_list=counts), meta
+
+
 @dataclass
 class Loaders:
     """Batch iterators (with `set_epoch`) of the bundle's splits; `val` is None without one."""
@@ -191,6 +219,8 @@ class StepContext:
     mixup: Any
     generator: torch.Generator | None
     extra: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # batches of extra samplers
+    lr: float = 0.0  # the stage's learning rate of this epoch (a lookahead step uses it)
+    meta: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None  # next meta batch
 
 
 def default_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor):
@@ -217,12 +247,15 @@ def train_one_epoch(
     epoch: int = 0,
     epochs: int = 1,
     extra: list[Iterable] | None = None,
+    lr: float = 0.0,
+    meta: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> EpochStats:
     """Train over `batches` (pairs of augmented, normalised images and labels on `device`).
 
     `step` (default `default_step`) computes the loss; `extra` are batch streams of further
-    samplers, handed to it step by step. No host synchronisation happens inside: a non-finite
-    loss is recorded on the device and reported by the caller at the end of the epoch.
+    samplers, handed to it step by step; `meta` draws a batch of the stage's meta set. No host
+    synchronisation happens inside: a non-finite loss is recorded on the device and reported by
+    the caller at the end of the epoch.
     """
     model.train()
     zero = torch.zeros((), device=device)
@@ -233,7 +266,7 @@ def train_one_epoch(
         torch.full((), -1, device=device, dtype=torch.long),
     )
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-    ctx = StepContext(model, loss_fn, epoch, epochs, mixup, generator)
+    ctx = StepContext(model, loss_fn, epoch, epochs, mixup, generator, lr=lr, meta=meta)
     step = step or default_step
     streams = zip(*extra, strict=False) if extra else None
     for index, (images, labels) in enumerate(batches):
@@ -272,6 +305,8 @@ def fit_epoch(
     mixup=None,
     step=None,
     extra_loaders=(),
+    meta_loader=None,
+    lr: float = 0.0,
     where: str = "",
     hint: str = "",
 ) -> dict[str, float]:
@@ -286,6 +321,10 @@ def fit_epoch(
     torch.manual_seed(draw)
     generator = torch.Generator(device=device).manual_seed(draw)
     extra = [epoch_batches(x, epoch, channels_last) for x in extra_loaders]
+    meta = None
+    if meta_loader is not None:
+        stream = meta_batches(meta_loader, epoch, channels_last)
+        meta = lambda: next(stream)  # noqa: E731
     stats = train_one_epoch(
         model,
         epoch_batches(loader, epoch, channels_last),
@@ -299,6 +338,8 @@ def fit_epoch(
         epoch=schedule_epoch,
         epochs=schedule_epochs,
         extra=extra or None,
+        lr=lr,
+        meta=meta,
     )
     bad_step = int(stats.first_bad_step)
     if bad_step >= 0:

@@ -11,6 +11,9 @@ checked key by key when the file is loaded:
         params: {tau: 1.5}                         # loss parameters (default: the paper's)
         mixup_alpha: 1.0                           # 0 (default) disables mixup
         config: {stage2: {epochs: 10}}             # TrainConfig keys for this method only
+        posthoc: [tau-norm]                        # post-hoc rules for this method only (its
+                                                   # rows `name [rule]`: `ce [tau-norm]` is
+                                                   # Decoupling's τ-norm)
     datasets: [cifar10-lt, cifar100-lt]           # required
     rhos: [100, 50]                               # imbalance ratios max(n)/min(n), required
     seeds: [0, 1, 2]                              # training seeds, required
@@ -80,7 +83,7 @@ SUITE_KEYS = (
     "posthoc",
 )
 REQUIRED_KEYS = ("methods", "datasets", "rhos", "seeds")
-METHOD_KEYS = ("name", "loss", "params", "mixup_alpha", "config")
+METHOD_KEYS = ("name", "loss", "params", "mixup_alpha", "config", "posthoc")
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 
 
@@ -97,6 +100,7 @@ class Method:
     params: dict[str, Any] = field(default_factory=dict)
     mixup_alpha: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
+    posthoc: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,8 @@ def _method(entry: Any, index: int, where: str) -> Method:
     if not is_number(alpha) or alpha < 0:
         raise LtbenchError(f"{at}: mixup_alpha must be a number >= 0, got {alpha!r}")
     config = check_config_block(entry.get("config", {}) or {}, f"{at}: config")
-    return Method(name, loss, dict(params), float(alpha), config)
+    posthoc = _posthoc(entry.get("posthoc"), at)
+    return Method(name, loss, dict(params), float(alpha), config, posthoc)
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -409,5 +414,6 @@ def expand(suite: Suite, preset_overrides: dict[str, Any] | None = None) -> list
                             mixup_alpha=m.mixup_alpha,
                         )
                         key = trial_key(m.name, dataset, rho, seed, ss if tag_subset else None)
-                        trials.append(TrialSpec(key, m.name, cfg, tuple(suite.posthoc)))
+                        rules = tuple(dict.fromkeys([*suite.posthoc, *m.posthoc]))
+                        trials.append(TrialSpec(key, m.name, cfg, rules))
     return trials

@@ -16,8 +16,11 @@ previous stage's weights. Every field of a stage is data the one training loop u
                    learnable class scale, when there is one, at lr)
     lr_decay_factor  "step" schedule: the factor of each decay (None: the run's)
     batch_size, weight_decay
-    sampler        "instance" or "class-balanced"
-    trainable      "all", or "classifier": the backbone is frozen (no gradient, not optimised)
+    sampler        "instance", "class-balanced" or "reversed" (class j drawn with probability
+                   ∝ 1 / n_j, BBN's re-balancing branch)
+    trainable      "all", or "classifier": the backbone is frozen (no gradient, not optimised),
+                   or "class-scale": the classifier is frozen too and only the per-class scale
+                   (`class_scale`) learns (LWS)
     batchnorm      "train": BatchNorm statistics follow this stage's data (also when the
                    backbone is frozen: MiSLAS's "shift learning"); "frozen": eval mode
     classifier     "keep" the previous stage's classifier (converted when the head kind
@@ -27,6 +30,9 @@ previous stage's weights. Every field of a stage is data the one training loop u
     extra_samplers further batch streams of the training split, one per sampler named here,
                    drawn alongside the main one and handed to the stage's `step` (BBN's
                    reversed sampler)
+    meta_per_class a small class-balanced meta set held out of the training split (that many
+                   images per class, at most n_j // 2; `ltbench.data.longtail.split_meta`),
+                   never trained on; the step draws its batches (`ctx.meta()`) (Jamal et al.)
     model, step    optional hooks of the method (see `ModelHook` and `StepHook`): a model
                    builder and a training step that replace the engine's own, for methods such
                    as BBN (two branches, two samplers) or meta re-weighting (a meta step)
@@ -48,8 +54,8 @@ from ltbench.errors import LtbenchError
 from ltbench.sdk.registry import LossSpec, get_spec
 
 SCHEDULES = ("step", "cosine")
-SAMPLERS = ("instance", "class-balanced")
-TRAINABLE = ("all", "classifier")
+SAMPLERS = ("instance", "class-balanced", "reversed")
+TRAINABLE = ("all", "classifier", "class-scale")
 BATCHNORM = ("train", "frozen")
 CLASSIFIER = ("keep", "reinit")
 
@@ -64,7 +70,9 @@ class StepHook(Protocol):
     """`hook(ctx, images, labels) -> (loss, scores)`: one training step's forward and loss.
 
     `ctx` gives the model, the loss plugin, the epoch (0-based within the stage), the stage's
-    length, the mixup helper and the step's generator; the engine does the backward pass, the
+    length, the learning rate of this step, the mixup helper, the step's generator, the
+    batches of the extra samplers (`ctx.extra`) and a function drawing a meta batch
+    (`ctx.meta()`, with `Stage.meta_per_class`); the engine does the backward pass, the
     optimizer step and the bookkeeping.
     """
 
@@ -106,6 +114,7 @@ class Stage:
     class_scale: bool = False
     mixup_alpha: float = 0.0
     extra_samplers: tuple[str, ...] = ()
+    meta_per_class: int = 0
     model: ModelHook | None = None
     step: StepHook | None = None
 
@@ -129,6 +138,16 @@ class Stage:
                     f"stage {self.name!r}: extra sampler {sampler!r} is invalid; allowed: "
                     f"{', '.join(SAMPLERS)}"
                 )
+        if self.trainable == "class-scale" and not self.class_scale:
+            raise LtbenchError(
+                f"stage {self.name!r}: trainable='class-scale' needs class_scale=True"
+            )
+        meta = self.meta_per_class
+        if isinstance(meta, bool) or not isinstance(meta, int) or meta < 0:
+            raise LtbenchError(
+                f"stage {self.name!r}: meta_per_class={meta!r} is invalid; it must be an "
+                "integer >= 0"
+            )
         object.__setattr__(self, "loss_params", dict(self.loss_params))
         object.__setattr__(self, "extra_samplers", tuple(self.extra_samplers))
 
@@ -213,8 +232,9 @@ def _flag(name: str, value) -> bool:
 class TwoStagePlan:
     """The `stages` function of a two-stage method whose stage 2 trains with `stage2_loss`."""
 
-    def __init__(self, stage2_loss: str):
+    def __init__(self, stage2_loss: str, stage2_trainable: str = "classifier"):
         self.stage2_loss = stage2_loss
+        self.stage2_trainable = stage2_trainable
 
     def __call__(self, p: Mapping[str, Any], run: RunSettings) -> list[Stage]:
         if run.mixup_alpha != 0:
@@ -283,7 +303,7 @@ class TwoStagePlan:
                     strict=False,
                 ),
                 sampler=p["stage2_sampling"],
-                trainable="classifier",
+                trainable=self.stage2_trainable,
                 batchnorm="train" if _flag("stage2_shift_bn", p["stage2_shift_bn"]) else "frozen",
                 classifier="reinit" if _flag("stage2_reinit", p["stage2_reinit"]) else "keep",
                 class_scale=_flag("stage2_lws", p["stage2_lws"]),
@@ -312,6 +332,7 @@ def two_stage_spec(
     description: str,
     paper: str,
     recipes: Callable[[str, float | None], Mapping[str, Any]] | None = None,
+    stage2_trainable: str = "classifier",
     **settings: Any,
 ) -> LossSpec:
     """The spec of a two-stage method re-training its classifier with `stage2_loss`.
@@ -320,8 +341,11 @@ def two_stage_spec(
     (found through the registry when the method is used, so the plugin imports no other
     plugin). `head` is the stage-2 loss's head. `recipes(dataset, imb_factor)` gives the
     official values per (dataset, rho) (a `ltbench.sdk.recipes.RecipeTable`); they replace the
-    defaults for every setting the user did not set.
+    defaults for every setting the user did not set. `stage2_trainable="class-scale"` freezes
+    the stage-2 classifier too, so that only the per-class scale learns (LWS).
     """
+    if stage2_trainable not in TRAINABLE[1:]:
+        raise ValueError(f"two-stage method {name!r}: stage2_trainable={stage2_trainable!r}")
     unknown = sorted(set(settings) - set(TWO_STAGE_SETTINGS))
     if unknown:
         raise ValueError(f"two-stage method {name!r}: unknown settings {unknown}")
@@ -333,7 +357,7 @@ def two_stage_spec(
         description=description,
         paper=paper,
         kind="two-stage",
-        stages=TwoStagePlan(stage2_loss),
+        stages=TwoStagePlan(stage2_loss, stage2_trainable),
         uses=(stage2_loss,),
         milestones={"stage2_epochs": "length"},
         recipe=recipes,
