@@ -286,7 +286,8 @@ def run_metadata(data: RunData) -> list[tuple[str, str]]:
     meta.append(("git commit", str(env.get("git_commit") or _git_commit() + here)))
     meta.append(("report machine", f"{socket.gethostname()}, {_cpu_name()}"))
     meta += numerics_metadata(data.results)
-    counts = data.results[data.results["rule"] == RAW_RULE]["status"].value_counts()
+    trials = data.results[data.results["rule"] == RAW_RULE]  # one row per trial
+    counts = trials["status"].value_counts()
     parts = ", ".join(f"{int(n)} {s}" for s, n in counts.items())
-    meta.append(("trials", f"{len(data.results)} ({parts})" if parts else "0"))
+    meta.append(("trials", f"{len(trials)} ({parts})" if parts else "0"))
     return meta

@@ -18,6 +18,7 @@ import seaborn as sns
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure as MplFigure
 
+from ltbench.schema import RAW_RULE
 from reports.content import Figure
 from reports.tables import (
     N_GROUPS,
@@ -230,4 +231,8 @@ def _rho_match(col: pd.Series, rho: float) -> pd.Series:
 
 
 def _n_classes(per_class: pd.DataFrame, trial: str) -> int:
-    return int((per_class["trial"] == trial).sum())
+    """The trial's number of classes (one row per class of its trained model, `raw` rule)."""
+    rows = per_class["trial"] == trial
+    if "rule" in per_class:
+        rows &= per_class["rule"] == RAW_RULE
+    return int(rows.sum())

@@ -376,11 +376,13 @@ def per_group_errors(per_class: pd.DataFrame, finished_trials: set[str]) -> pd.D
 
     Classes are sorted by training count (most frequent first). Ten classes or fewer: one
     group per class. More: 10 groups of consecutive classes (CIFAR-100: 10 classes each).
+    A post-hoc rule's rows (method `m [rule]`) are grouped apart from the trained model's.
     Columns: trial, method, dataset, rho, seed, group (1-based), n_groups, error.
     """
     pc = per_class[per_class["trial"].isin(finished_trials)]
     out = []
-    for trial, g in pc.groupby("trial", sort=False):
+    # one trial has one set of rows per decision rule; its `method` names the rule ("ce [tau-norm]")
+    for (trial, _), g in pc.groupby(["trial", "method"], sort=False):
         g = g.sort_values("class", kind="stable")
         counts = pd.to_numeric(g["count"], errors="coerce").to_numpy()
         err = 100.0 - pd.to_numeric(g["accuracy"], errors="coerce").to_numpy()

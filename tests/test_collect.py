@@ -52,6 +52,12 @@ def test_collect_then_report(runs, tmp_path, capsys):
     assert main(["report", str(out), "--format", "md"]) == 0
     report = (out / "report.md").read_text()
     assert "kps-ga" in report and "logit-adjust" in report
+    assert "| trials " in report and "2 (2 finished)" in report  # trials, not rule rows
+    # ten classes: one bar group per class, the post-hoc rule as bars of its own
+    assert [p.name for p in (out / "figures").glob("per_*.png")] == [
+        "per_class_synthetic-lt_rho10.png"
+    ]
+    assert "ce [logit-adjust]" in report
 
 
 def test_collect_refuses_unfinished_runs_and_used_folders(runs, tmp_path, capsys):

@@ -633,3 +633,23 @@ def test_old_results_without_new_columns_are_readable(tmp_path):
     i = list(table.columns).index("cifar100-lt ρ=100: top-1 err")
     assert table.iloc[0, i + 1] == "config unknown"
     assert "| precision " in md and "unknown" in md
+
+
+def test_per_group_errors_keep_post_hoc_rules_apart():
+    """A trial's post-hoc rule rows (method `m [rule]`) are bars of their own, never averaged
+    into the trained model's per-class error."""
+    from reports.tables import per_group_errors
+
+    rows = [
+        {"trial": "t", "method": m, "dataset": "d", "rho": 10, "seed": 0, "class": c,
+         "count": (10, 1)[c], "accuracy": acc[c], "rule": rule}
+        for m, rule, acc in (("ce", "raw", (90, 80)), ("ce [tau-norm]", "tau-norm", (50, 40)))
+        for c in range(2)
+    ]  # fmt: skip
+    g = per_group_errors(pd.DataFrame(rows), {"t"})
+    assert g[["method", "group", "error"]].values.tolist() == [
+        ["ce", 1, 10.0],
+        ["ce", 2, 20.0],
+        ["ce [tau-norm]", 1, 50.0],
+        ["ce [tau-norm]", 2, 60.0],
+    ]
