@@ -387,6 +387,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="ltbench's bf16 autocast (default: as `ltbench train`, on for CUDA and AMX CPUs)",
     )
+    g.add_argument(
+        "--pack",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also train K runs as one fused pack and report its images per second",
+    )
+    g.add_argument(
+        "--pack-fusion",
+        choices=["auto", "grouped", "serial"],
+        default=None,
+        help="how the pack is fused (default auto: grouped convolutions on CUDA, serial on CPU)",
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 
