@@ -467,7 +467,12 @@ def bench_train_command(args) -> int:
     """`ltbench bench train`: run `bench_train` with the command's options and print the table."""
     given = {k: getattr(args, k) for k in ("repeats", "steps", "warmup", "workers")}
     repeats, steps, warmup, workers = (DEFAULTS[k] if v is None else v for k, v in given.items())
-    overrides = {"compile": args.compile, "channels_last": args.channels_last, "amp": args.amp}
+    overrides = {
+        "compile": args.compile,
+        "channels_last": args.channels_last,
+        "amp": args.amp,
+        "cuda_graphs": getattr(args, "cuda_graphs", None),
+    }
     settings = ", ".join(f"{k}={v}" for k, v in overrides.items() if v is not None)
     pack = getattr(args, "pack", None) or 0
     if pack < 0 or (getattr(args, "pack", None) is not None and pack < 1):

@@ -92,7 +92,7 @@ def pack_signature(cfg: TrainConfig) -> tuple:
     data = cfg.to_dict()
     return tuple(
         (k, repr(v)) for k, v in data.items() if k not in MEMBER_KEYS and k not in RUNTIME_KEYS
-    ) + (("device", cfg.device), ("amp", repr(cfg.amp)), ("compile", repr(cfg.compile)))
+    ) + tuple((k, repr(data[k])) for k in ("device", "amp", "compile", "cuda_graphs"))
 
 
 def pack_mismatch(first: TrainConfig, other: TrainConfig) -> str | None:
@@ -664,7 +664,7 @@ def build_pack(
     members' batches into the network's input: `(model, layout, step_model, optimizer, join)`."""
     from ltbench.engine.mixup import Mixup
     from ltbench.engine.models import build_model
-    from ltbench.engine.step import sgd
+    from ltbench.engine.step import sgd, step_module
     from ltbench.sdk.registry import build_loss
 
     solos = []
@@ -683,7 +683,7 @@ def build_pack(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     lead = members[0]
-    step_model = torch.compile(model) if lead.cfg.compile else model
+    step_model = step_module(model, lead.cfg, device)
     optimizer = sgd(
         model.parameters(),
         device,
