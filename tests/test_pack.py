@@ -9,9 +9,10 @@ import torch
 
 import ltbench.data.batches as batches
 from ltbench.engine.config import TrainConfig
+from ltbench.engine.fuse import check_fusion, pack_models
 from ltbench.engine.loop import train
 from ltbench.engine.models import build_model
-from ltbench.engine.pack import check_fusion, pack_models, train_pack
+from ltbench.engine.pack import train_pack
 from ltbench.errors import LtbenchError
 from ltbench.sdk.registry import _REGISTRY, LossSpec, register
 

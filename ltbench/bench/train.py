@@ -32,7 +32,6 @@ import platform
 import statistics
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -111,7 +110,7 @@ class LtbenchRun:
         return int(stats.seen)
 
 
-def _bundle(data):
+def bench_bundle(data):
     """The benchmark's images as a dataset bundle (CIFAR-10-LT's class counts for the loss)."""
     from ltbench.data import CIFAR_MEAN, CIFAR_STD, DatasetBundle
 
@@ -134,7 +133,7 @@ def ltbench_run(cfg, data, device: torch.device) -> LtbenchRun:
     """Build ltbench's side with the helpers of `ltbench.engine.step`."""
     from ltbench.engine.step import build_step, make_loaders, step_options
 
-    bundle = _bundle(data)
+    bundle = bench_bundle(data)
     amp, channels_last = step_options(cfg, device)
     torch.manual_seed(cfg.seed)
     plugin, _, step_model, optimizer = build_step(
@@ -143,65 +142,6 @@ def ltbench_run(cfg, data, device: torch.device) -> LtbenchRun:
     plugin.set_epoch(0)
     loader = make_loaders(bundle, cfg, device).train
     return LtbenchRun(cfg, device, amp, channels_last, plugin, step_model, optimizer, loader)
-
-
-# ----------------------------------------------------------------------------------------------
-# (a') K runs of ltbench's loop as one pack (`ltbench.engine.pack`)
-
-
-@dataclass
-class PackedRun:
-    """K runs (seeds 0..K-1) of one batch size as one fused network, on the same images."""
-
-    device: torch.device
-    amp: bool
-    members: list
-    step_model: Any
-    optimizer: Any
-    join: Any  # the members' batches -> the packed network's input
-
-    def epoch(self, epoch: int) -> int:
-        """Train one epoch of the pack as `train_pack` does; the images of all K runs."""
-        from contextlib import nullcontext
-
-        from ltbench.engine.pack import fit_pack_epoch, member_batches, start_epoch
-
-        start_epoch(self.members, 0, self.device)  # the loss schedule stays at epoch 0
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
-        )
-        stats = fit_pack_epoch(
-            self.step_model,
-            self.members,
-            self.members,
-            self.optimizer,
-            member_batches([m.loaders for m in self.members], epoch),
-            self.join,
-            autocast,
-            self.device,
-        )
-        stats["first_bad_step"].tolist()  # the end-of-epoch read of train_pack
-        return int(stats["seen"]) * len(self.members)
-
-
-def packed_run(cfg, data, device: torch.device, pack: int, fusion: str = "auto") -> PackedRun:
-    """Build the pack: members with seeds 0..pack-1 and the shared recipe of `cfg`."""
-    from ltbench.engine.pack import Member, build_pack
-    from ltbench.engine.stages import plan_stages
-    from ltbench.engine.step import make_loaders, step_options
-
-    bundle = _bundle(data)
-    amp, channels_last = step_options(cfg, device)
-    members = []
-    for seed in range(pack):
-        member_cfg = replace(cfg, seed=seed)
-        stage = plan_stages(member_cfg)[0]
-        loader = make_loaders(bundle, member_cfg, device).train
-        members.append(Member(member_cfg, stage, Path("."), loaders=loader, bundle=bundle))
-    _, _, step_model, optimizer, join = build_pack(
-        members, NUM_CLASSES, device, channels_last, fusion
-    )
-    return PackedRun(device, amp, members, step_model, optimizer, join)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -347,6 +287,8 @@ def bench_train(
         )
         runs[batch] = [ltbench_run(cfg, data, dev), reference_run(cfg, data, dev, workers)]
         if pack:
+            from ltbench.bench.packed import packed_run
+
             runs[batch].append(packed_run(cfg, data, dev, pack, fusion))
     sides = len(runs[batch_sizes[0]])
     figures = {b: tuple([] for _ in range(sides)) for b in batch_sizes}
@@ -380,7 +322,7 @@ def bench_train(
             )
         rows.append(row)
     if pack:
-        from ltbench.engine.pack import check_fusion
+        from ltbench.engine.fuse import check_fusion
 
         for row in rows:
             row["fusion"] = check_fusion(fusion, dev)

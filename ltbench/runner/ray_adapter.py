@@ -37,11 +37,10 @@ from ltbench.errors import LtbenchError
 from ltbench.runner import orphans
 from ltbench.runner.cluster import ClusterOptions, check_address, share_resources
 from ltbench.runner.progress import Progress, sigterm_as_interrupt
-from ltbench.runner.trials import TrialSpec, load_trials, point_spec, save_trial_spec
-from ltbench.runner.worker import final_metrics, run_pack, run_trial
+from ltbench.runner.trials import TrialSpec, point_spec, save_trial_spec
+from ltbench.runner.worker import run_trial, run_unit
 from ltbench.schema import (
     ERROR_FILE,
-    FINISHED,
     SEARCH_METRIC,
     TRIAL_SPEC_FILE,
     trial_dir,
@@ -159,22 +158,10 @@ def plan_resources(cpus: float | None, gpus: float | None) -> dict[str, float]:
 # The trainables: look up or build the trial's spec, then `run_trial` (ltbench.runner.worker)
 
 
-def _suite_trainable(
-    config: dict[str, Any],
-    *,
-    out_dir: str,
-    resources: dict[str, float],
-    train_fn=None,
-    packs: dict[str, list[str]] | None = None,
-) -> None:
+def _suite_trainable(config: dict[str, Any], *, out_dir: str, **options) -> None:
     from ray import tune
 
-    specs = load_trials(Path(out_dir))
-    members = (packs or {}).get(config["key"])
-    if members:
-        run_pack([specs[k] for k in members], out_dir, resources, tune.report)
-    else:
-        run_trial(specs[config["key"]], out_dir, resources, tune.report, train_fn)
+    run_unit(config["key"], out_dir, report=tune.report, **options)
 
 
 def _sweep_key(method: str, trial_id: str) -> str:
@@ -214,29 +201,18 @@ def _trial_dirname(trial) -> str:
 # Progress: a Tune callback that forwards Tune's events to a `Progress` (ltbench.runner.progress)
 
 
-def _tune_callback(
-    progress: Progress,
-    key_of: Callable[[Any], str | None],
-    packs: dict[str, list[str]] | None = None,
-    out_dir: Path | None = None,
-):
+def _tune_callback(progress: Progress, key_of: Callable[[Any], str | None], packs=None):
     from ray import tune
 
     def point(trial) -> dict[str, Any]:
         return {k: v for k, v in trial.config.items() if k != "key"}
 
     def members_ended(trial) -> bool:
-        """A pack's end, told as its members' (from their folders); False for a trial."""
+        """A pack's end, told as its members' (`Progress.pack_ended`); False for a trial."""
         members = (packs or {}).get(key_of(trial) or "")
-        if not members:
-            return False
-        for key in members:
-            status, result, _ = trial_state(out_dir, key)
-            if status == FINISHED:
-                progress.completed(trial.trial_id, key, {}, final_metrics(result))
-            else:
-                progress.errored(trial.trial_id, key, {}, lambda: "")
-        return True
+        if members:
+            progress.pack_ended(trial.trial_id, members)
+        return bool(members)
 
     class ForwardProgress(tune.Callback):
         """Runs in the driver; Ray's own console output is turned down."""
@@ -320,20 +296,14 @@ def _record_tune_errors(grid, out_dir: Path, key_of, packs: dict | None = None) 
     """Write error.txt for trials that failed before our trainable could (e.g. an import);
     for a pack, into each of its members' folders."""
     for result in grid:
-        if result.error is None:
-            continue
-        unit = key_of(result)
-        if not unit:
-            continue
-        for key in (packs or {}).get(unit, [unit]):
-            status, _, _ = trial_state(out_dir, key)
-            if status != "missing":
-                continue
-            lines = [ln.strip() for ln in str(result.error).splitlines() if ln.strip()]
-            tdir = trial_dir(out_dir, key)
-            tdir.mkdir(parents=True, exist_ok=True)
-            text = lines[-1] if lines else type(result.error).__name__
-            (tdir / ERROR_FILE).write_text(text + "\n")
+        unit = key_of(result) if result.error is not None else None
+        for key in (packs or {}).get(unit, [unit]) if unit else ():
+            if trial_state(out_dir, key)[0] == "missing":
+                lines = [ln.strip() for ln in str(result.error).splitlines() if ln.strip()]
+                tdir = trial_dir(out_dir, key)
+                tdir.mkdir(parents=True, exist_ok=True)
+                text = lines[-1] if lines else type(result.error).__name__
+                (tdir / ERROR_FILE).write_text(text + "\n")
 
 
 def _experiment_name(prefix: str) -> str:
@@ -382,9 +352,7 @@ def run_suite_trials(
             name=_experiment_name(name),
             resources=resources,
             cluster=cluster,
-            callback=_tune_callback(
-                progress, lambda trial: trial.config.get("key"), packs, out_dir
-            ),
+            callback=_tune_callback(progress, lambda trial: trial.config.get("key"), packs),
             tune_config={},
         )
         _record_tune_errors(grid, out_dir, lambda r: r.config.get("key"), packs)

@@ -13,7 +13,7 @@ from typing import Any
 
 from ltbench.engine.locks import hold
 from ltbench.errors import LtbenchError, one_line
-from ltbench.runner.trials import TrialSpec
+from ltbench.runner.trials import TrialSpec, load_trials
 from ltbench.schema import (
     ERROR_FILE,
     RESULT_FILE,
@@ -179,3 +179,22 @@ def run_pack(
     if failed:
         raise LtbenchError(f"{len(failed)} of {len(specs)} runs of the pack failed: {failed[0]}")
     return results
+
+
+def run_unit(
+    key: str,
+    out_dir: str | Path,
+    *,
+    resources: dict[str, float],
+    report,
+    train_fn=None,
+    packs: dict[str, list[str]] | None = None,
+) -> None:
+    """One Tune trial of a suite: the trial `key` of DIR/trials.json, or the pack of that name
+    (`packs`: pack name -> its trial keys)."""
+    specs = load_trials(Path(out_dir))
+    members = (packs or {}).get(key)
+    if members:
+        run_pack([specs[k] for k in members], out_dir, resources, report)
+    else:
+        run_trial(specs[key], out_dir, resources, report, train_fn)
