@@ -142,6 +142,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="torch.compile the model",
     )
+    g.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CUDA only, unmeasured: capture and replay the step as CUDA graphs (off)",
+    )
     g.add_argument("--num-workers", type=int, default=None)
     g.add_argument("--eval-every", type=int, default=None)
     g.add_argument(
@@ -399,6 +405,25 @@ def build_parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="ltbench's bf16 autocast (default: as `ltbench train`, on for CUDA and AMX CPUs)",
+    )
+    g.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CUDA only, unmeasured: replay ltbench's step as CUDA graphs (default: off)",
+    )
+    g.add_argument(
+        "--pack",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also train K runs as one fused pack and report its images per second",
+    )
+    g.add_argument(
+        "--pack-fusion",
+        choices=["auto", "grouped", "serial"],
+        default=None,
+        help="how the pack is fused (default auto: grouped convolutions on CUDA, serial on CPU)",
     )
     p.set_defaults(func=cmd_bench)
     return parser

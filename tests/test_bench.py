@@ -74,3 +74,18 @@ def test_bad_batch_sizes_are_one_line_errors(capsys):
         parse_batch_sizes("64,x")
     assert main(["bench", "train", "--batch-sizes", "0", "--steps", "1"]) == 2
     assert capsys.readouterr().err.startswith("ltbench: error: --batch-sizes")
+
+
+def test_bench_train_pack_adds_the_packed_side_and_its_ratio_last(capsys):
+    rows = bench_train(
+        batch_sizes=(8,), repeats=1, steps=2, warmup=0, workers=0, pack=2, width=0.25
+    )
+    row = rows[0]
+    assert row["pack"] == 2 and row["fusion"] == "serial"  # the CPU default
+    assert row["packed"] > 0 and row["pack_ratio"] == pytest.approx(row["packed"] / row["ltbench"])
+    lines = format_train_bench(rows, device="cpu", repeats=1, warmup=0, workers=0).splitlines()
+    assert re.fullmatch(r"pack speedup \(packed x2 / ltbench\) \d+\.\d\dx", lines[-1])
+    assert re.fullmatch(r"speedup \d+\.\d\dx", lines[-2])
+    argv = ["bench", "train", "--batch-sizes", "4", "--steps", "1", "--repeats", "1"]
+    assert main([*argv, "--warmup", "0", "--workers", "0", "--pack", "0"]) == 2
+    assert "--pack must be >= 1" in capsys.readouterr().err

@@ -62,6 +62,7 @@ from ltbench.engine.step import (
     make_loaders,
     pick_device,
     sgd,
+    step_module,
     step_options,
 )
 from ltbench.errors import LtbenchError, os_error_message
@@ -205,7 +206,7 @@ def run_stage(
         groups = model.param_groups(stage.lr_factor)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = step_module(model, cfg, device)
     optimizer = sgd(
         groups,
         device,

@@ -65,6 +65,23 @@ def step_options(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
     return amp, channels_last
 
 
+def step_module(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
+    """The module the training step calls: `model`, compiled with `cfg.compile`, or with
+    `cfg.cuda_graphs` compiled in torch's "reduce-overhead" mode, which captures the forward
+    and backward passes as CUDA graphs and replays them. Shapes stay static: every full batch
+    replays one graph and an epoch's last, partial batch gets a graph of its own (nothing is
+    dropped or padded, so the numbers are those of the eager step). The optimizer step and
+    the epoch's sums run eagerly, with no host synchronisation inside an epoch.
+
+    CUDA graphs are off by default and unmeasured: no device run has exercised them yet.
+    """
+    if cfg.cuda_graphs:
+        if device.type != "cuda":
+            raise LtbenchError(f"cuda_graphs needs a CUDA device; this run is on {device.type}")
+        return torch.compile(model, mode="reduce-overhead")
+    return torch.compile(model) if cfg.compile else model
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of every random draw of one epoch (batch order, augmentation, mixup, EQL)."""
     return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63 - 1)
@@ -99,7 +116,7 @@ def build_step(
     model = build_model(cfg.model, num_classes, head=plugin.head, width=cfg.width).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = step_module(model, cfg, device)
     optimizer = sgd(
         model.parameters(),
         device,

@@ -128,6 +128,14 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         help="continue a suite in --out: run only the trials without a result",
     )
     p.add_argument(
+        "--pack",
+        type=int,
+        default=None,
+        metavar="K",
+        help="train up to K trials that share data and schedule as one fused network, one "
+        "Tune trial (default: the suite's `pack`, else 1: each alone); each keeps its folder",
+    )
+    p.add_argument(
         "--max-failures",
         type=int,
         default=1,

@@ -29,6 +29,7 @@ from ltbench.runner.outdir import (
     end_leftovers,
     write_suite_yaml,
 )
+from ltbench.runner.packs import check_pack_size, plan_packs
 from ltbench.runner.progress import Progress
 from ltbench.runner.results import best_line, finished_keys, write_results, write_sweep
 from ltbench.runner.suite import Suite, apply_overrides, check_methods, expand, load_suite
@@ -83,6 +84,7 @@ class RunRequest(Request):
     seeds: int | None = None  # run seeds 0..N-1; None: the suite's (or the preset's count)
     resume: bool = False
     extra_methods: tuple[str, ...] = ()  # `--with`: methods added to the suite for this run
+    pack: int | None = None  # `--pack`: trials per pack; None: the suite's
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ def request_from_args(args: argparse.Namespace, command: str) -> RunRequest | Sw
             seeds=args.seeds,
             resume=bool(args.resume),
             extra_methods=tuple(getattr(args, "extra_methods", None) or ()),
+            pack=getattr(args, "pack", None),
         )
     if command != "sweep":
         raise ValueError(f"unknown command {command!r}")
@@ -198,6 +201,8 @@ def plan_suite(req: RunRequest) -> tuple[Suite, dict[str, Any], list[TrialSpec]]
         download=req.download,
         extra_methods=req.extra_methods,
     )
+    if req.pack is not None:
+        suite = dataclasses.replace(suite, pack=check_pack_size(req.pack, "--pack"))
     check_methods(suite)
     trials = expand(suite, overrides)
     check_trials(trials)
@@ -222,6 +227,13 @@ def run_suite(planned: Plan, train_fn=None) -> int:
         def write_plan() -> None:
             write_suite_yaml(out_dir, suite, req.preset, planned.overrides)
             save_trials(out_dir, list(every.values()))
+
+        units, packs = pending, None
+        if pending and suite.pack > 1:
+            plan = plan_packs([every[k] for k in pending], suite.pack)
+            units, packs = list(plan.units), plan.packs
+            for line in plan.describe(suite.pack):
+                print(line, flush=True)
 
         interrupted = False
         if not pending:
@@ -251,11 +263,12 @@ def run_suite(planned: Plan, train_fn=None) -> int:
                 ray_adapter.run_suite_trials(
                     out_dir,
                     suite.name,
-                    pending,
+                    units,
                     req.cluster,
                     progress,
                     on_start=announce,
                     train_fn=train_fn,
+                    packs=packs,
                 )
             except KeyboardInterrupt:
                 interrupted = True
@@ -316,6 +329,11 @@ def plan_sweep(req: SweepRequest) -> tuple[Suite, dict[str, Any], TrialSpec]:
     if req.num_samples is not None:
         suite = dataclasses.replace(
             suite, search=suite.search.with_num_samples(req.num_samples, suite.name)
+        )
+    if suite.pack > 1:
+        raise LtbenchError(
+            f"{suite.source}: pack: {suite.pack} is for `ltbench run`; a sweep trains its points "
+            "alone (remove pack)"
         )
     check_methods(suite)
     trials = expand(suite, overrides)

@@ -37,8 +37,8 @@ from ltbench.errors import LtbenchError
 from ltbench.runner import orphans
 from ltbench.runner.cluster import ClusterOptions, check_address, share_resources
 from ltbench.runner.progress import Progress, sigterm_as_interrupt
-from ltbench.runner.trials import TrialSpec, load_trials, point_spec, save_trial_spec
-from ltbench.runner.worker import run_trial
+from ltbench.runner.trials import TrialSpec, point_spec, save_trial_spec
+from ltbench.runner.worker import run_trial, run_unit
 from ltbench.schema import (
     ERROR_FILE,
     SEARCH_METRIC,
@@ -158,13 +158,10 @@ def plan_resources(cpus: float | None, gpus: float | None) -> dict[str, float]:
 # The trainables: look up or build the trial's spec, then `run_trial` (ltbench.runner.worker)
 
 
-def _suite_trainable(
-    config: dict[str, Any], *, out_dir: str, resources: dict[str, float], train_fn=None
-) -> None:
+def _suite_trainable(config: dict[str, Any], *, out_dir: str, **options) -> None:
     from ray import tune
 
-    spec = load_trials(Path(out_dir))[config["key"]]
-    run_trial(spec, out_dir, resources, tune.report, train_fn)
+    run_unit(config["key"], out_dir, report=tune.report, **options)
 
 
 def _sweep_key(method: str, trial_id: str) -> str:
@@ -204,11 +201,18 @@ def _trial_dirname(trial) -> str:
 # Progress: a Tune callback that forwards Tune's events to a `Progress` (ltbench.runner.progress)
 
 
-def _tune_callback(progress: Progress, key_of: Callable[[Any], str | None]):
+def _tune_callback(progress: Progress, key_of: Callable[[Any], str | None], packs=None):
     from ray import tune
 
     def point(trial) -> dict[str, Any]:
         return {k: v for k, v in trial.config.items() if k != "key"}
+
+    def members_ended(trial) -> bool:
+        """A pack's end, told as its members' (`Progress.pack_ended`); False for a trial."""
+        members = (packs or {}).get(key_of(trial) or "")
+        if members:
+            progress.pack_ended(trial.trial_id, members)
+        return bool(members)
 
     class ForwardProgress(tune.Callback):
         """Runs in the driver; Ray's own console output is turned down."""
@@ -224,10 +228,14 @@ def _tune_callback(progress: Progress, key_of: Callable[[Any], str | None]):
             progress.reported()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
+            if members_ended(trial):
+                return
             result = trial.last_result or {}
             progress.completed(trial.trial_id, key_of(trial), point(trial), result)
 
         def on_trial_error(self, iteration, trials, trial, **info):
+            if members_ended(trial):
+                return
             progress.errored(trial.trial_id, key_of(trial), point(trial), trial.get_error)
 
         def on_experiment_end(self, trials, **info):
@@ -284,21 +292,18 @@ def _fit(
     return grid
 
 
-def _record_tune_errors(grid, out_dir: Path, key_of) -> None:
-    """Write error.txt for trials that failed before our trainable could (e.g. an import)."""
+def _record_tune_errors(grid, out_dir: Path, key_of, packs: dict | None = None) -> None:
+    """Write error.txt for trials that failed before our trainable could (e.g. an import);
+    for a pack, into each of its members' folders."""
     for result in grid:
-        if result.error is None:
-            continue
-        key = key_of(result)
-        if not key:
-            continue
-        status, _, _ = trial_state(out_dir, key)
-        if status != "missing":
-            continue
-        lines = [ln.strip() for ln in str(result.error).splitlines() if ln.strip()]
-        tdir = trial_dir(out_dir, key)
-        tdir.mkdir(parents=True, exist_ok=True)
-        (tdir / ERROR_FILE).write_text((lines[-1] if lines else type(result.error).__name__) + "\n")
+        unit = key_of(result) if result.error is not None else None
+        for key in (packs or {}).get(unit, [unit]) if unit else ():
+            if trial_state(out_dir, key)[0] == "missing":
+                lines = [ln.strip() for ln in str(result.error).splitlines() if ln.strip()]
+                tdir = trial_dir(out_dir, key)
+                tdir.mkdir(parents=True, exist_ok=True)
+                text = lines[-1] if lines else type(result.error).__name__
+                (tdir / ERROR_FILE).write_text(text + "\n")
 
 
 def _experiment_name(prefix: str) -> str:
@@ -318,11 +323,14 @@ def run_suite_trials(
     *,
     on_start: Callable[[dict[str, float]], None] | None = None,
     train_fn=None,
+    packs: dict[str, list[str]] | None = None,
 ) -> None:
     """Train the trials `keys` of DIR/trials.json on Ray, one Tune trial each.
 
-    `on_start(resources)` hears the per-trial resources once Ray is up. Every trial leaves
-    result.json or error.txt in DIR/trials/<key> (or nothing, if interrupted).
+    `packs` maps a name among `keys` to the trial keys it trains as one pack (one Tune trial,
+    `ltbench.runner.worker.run_pack`). `on_start(resources)` hears the per-trial resources once
+    Ray is up. Every trial leaves result.json or error.txt in DIR/trials/<key> (or nothing, if
+    interrupted).
     """
     from ray import tune
 
@@ -331,7 +339,11 @@ def run_suite_trials(
         if on_start is not None:
             on_start(resources)
         trainable = tune.with_parameters(
-            _suite_trainable, out_dir=str(out_dir), resources=resources, train_fn=train_fn
+            _suite_trainable,
+            out_dir=str(out_dir),
+            resources=resources,
+            train_fn=train_fn,
+            packs=packs,
         )
         grid = _fit(
             trainable,
@@ -340,10 +352,10 @@ def run_suite_trials(
             name=_experiment_name(name),
             resources=resources,
             cluster=cluster,
-            callback=_tune_callback(progress, lambda trial: trial.config.get("key")),
+            callback=_tune_callback(progress, lambda trial: trial.config.get("key"), packs),
             tune_config={},
         )
-        _record_tune_errors(grid, out_dir, lambda r: r.config.get("key"))
+        _record_tune_errors(grid, out_dir, lambda r: r.config.get("key"), packs)
 
 
 def _search_algorithm(space: dict[str, dict[str, Any]], seed: int = 0, kind: str = "optuna"):

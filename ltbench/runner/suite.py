@@ -21,6 +21,9 @@ checked key by key when the file is loaded:
     config: {val_fraction: 0.1}                   # TrainConfig keys for every trial
     posthoc: [logit-adjust, tau-norm]             # post-hoc rules evaluated after each trial
                                                   # (`ltbench eval`; tau chosen on val)
+    pack: 3                                       # train up to 3 trials that share data and
+                                                  # schedule as one fused network (1: alone;
+                                                  # `ltbench.runner.packs`)
     search:                                       # sweep suites only (`ltbench sweep`); the
       space:                                      # format: ltbench.runner.search
         tau: {type: float, low: 0.5, high: 2.0}
@@ -48,6 +51,7 @@ import sweeps
 from ltbench.data.registry import get_dataset_spec
 from ltbench.engine.config import TrainConfig
 from ltbench.errors import LtbenchError
+from ltbench.runner.packs import check_pack_size
 from ltbench.runner.presets import DEFAULT_PRESET, PRESETS
 from ltbench.runner.search import (
     SearchSpace,
@@ -81,6 +85,7 @@ SUITE_KEYS = (
     "config",
     "search",
     "posthoc",
+    "pack",
 )
 REQUIRED_KEYS = ("methods", "datasets", "rhos", "seeds")
 METHOD_KEYS = ("name", "loss", "params", "mixup_alpha", "config", "posthoc")
@@ -118,6 +123,7 @@ class Suite:
     config: dict[str, Any] = field(default_factory=dict)
     search: SearchSpace | None = None
     posthoc: list[str] = field(default_factory=list)
+    pack: int = 1  # trials per pack (1: every trial alone)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as written to DIR/suite.yaml."""
@@ -272,6 +278,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
     config = check_config_block(data.get("config", {}) or {}, f"{where}: config")
     search = parse_search(data["search"], where) if "search" in data else None
     posthoc = _posthoc(data.get("posthoc"), where)
+    pack = check_pack_size(data.get("pack", 1), f"{where}: pack")
     return Suite(
         path.stem,
         where,
@@ -284,6 +291,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         config,
         search,
         posthoc,
+        pack,
     )
 
 
