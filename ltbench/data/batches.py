@@ -20,6 +20,25 @@ from ltbench.errors import LtbenchError
 SAMPLING_MODES = ("instance", "class-balanced")
 
 
+def rank_share(n: int, rank: int, world: int) -> slice:
+    """The contiguous part of a global batch of `n` that `rank` of `world` takes: sizes differ
+    by at most one, the first ranks take the larger parts, and the parts in rank order are the
+    batch (several processes training one run: `ltbench.engine.distributed`)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def global_batches(n: int, batch_size: int, drop_last: bool, world: int) -> int:
+    """The number of global batches of an epoch of `n` samples. With several ranks a training
+    epoch drops a last batch smaller than `world` (a rank without an image cannot take part in
+    the gradient exchange)."""
+    full, rest = divmod(n, batch_size)
+    if rest and not drop_last and not (world > 1 and rest < world):
+        full += 1
+    return full
+
+
 # --------------------------------------------------------------------------- containers
 
 
@@ -162,6 +181,9 @@ class TensorBatches:
     iterating), and every image gets a random crop (zero padding `padding`) and a horizontal flip
     with probability 1/2. `train=False`: the data in order, no augmentation. `sampling` is
     "instance" or "class-balanced" (see `epoch_order`). `x` is float32, normalised with mean/std.
+    With `world` > 1 each global batch of `batch_size` is cut into `world` shares and this
+    iterator yields share `rank` (`rank_share`); the order and augmentation draws are the
+    global ones, so the shares together are the single-process batch.
     """
 
     def __init__(
@@ -178,6 +200,8 @@ class TensorBatches:
         mean: Sequence[float] = CIFAR_MEAN,
         std: Sequence[float] = CIFAR_STD,
         device: str | torch.device | None = None,
+        rank: int = 0,
+        world: int = 1,
     ):
         if batch_size < 1:
             raise LtbenchError(f"batch_size must be at least 1, got {batch_size}")
@@ -195,6 +219,7 @@ class TensorBatches:
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.images.device)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.images.device)
         self.epoch = 0
+        self.rank, self.world = int(rank), int(world)
 
     def set_epoch(self, epoch: int) -> None:
         """Select epoch `epoch` (0-based): its order and augmentation depend on (seed, epoch)."""
@@ -202,7 +227,8 @@ class TensorBatches:
 
     def __len__(self) -> int:
         n = int(self.labels.shape[0])
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        world = self.world if self.train else 1  # evaluation keeps every image
+        return global_batches(n, self.batch_size, self.drop_last, world)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = epoch_generator(self.seed, self.epoch)
@@ -212,7 +238,10 @@ class TensorBatches:
             oy, ox, flips = (t.to(device) for t in draw_crop_flip(len(order), self.padding, gen))
         order = order.to(device)
         for b in range(len(self)):
-            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            sl = slice(b * self.batch_size, min((b + 1) * self.batch_size, len(order)))
+            if self.world > 1:
+                part = rank_share(sl.stop - sl.start, self.rank, self.world)
+                sl = slice(sl.start + part.start, sl.start + part.stop)
             idx = order[sl]
             x = self.images[idx]
             if self.augment:
@@ -239,17 +268,22 @@ class DatasetBatches:
         sampling: str = "instance",
         num_workers: int = 0,
         device: str | torch.device | None = None,
+        rank: int = 0,
+        world: int = 1,
+        prefetch_factor: int | None = None,
     ):
         self.sampler = EpochSampler(dataset.labels, shuffle=train, seed=seed, sampling=sampling)
         self.device = device
+        batches = ShardedBatchSampler(
+            self.sampler, batch_size, drop_last=drop_last, rank=rank, world=world, train=train
+        )
         self.loader = torch.utils.data.DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=self.sampler,
-            drop_last=drop_last,
+            batch_sampler=batches,
             num_workers=num_workers,
             pin_memory=device is not None and torch.device(device).type == "cuda",
             persistent_workers=num_workers > 0,
+            prefetch_factor=(prefetch_factor or 4) if num_workers > 0 else None,
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -267,6 +301,31 @@ class DatasetBatches:
             yield x, y
 
 
+class ShardedBatchSampler(torch.utils.data.Sampler):
+    """Batches of sample indices from `sampler`'s order: each global batch of `batch_size`, or
+    this rank's share of it (`rank_share`) when `world` > 1. With one rank it is torch's
+    BatchSampler."""
+
+    def __init__(self, sampler, batch_size: int, *, drop_last: bool, rank=0, world=1, train=True):
+        self.sampler = sampler
+        self.batch_size = int(batch_size)
+        self.drop_last = drop_last
+        self.rank, self.world = int(rank), int(world)
+        self.train = train
+
+    def __len__(self) -> int:
+        world = self.world if self.train else 1
+        return global_batches(len(self.sampler), self.batch_size, self.drop_last, world)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(self.sampler)
+        for b in range(len(self)):
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+            if self.world > 1:
+                batch = batch[rank_share(len(batch), self.rank, self.world)]
+            yield batch
+
+
 def make_loader(
     bundle: DatasetBundle,
     split: str,
@@ -278,8 +337,13 @@ def make_loader(
     drop_last: bool = False,
     device: str | torch.device | None = None,
     num_workers: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ):
     """A batch iterator over `bundle.<split>` ("train", "val" or "test") with `set_epoch`.
+
+    `rank`/`world`: the share of every global batch that this process of a run over `world`
+    processes takes (`rank_share`); 0/1 in a single process.
 
     `train` (default: split == "train") turns on shuffling and augmentation. In-memory data gives
     a `TensorBatches`; file-backed data a `DatasetBatches` (the dataset's own transform decides
@@ -302,6 +366,8 @@ def make_loader(
             mean=bundle.mean,
             std=bundle.std,
             device=device,
+            rank=rank,
+            world=world,
         )
     return DatasetBatches(
         data,
@@ -312,4 +378,6 @@ def make_loader(
         sampling=sampling,
         num_workers=num_workers,
         device=device,
+        rank=rank,
+        world=world,
     )
