@@ -226,3 +226,82 @@ def test_a_killed_two_worker_run_resumes_to_the_uninterrupted_result(tmp_path, m
     assert resumed["confusion_matrix"] == full["confusion_matrix"]
     l_full, l_cut = _losses(tmp_path / "full"), _losses(cut)
     assert len(l_cut) == 3 and close(l_full, l_cut), (l_full, l_cut)
+
+
+# ----------------------------------------------------------------------------------------------
+# Suites: workers_per_trial, planning, and a mixed suite through Ray Tune + Ray Train
+
+MIXED = """
+description: one trial on one worker, the same trial on two
+methods:
+  - loss: ce
+  - {loss: ce, name: ce-ddp, workers_per_trial: 2}
+datasets: [synthetic-lt]
+rhos: [10]
+seeds: [0]
+config: {epochs: 2, n_max: 40, width: 0.25, batch_size: 32, warmup_epochs: 0, lr: 0.01,
+         amp: false, channels_last: false, num_workers: 0}
+"""
+
+
+def test_workers_per_trial_from_the_suite_the_method_and_the_flag(tmp_path):
+    from ltbench.runner.suite import apply_overrides, expand, load_suite
+    from ltbench.runner.trials import TrialSpec, check_trials
+
+    path = tmp_path / "mixed.yaml"
+    path.write_text(MIXED.replace("rhos: [10]", "rhos: [10]\nworkers_per_trial: {synthetic-lt: 4}"))
+    suite = load_suite(path)
+    trials = expand(suite)
+    assert [(t.key.split("_")[0], t.workers) for t in trials] == [("ce", 4), ("ce-ddp", 2)]
+    assert TrialSpec.from_dict(trials[1].to_dict()).workers == 2
+    check_trials(trials)  # 32 splits over 4 and over 2
+    flagged, _ = apply_overrides(suite, workers=8)
+    assert {t.workers for t in expand(flagged)} == {8}
+    with pytest.raises(LtbenchError, match="batch_size 32 does not split over 3 workers"):
+        check_trials(expand(apply_overrides(suite, workers=3)[0]))
+    path.write_text(MIXED.replace("rhos: [10]", "rhos: [10]\nworkers_per_trial: 0"))
+    with pytest.raises(LtbenchError, match="workers_per_trial must be an integer >= 1"):
+        load_suite(path)
+
+
+def test_gpus_per_trial_above_one_means_workers_of_one_gpu():
+    from ltbench.runner.cluster import ClusterOptions, check_cluster, check_workers
+
+    assert ClusterOptions(gpus_per_trial=4).trial_workers() == 4
+    assert ClusterOptions(gpus_per_trial=0.5, workers_per_trial=2).trial_workers() == 2
+    with pytest.raises(LtbenchError, match="whole number of GPUs > 1"):
+        check_cluster(ClusterOptions(gpus_per_trial=1.5))
+    with pytest.raises(LtbenchError, match="means 4 workers of one GPU each"):
+        check_cluster(ClusterOptions(gpus_per_trial=4, workers_per_trial=2))
+    with pytest.raises(LtbenchError, match="a trial of 2 workers needs 2.01 CPUs"):
+        check_workers([1, 2], {"cpu": 1.0, "gpu": 0.0}, 2.0, 0.0)
+    check_workers([1, 2], {"cpu": 0.5, "gpu": 0.0}, 2.0, 0.0)
+
+
+@pytest.mark.slow
+def test_a_suite_mixes_one_worker_and_two_worker_trials_on_ray(ray_session, tmp_path):
+    import pandas as pd
+
+    from ltbench.cli import main
+
+    suite = tmp_path / "mixed.yaml"
+    suite.write_text(MIXED)
+    out = tmp_path / "out"
+    argv = ["run", "--suite", suite, "--out", out, "--cpus-per-trial", "0.5", "--report", "none"]
+    assert main([str(a) for a in argv]) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert set(results["status"]) == {"finished"} and len(results) == 2
+    one = json.loads((out / "trials" / "ce_synthetic-lt_rho10_seed0" / "result.json").read_text())
+    two = json.loads(
+        (out / "trials" / "ce-ddp_synthetic-lt_rho10_seed0" / "result.json").read_text()
+    )
+    assert one["env"]["workers"] == "1" and two["env"]["workers"] == "2"
+    # float32 here: the two runs agree to float32's rounding, not to the bit
+    l1 = _losses(out / "trials" / "ce_synthetic-lt_rho10_seed0")
+    l2 = _losses(out / "trials" / "ce-ddp_synthetic-lt_rho10_seed0")
+    assert len(l1) == len(l2) == 2
+    assert all(abs(a - b) <= 1e-3 * abs(a) for a, b in zip(l1, l2, strict=True)), (l1, l2)
+    assert (
+        json.loads((out / "trials.json").read_text())["ce-ddp_synthetic-lt_rho10_seed0"]["workers"]
+        == 2
+    )

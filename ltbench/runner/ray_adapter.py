@@ -35,7 +35,13 @@ from typing import Any
 
 from ltbench.errors import LtbenchError
 from ltbench.runner import orphans
-from ltbench.runner.cluster import ClusterOptions, check_address, share_resources
+from ltbench.runner.cluster import (
+    TRIAL_DRIVER_CPU,
+    ClusterOptions,
+    check_address,
+    check_workers,
+    share_resources,
+)
 from ltbench.runner.progress import Progress, sigterm_as_interrupt
 from ltbench.runner.trials import TrialSpec, load_trials, point_spec, save_trial_spec
 from ltbench.runner.worker import run_trial
@@ -142,8 +148,11 @@ def ray_session(address: str | None, out_dir: Path | None = None):
                 orphans.forget(out_dir)
 
 
-def plan_resources(cpus: float | None, gpus: float | None) -> dict[str, float]:
-    """Per-trial resources on the connected cluster (see `share_resources`)."""
+def plan_resources(
+    cpus: float | None, gpus: float | None, workers: list[int] = ()
+) -> dict[str, float]:
+    """Per-trial resources on the connected cluster (see `share_resources`); per worker for a
+    data-parallel trial, each of whose `workers` must fit the cluster (`check_workers`)."""
     import ray
 
     total = ray.cluster_resources()
@@ -151,7 +160,33 @@ def plan_resources(cpus: float | None, gpus: float | None) -> dict[str, float]:
         (n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")),
         default=total.get("CPU", 0.0),
     )
-    return share_resources(total.get("CPU", 0.0), total.get("GPU", 0.0), node_cpu, cpus, gpus)
+    total_cpu, total_gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    resources = share_resources(total_cpu, total_gpu, node_cpu, cpus, gpus)
+    check_workers(list(workers), resources, total_cpu, total_gpu)
+    return resources
+
+
+def _trial_resources(resources: dict[str, float], workers_of: dict[str, int]):
+    """What Tune reserves for a trial: `resources`, or for a data-parallel trial only its own
+    process's share (its workers are Ray Train's placement group)."""
+    driver = {"cpu": TRIAL_DRIVER_CPU, "gpu": 0.0}
+    if all(n == 1 for n in workers_of.values()):
+        return resources
+
+    def of(config: dict[str, Any]) -> dict[str, float]:
+        return driver if workers_of.get(config.get("key"), 1) > 1 else resources
+
+    return of
+
+
+def _train_fn(spec: TrialSpec, out_dir: str, resources: dict[str, float], train_fn):
+    """The trial's `train_fn`: the given one, or Ray Train's workers for a data-parallel
+    trial (a test's `train_fn` stands for the whole training, workers included)."""
+    if spec.workers <= 1 or train_fn is not None:
+        return train_fn
+    from ltbench.runner.ray_train import data_parallel_train_fn
+
+    return data_parallel_train_fn(spec.workers, resources, Path(out_dir) / "ray" / "train")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,7 +199,7 @@ def _suite_trainable(
     from ray import tune
 
     spec = load_trials(Path(out_dir))[config["key"]]
-    run_trial(spec, out_dir, resources, tune.report, train_fn)
+    run_trial(spec, out_dir, resources, tune.report, _train_fn(spec, out_dir, resources, train_fn))
 
 
 def _sweep_key(method: str, trial_id: str) -> str:
@@ -193,7 +228,7 @@ def _sweep_trainable(
     key = _sweep_key(base_spec.method, tune.get_context().get_trial_id())
     spec = point_spec(base_spec, key, _point(config, space))
     save_trial_spec(trial_dir(Path(out_dir), key), spec)
-    run_trial(spec, out_dir, resources, tune.report, train_fn)
+    run_trial(spec, out_dir, resources, tune.report, _train_fn(spec, out_dir, resources, train_fn))
 
 
 def _trial_dirname(trial) -> str:
@@ -246,7 +281,7 @@ def _fit(
     *,
     out_dir: Path,
     name: str,
-    resources: dict[str, float],
+    resources,  # {"cpu", "gpu"}, or a function of the trial's config giving them
     cluster: ClusterOptions,
     callback,
     tune_config: dict[str, Any],
@@ -318,8 +353,10 @@ def run_suite_trials(
     *,
     on_start: Callable[[dict[str, float]], None] | None = None,
     train_fn=None,
+    workers: dict[str, int] | None = None,
 ) -> None:
-    """Train the trials `keys` of DIR/trials.json on Ray, one Tune trial each.
+    """Train the trials `keys` of DIR/trials.json on Ray, one Tune trial each; `workers`
+    gives the data-parallel trials' numbers of workers (absent: 1).
 
     `on_start(resources)` hears the per-trial resources once Ray is up. Every trial leaves
     result.json or error.txt in DIR/trials/<key> (or nothing, if interrupted).
@@ -327,7 +364,10 @@ def run_suite_trials(
     from ray import tune
 
     with ray_session(cluster.address, out_dir):
-        resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial)
+        workers_of = {k: workers.get(k, 1) for k in keys} if workers else {}
+        resources = plan_resources(
+            cluster.cpus_per_trial, cluster.gpus_per_trial, list(workers_of.values())
+        )
         if on_start is not None:
             on_start(resources)
         trainable = tune.with_parameters(
@@ -338,7 +378,7 @@ def run_suite_trials(
             {"key": tune.grid_search(list(keys))},
             out_dir=out_dir,
             name=_experiment_name(name),
-            resources=resources,
+            resources=_trial_resources(resources, workers_of),
             cluster=cluster,
             callback=_tune_callback(progress, lambda trial: trial.config.get("key")),
             tune_config={},
@@ -396,7 +436,7 @@ def run_search(
     from ray.tune.schedulers import ASHAScheduler
 
     with ray_session(cluster.address, out_dir):
-        resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial)
+        resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial, [base.workers])
         param_space, searcher, kind = _search_algorithm(plan.space, plan.seed, plan.kind)
         if on_start is not None:
             on_start(kind)
@@ -422,12 +462,13 @@ def run_search(
                 ),
                 num_samples=plan.num_samples,
             )
+        driver = {"cpu": TRIAL_DRIVER_CPU, "gpu": 0.0}
         grid = _fit(
             trainable,
             param_space,
             out_dir=out_dir,
             name=_experiment_name(name),
-            resources=resources,
+            resources=driver if base.workers > 1 else resources,
             cluster=cluster,
             callback=_tune_callback(
                 progress, lambda trial: _sweep_key(base.method, trial.trial_id)

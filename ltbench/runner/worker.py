@@ -2,6 +2,9 @@
 
 Ray-free: `report` is any callable that takes a dict of scalars (the Ray adapter passes
 `ray.tune.report`), so a test can run a trial with a fake trainer and a list's `append`.
+A data-parallel trial (`spec.workers` > 1) gets a `train_fn` that starts its workers
+(`ltbench.runner.ray_train`); the trial process then holds no lock: its rank-0 worker holds
+the trial's folder, as `train` does.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ltbench.schema import (
 )
 
 
-class _TuneHooks:
+class TuneHooks:
     """`train` hooks: report each epoch's scalars to Tune (ASHA and the progress lines).
 
     The last epoch is not reported here: the report after `train` returns stands for it, so a
@@ -67,12 +70,19 @@ def run_trial(
     stored = read_result(tdir / RESULT_FILE)
     if stored is not None:  # finished earlier: never train it again
         if spec.posthoc and "posthoc" not in stored:
-            device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"
-            stored = _posthoc(tdir, spec, device) or stored
+            stored = _posthoc(tdir, spec, _posthoc_device(spec, resources)) or stored
         report(_final_metrics(stored))
         return stored
+    if spec.workers > 1:  # its rank-0 worker holds the folder
+        return _train_trial(spec, tdir, resources, report, train_fn)
     with hold(tdir):  # the trial's folder is this process's until it ends
         return _train_trial(spec, tdir, resources, report, train_fn)
+
+
+def _posthoc_device(spec: TrialSpec, resources: dict[str, float]) -> str:
+    """Where the post-hoc rules run: the trial's GPU; the CPU in a data-parallel trial's own
+    process (its GPUs are its workers')."""
+    return "cuda" if resources.get("gpu", 0) > 0 and spec.workers == 1 else "cpu"
 
 
 def _train_trial(spec: TrialSpec, tdir: Path, resources, report, train_fn) -> dict[str, Any]:
@@ -92,13 +102,13 @@ def _train_trial(spec: TrialSpec, tdir: Path, resources, report, train_fn) -> di
     cfg.num_workers = min(cfg.num_workers, max(int(resources.get("cpu", 1)) - 1, 0))
     try:
         epochs = resolve(cfg).epochs
-        hooks = _TuneHooks(report, epochs)
+        hooks = TuneHooks(report, epochs)
         result = train_fn(cfg, tdir, hooks=hooks, resume=True, progress=False)
     except Exception as exc:
         (tdir / ERROR_FILE).write_text(_one_line(exc) + "\n")
         raise
     if spec.posthoc:
-        result = _posthoc(tdir, spec, cfg.device) or result
+        result = _posthoc(tdir, spec, _posthoc_device(spec, resources)) or result
     report(_final_metrics(result))
     return result
 
