@@ -74,3 +74,19 @@ def test_bad_batch_sizes_are_one_line_errors(capsys):
         parse_batch_sizes("64,x")
     assert main(["bench", "train", "--batch-sizes", "0", "--steps", "1"]) == 2
     assert capsys.readouterr().err.startswith("ltbench: error: --batch-sizes")
+
+
+def test_bench_data_writes_an_imagenet_lt_folder_and_times_both_sides(tmp_path):
+    from ltbench.bench.data import bench_data, class_counts, format_data_bench, write_jpeg_folder
+
+    counts = class_counts(100, 5)
+    assert sum(counts) == 100 and counts == sorted(counts, reverse=True) and counts[-1] >= 1
+    split = write_jpeg_folder(tmp_path / "jpegs", 12, 3)
+    lines = split.read_text().splitlines()
+    assert len(lines) == 12 and lines[0].startswith("train/n00000000/") and lines[0].endswith(" 0")
+    assert (tmp_path / "jpegs" / lines[-1].split()[0]).stat().st_size > 1000
+    row = bench_data(images=24, classes=3, batch=4, batches=2, workers=0, steps=1,
+                     model="resnet32")  # fmt: skip
+    assert row["loader_images"] == 8 and row["loader"] > 0 and row["step"] > 0
+    text = format_data_bench(row)
+    assert "24 generated JPEGs" in text and "loader / step = " in text

@@ -255,6 +255,11 @@ class DatasetBatches:
     The order of epoch e depends only on (seed, e); the random crops and flips of the dataset's
     transform come from torch's global generator (in worker processes, seeded from it), so they
     repeat on resume only if that generator's state is restored too.
+
+    The training step never waits on a file: `num_workers` processes decode and augment
+    (persistent across epochs, each `prefetch_factor` batches ahead), batches of uint8 images
+    land in pinned memory on CUDA and are copied without blocking, and are normalised with
+    `mean`/`std` on the device.
     """
 
     def __init__(
@@ -271,9 +276,14 @@ class DatasetBatches:
         rank: int = 0,
         world: int = 1,
         prefetch_factor: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
     ):
         self.sampler = EpochSampler(dataset.labels, shuffle=train, seed=seed, sampling=sampling)
         self.device = device
+        where = torch.device(device) if device is not None else torch.device("cpu")
+        self.mean = torch.tensor(mean, device=where) if mean is not None else None
+        self.std = torch.tensor(std, device=where) if std is not None else None
         batches = ShardedBatchSampler(
             self.sampler, batch_size, drop_last=drop_last, rank=rank, world=world, train=train
         )
@@ -298,6 +308,8 @@ class DatasetBatches:
             if self.device is not None:
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
+            if x.dtype == torch.uint8 and self.mean is not None:
+                x = normalize(x, self.mean, self.std)
             yield x, y
 
 
@@ -380,4 +392,6 @@ def make_loader(
         device=device,
         rank=rank,
         world=world,
+        mean=bundle.mean,
+        std=bundle.std,
     )

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ltbench.data.bundle import IMAGENET_MEAN, IMAGENET_STD
 from ltbench.errors import LtbenchError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
@@ -25,7 +24,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
 def imagenet_transform(train: bool, image_size: int = 224, resize: int = 256) -> Callable:
     """The ImageNet-LT / iNaturalist pipeline: shorter side to 256, then a random 224 crop and a
-    horizontal flip (train) or the centre 224 crop (eval); tensor, ImageNet normalisation."""
+    horizontal flip (train) or the centre 224 crop (eval), as a uint8 (3, H, W) tensor.
+
+    Decoding, resizing and cropping run in the DataLoader's worker processes; the ImageNet
+    normalisation (`ltbench.data.batches.normalize`, the arithmetic of torchvision's ToTensor
+    and Normalize) runs on the training device once the batch is there, so a worker hands over
+    a quarter of the bytes a float32 image would take, and the host-to-device copy too."""
     from torchvision import transforms as T
 
     crop = (
@@ -33,9 +37,7 @@ def imagenet_transform(train: bool, image_size: int = 224, resize: int = 256) ->
         if train
         else [T.CenterCrop(image_size)]
     )
-    return T.Compose(
-        [T.Resize(resize), *crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    )
+    return T.Compose([T.Resize(resize), *crop, T.PILToTensor()])
 
 
 def read_split_file(path: Path) -> tuple[list[str], list[int]]:

@@ -35,14 +35,9 @@ from typing import Any
 
 from ltbench.errors import LtbenchError
 from ltbench.runner import orphans
-from ltbench.runner.cluster import (
-    TRIAL_DRIVER_CPU,
-    ClusterOptions,
-    check_address,
-    check_workers,
-    share_resources,
-)
+from ltbench.runner.cluster import ClusterOptions, check_address, check_workers, share_resources
 from ltbench.runner.progress import Progress, sigterm_as_interrupt
+from ltbench.runner.ray_train import driver_resources, trial_resources, trial_train_fn
 from ltbench.runner.trials import TrialSpec, load_trials, point_spec, save_trial_spec
 from ltbench.runner.worker import run_trial
 from ltbench.schema import (
@@ -166,29 +161,6 @@ def plan_resources(
     return resources
 
 
-def _trial_resources(resources: dict[str, float], workers_of: dict[str, int]):
-    """What Tune reserves for a trial: `resources`, or for a data-parallel trial only its own
-    process's share (its workers are Ray Train's placement group)."""
-    driver = {"cpu": TRIAL_DRIVER_CPU, "gpu": 0.0}
-    if all(n == 1 for n in workers_of.values()):
-        return resources
-
-    def of(config: dict[str, Any]) -> dict[str, float]:
-        return driver if workers_of.get(config.get("key"), 1) > 1 else resources
-
-    return of
-
-
-def _train_fn(spec: TrialSpec, out_dir: str, resources: dict[str, float], train_fn):
-    """The trial's `train_fn`: the given one, or Ray Train's workers for a data-parallel
-    trial (a test's `train_fn` stands for the whole training, workers included)."""
-    if spec.workers <= 1 or train_fn is not None:
-        return train_fn
-    from ltbench.runner.ray_train import data_parallel_train_fn
-
-    return data_parallel_train_fn(spec.workers, resources, Path(out_dir) / "ray" / "train")
-
-
 # ----------------------------------------------------------------------------------------------
 # The trainables: look up or build the trial's spec, then `run_trial` (ltbench.runner.worker)
 
@@ -199,7 +171,8 @@ def _suite_trainable(
     from ray import tune
 
     spec = load_trials(Path(out_dir))[config["key"]]
-    run_trial(spec, out_dir, resources, tune.report, _train_fn(spec, out_dir, resources, train_fn))
+    train_fn = trial_train_fn(spec, out_dir, resources, train_fn)
+    run_trial(spec, out_dir, resources, tune.report, train_fn)
 
 
 def _sweep_key(method: str, trial_id: str) -> str:
@@ -228,7 +201,8 @@ def _sweep_trainable(
     key = _sweep_key(base_spec.method, tune.get_context().get_trial_id())
     spec = point_spec(base_spec, key, _point(config, space))
     save_trial_spec(trial_dir(Path(out_dir), key), spec)
-    run_trial(spec, out_dir, resources, tune.report, _train_fn(spec, out_dir, resources, train_fn))
+    train_fn = trial_train_fn(spec, out_dir, resources, train_fn)
+    run_trial(spec, out_dir, resources, tune.report, train_fn)
 
 
 def _trial_dirname(trial) -> str:
@@ -378,7 +352,7 @@ def run_suite_trials(
             {"key": tune.grid_search(list(keys))},
             out_dir=out_dir,
             name=_experiment_name(name),
-            resources=_trial_resources(resources, workers_of),
+            resources=trial_resources(resources, workers_of),
             cluster=cluster,
             callback=_tune_callback(progress, lambda trial: trial.config.get("key")),
             tune_config={},
@@ -462,13 +436,12 @@ def run_search(
                 ),
                 num_samples=plan.num_samples,
             )
-        driver = {"cpu": TRIAL_DRIVER_CPU, "gpu": 0.0}
         grid = _fit(
             trainable,
             param_space,
             out_dir=out_dir,
             name=_experiment_name(name),
-            resources=driver if base.workers > 1 else resources,
+            resources=driver_resources() if base.workers > 1 else resources,
             cluster=cluster,
             callback=_tune_callback(
                 progress, lambda trial: _sweep_key(base.method, trial.trial_id)

@@ -24,6 +24,8 @@ from typing import Any
 
 from ltbench.engine.config import TrainConfig
 from ltbench.errors import LtbenchError, one_line
+from ltbench.runner.cluster import TRIAL_DRIVER_CPU
+from ltbench.runner.trials import TrialSpec
 from ltbench.schema import RESULT_FILE, read_result
 
 
@@ -94,3 +96,29 @@ def _worker_error(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
     text = lines[-1] if lines else type(cause).__name__
     return f"data-parallel workers failed: {one_line(LtbenchError(text))}"
+
+
+def trial_resources(resources: dict[str, float], workers_of: dict[str, int]):
+    """What Tune reserves for a trial: `resources`, or for a data-parallel trial only its own
+    process's share (its workers are Ray Train's placement group)."""
+    driver = driver_resources()
+    if all(n == 1 for n in workers_of.values()):
+        return resources
+
+    def of(config: dict[str, Any]) -> dict[str, float]:
+        return driver if workers_of.get(config.get("key"), 1) > 1 else resources
+
+    return of
+
+
+def trial_train_fn(spec: TrialSpec, out_dir: str, resources: dict[str, float], train_fn):
+    """The trial's `train_fn`: the given one, or Ray Train's workers for a data-parallel
+    trial (a test's `train_fn` stands for the whole training, workers included)."""
+    if spec.workers <= 1 or train_fn is not None:
+        return train_fn
+    return data_parallel_train_fn(spec.workers, resources, Path(out_dir) / "ray" / "train")
+
+
+def driver_resources() -> dict[str, float]:
+    """What Tune reserves for a data-parallel trial's own process."""
+    return {"cpu": TRIAL_DRIVER_CPU, "gpu": 0.0}
