@@ -398,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batches", type=int, default=6, help="loader batches timed (6)")
     g.add_argument("--loader-workers", type=int, default=2, help="DataLoader worker processes (2)")
     g.add_argument("--model", default="resnet50", help="the model of the step (resnet50)")
+    g.add_argument(
+        "--decode",
+        choices=["workers", "device"],
+        default="workers",
+        help="decode JPEGs in the DataLoader workers (default, as `train`) or in batches on the "
+        "device with torchvision.io.decode_jpeg (nvJPEG on CUDA)",
+    )
     p.set_defaults(func=cmd_bench)
     return parser
 

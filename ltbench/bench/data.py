@@ -10,6 +10,10 @@ and `ImageNet_LT_train.txt` beside them. Then it measures two rates:
   split-file dataset, decode + resize + random crop + flip in `workers` DataLoader processes,
   uint8 batches, pinned memory and a non-blocking copy on CUDA, normalisation on the device),
   images per second over `batches` batches after one untimed batch, with nothing else running;
+- with `decode="device"` the workers only read the files and each batch is decoded on the
+  device with `torchvision.io.decode_jpeg` (nvJPEG on CUDA), resized and cropped there; this
+  is for measuring on a GPU where it helps (on a CPU it moves the decoding into the training
+  process, so it is not the default);
 - the step: one training step of the model (ResNet-50 by default; forward, loss, backward,
   SGD; bf16 autocast and channels-last where `ltbench train` uses them) on a batch that is
   already on the device, images per second over `steps` steps after one untimed step.
@@ -85,12 +89,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def loader_rate(root: Path, batch: int, batches: int, workers: int, device: torch.device):
-    """Images per second of the training loader over the folder (see the module docstring)."""
+def loader_rate(
+    root: Path, batch: int, batches: int, workers: int, device: torch.device, decode="workers"
+):
+    """Images per second of the training loader over the folder (see the module docstring).
+    `decode="device"`: the workers only read the files, and the batch is decoded on the device
+    (`DeviceJpegDecoder`: nvJPEG on CUDA)."""
     from ltbench.data import load_dataset, make_loader
+    from ltbench.data.batches import DatasetBatches
+    from ltbench.data.files import DeviceJpegDecoder
 
     bundle = load_dataset("imagenet-lt", root=root, imb_factor=1.0)
-    loader = make_loader(bundle, "train", batch, seed=0, device=device, num_workers=workers)
+    if decode == "device":
+        loader = DatasetBatches(
+            bundle.train,
+            batch,
+            train=True,
+            device=device,
+            num_workers=workers,
+            mean=bundle.mean,
+            std=bundle.std,
+            decoder=DeviceJpegDecoder(device, train=True),
+        )
+    elif decode == "workers":
+        loader = make_loader(bundle, "train", batch, seed=0, device=device, num_workers=workers)
+    else:
+        raise LtbenchError(f"--decode must be workers or device, got {decode!r}")
     loader.set_epoch(0)
     available = len(loader) - 1
     if available < 1:
@@ -145,6 +169,7 @@ def bench_data(
     steps: int = 2,
     model: str = "resnet50",
     folder: str | Path | None = None,
+    decode: str = "workers",
 ) -> dict[str, Any]:
     """Both rates (see the module docstring); `folder`: write the JPEGs there instead of a
     temporary folder (kept)."""
@@ -159,7 +184,7 @@ def bench_data(
         write_jpeg_folder(root, images, classes)
         written = time.perf_counter() - tick
         megabytes = sum(p.stat().st_size for p in root.rglob("*.JPEG")) / 1e6
-        loader, seen = loader_rate(root, batch, batches, workers, dev)
+        loader, seen = loader_rate(root, batch, batches, workers, dev, decode)
     step, amp, channels_last = step_rate(model, batch, steps, dev, classes)
     return {
         "device": dev.type,
@@ -169,6 +194,7 @@ def bench_data(
         "write_seconds": written,
         "batch": batch,
         "workers": workers,
+        "decode": decode,
         "loader_images": seen,
         "loader": loader,
         "model": model,
@@ -194,7 +220,8 @@ def format_data_bench(row: dict[str, Any]) -> str:
             f"{IMAGE_SIZE[1]}, {row['megabytes']:.1f} MB, {row['classes']} long-tailed classes, "
             "ImageNet-LT split file)",
             machine_line(row["device"]) + (f", load average {load}" if load else ""),
-            f"loader: batch {row['batch']}, {row['workers']} DataLoader workers, "
+            f"loader: batch {row['batch']}, {row['workers']} DataLoader workers, decoded in "
+            f"{'the workers' if row['decode'] == 'workers' else 'batches on the device'}, "
             f"{row['loader_images']} images timed: {row['loader']:.1f} images/s",
             f"step:   {row['model']}, batch {row['batch']}, amp={row['amp']}, "
             f"channels_last={row['channels_last']}, {row['steps']} steps timed: "
@@ -214,6 +241,7 @@ def bench_data_command(args) -> int:
         workers=args.loader_workers,
         steps=args.steps if args.steps is not None else 2,
         model=args.model,
+        decode=args.decode,
     )
     print(format_data_bench(row))
     return 0

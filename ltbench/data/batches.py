@@ -278,7 +278,13 @@ class DatasetBatches:
         prefetch_factor: int | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
+        decoder=None,
     ):
+        self.decoder = decoder  # a DeviceJpegDecoder: workers read the files, it decodes them
+        if decoder is not None:
+            from ltbench.data.files import EncodedFiles
+
+            dataset = EncodedFiles(dataset)
         self.sampler = EpochSampler(dataset.labels, shuffle=train, seed=seed, sampling=sampling)
         self.device = device
         where = torch.device(device) if device is not None else torch.device("cpu")
@@ -294,6 +300,7 @@ class DatasetBatches:
             pin_memory=device is not None and torch.device(device).type == "cuda",
             persistent_workers=num_workers > 0,
             prefetch_factor=(prefetch_factor or 4) if num_workers > 0 else None,
+            collate_fn=_encoded_batch if decoder is not None else None,
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -305,12 +312,19 @@ class DatasetBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in self.loader:
+            if self.decoder is not None:
+                x = self.decoder(x)
             if self.device is not None:
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
             if x.dtype == torch.uint8 and self.mean is not None:
                 x = normalize(x, self.mean, self.std)
             yield x, y
+
+
+def _encoded_batch(items):
+    """A batch of undecoded files: (list of byte tensors, label tensor)."""
+    return [x for x, _ in items], torch.tensor([y for _, y in items], dtype=torch.int64)
 
 
 class ShardedBatchSampler(torch.utils.data.Sampler):

@@ -101,6 +101,60 @@ class SplitFileDataset(torch.utils.data.Dataset):
         return x, int(self.labels[i])
 
 
+class EncodedFiles(torch.utils.data.Dataset):
+    """The files of a `SplitFileDataset`, undecoded: items are (uint8 tensor of the file's
+    bytes, label), for decoding a whole batch on the device (`DeviceJpegDecoder`)."""
+
+    def __init__(self, dataset: SplitFileDataset):
+        self.dataset = dataset
+        self.labels = dataset.labels
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        from torchvision.io import read_file
+
+        path = self.dataset.image_root / self.dataset.paths[i]
+        try:
+            return read_file(str(path)), int(self.labels[i])
+        except RuntimeError as exc:
+            raise LtbenchError(
+                f"cannot read image {path}: {exc}; replace or remove the file"
+            ) from None
+
+
+class DeviceJpegDecoder:
+    """Decode a batch of JPEG files with `torchvision.io.decode_jpeg` on `device` (nvJPEG on
+    CUDA; on the CPU the same call, one image after another) and apply `imagenet_transform`'s
+    geometry there: shorter side to `resize` (bilinear, antialiased), a random `image_size`
+    crop and flip (`train`, drawn from `generator`) or the centre crop; uint8 (B, 3, S, S)."""
+
+    def __init__(self, device, *, train: bool, image_size: int = 224, resize: int = 256):
+        self.device = torch.device(device)
+        self.train, self.size, self.resize = train, image_size, resize
+
+    def __call__(self, encoded: list[torch.Tensor], generator=None) -> torch.Tensor:
+        from torchvision.io import ImageReadMode, decode_jpeg
+        from torchvision.transforms.v2 import functional as TF
+
+        images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
+        out = []
+        for img in images:
+            img = TF.resize(img, [self.resize], antialias=True)
+            h, w = img.shape[-2:]
+            if self.train:
+                top = int(torch.randint(0, h - self.size + 1, (1,), generator=generator))
+                left = int(torch.randint(0, w - self.size + 1, (1,), generator=generator))
+                img = img[:, top : top + self.size, left : left + self.size]
+                if bool(torch.rand((), generator=generator) < 0.5):
+                    img = img.flip(-1)
+            else:
+                img = TF.center_crop(img, [self.size, self.size])
+            out.append(img)
+        return torch.stack(out)
+
+
 # --------------------------------------------------------------------------- image folders
 
 
