@@ -323,7 +323,7 @@ class DatasetBatches:
 
 
 def _encoded_batch(items):
-    """A batch of undecoded files: (list of byte tensors, label tensor)."""
+    """A batch of undecoded files: (list of the files' bytes, label tensor)."""
     return [x for x, _ in items], torch.tensor([y for _, y in items], dtype=torch.int64)
 
 

@@ -102,8 +102,9 @@ class SplitFileDataset(torch.utils.data.Dataset):
 
 
 class EncodedFiles(torch.utils.data.Dataset):
-    """The files of a `SplitFileDataset`, undecoded: items are (uint8 tensor of the file's
-    bytes, label), for decoding a whole batch on the device (`DeviceJpegDecoder`)."""
+    """The files of a `SplitFileDataset`, undecoded: items are (the file's bytes, label), for
+    decoding a whole batch on the device (`DeviceJpegDecoder`). Plain bytes cross from the
+    DataLoader workers by pickling (no shared-memory file descriptor per image)."""
 
     def __init__(self, dataset: SplitFileDataset):
         self.dataset = dataset
@@ -113,15 +114,12 @@ class EncodedFiles(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        from torchvision.io import read_file
-
         path = self.dataset.image_root / self.dataset.paths[i]
         try:
-            return read_file(str(path)), int(self.labels[i])
-        except RuntimeError as exc:
-            raise LtbenchError(
-                f"cannot read image {path}: {exc}; replace or remove the file"
-            ) from None
+            return path.read_bytes(), int(self.labels[i])
+        except OSError as exc:
+            reason = f"cannot read image {path}: {exc.strerror or exc}"
+            raise LtbenchError(f"{reason}; replace or remove the file") from None
 
 
 class DeviceJpegDecoder:
@@ -134,11 +132,12 @@ class DeviceJpegDecoder:
         self.device = torch.device(device)
         self.train, self.size, self.resize = train, image_size, resize
 
-    def __call__(self, encoded: list[torch.Tensor], generator=None) -> torch.Tensor:
+    def __call__(self, encoded: list[bytes], generator=None) -> torch.Tensor:
         from torchvision.io import ImageReadMode, decode_jpeg
         from torchvision.transforms.v2 import functional as TF
 
-        images = decode_jpeg(encoded, mode=ImageReadMode.RGB, device=self.device)
+        data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in encoded]
+        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
         out = []
         for img in images:
             img = TF.resize(img, [self.resize], antialias=True)
