@@ -185,7 +185,6 @@ def run_stage(
             else standard(plugin.head)
         )
         model = model.to(device)
-        groups: Any = model.parameters()
     else:
         net = standard(get_spec(previous.stage.loss).head)
         net.load_state_dict(
@@ -203,10 +202,10 @@ def run_stage(
             bn_follows_data=stage.batchnorm == "train",
             class_scale=stage.class_scale,
         ).to(device)
-        groups = model.param_groups(stage.lr_factor)
     if float64_for_tests():
         model = model.double()
-    model = distributed.sync_batchnorm(model, device)
+    model = distributed.sync_batchnorm(model, device)  # new BatchNorm modules: groups after
+    groups: Any = model.param_groups(stage.lr_factor) if multi else model.parameters()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     wrapped = distributed.data_parallel(model, device)  # the model itself in one process
