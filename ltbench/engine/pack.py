@@ -70,6 +70,8 @@ def solo_reason(cfg: TrainConfig, stages: Sequence[Stage]) -> str | None:
         return f"{cfg.loss} brings its own network, step or samplers"
     if stage.sampler != "instance" or stage.trainable != "all" or stage.class_scale:
         return f"{cfg.loss} trains with its own sampler or weights"
+    if stage.meta_per_class:  # the pack's data would keep the meta set's images
+        return f"{cfg.loss} holds out a meta set"
     return None
 
 

@@ -122,6 +122,7 @@ def request_from_args(args: argparse.Namespace, command: str) -> RunRequest | Sw
             gpus_per_trial=args.gpus_per_trial,
             max_concurrent=args.max_concurrent,
             max_failures=args.max_failures,
+            workers_per_trial=getattr(args, "workers_per_trial", None),
         ),
         "formats": _report_formats(args.report),
     }
@@ -200,6 +201,7 @@ def plan_suite(req: RunRequest) -> tuple[Suite, dict[str, Any], list[TrialSpec]]
         data_root=req.data_root,
         download=req.download,
         extra_methods=req.extra_methods,
+        workers=req.cluster.trial_workers(),
     )
     if req.pack is not None:
         suite = dataclasses.replace(suite, pack=check_pack_size(req.pack, "--pack"))
@@ -253,8 +255,11 @@ def run_suite(planned: Plan, train_fn=None) -> int:
             )
 
             def announce(resources: dict[str, float]) -> None:
+                spread = sorted({every[k].workers for k in pending} - {1})
+                note = f" (per worker of the trials on {', '.join(map(str, spread))} workers)"
                 print(
-                    f"resources per trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU",
+                    f"resources per trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU"
+                    + (note if spread else ""),
                     flush=True,
                 )
                 write_plan()  # only once Ray took the resources: a refusal writes nothing
@@ -269,6 +274,7 @@ def run_suite(planned: Plan, train_fn=None) -> int:
                     on_start=announce,
                     train_fn=train_fn,
                     packs=packs,
+                    workers={k: every[k].workers for k in pending if k in every},
                 )
             except KeyboardInterrupt:
                 interrupted = True
@@ -325,6 +331,7 @@ def plan_sweep(req: SweepRequest) -> tuple[Suite, dict[str, Any], TrialSpec]:
         preset_seeds=False,
         data_root=req.data_root,
         download=req.download,
+        workers=req.cluster.trial_workers(),
     )
     if req.num_samples is not None:
         suite = dataclasses.replace(

@@ -5,7 +5,8 @@ settings are the engine's `pack_signature`) are grouped, in suite order, into pa
 each pack is one Tune trial (`ltbench.runner.ray_adapter`) that trains its members with
 `ltbench.engine.pack.train_pack` into their own folders DIR/trials/<key>, so results.csv,
 `--resume` and the reports see the same trials as without packing. A method the engine cannot
-pack (several stages, its own network or step) trains alone, and the plan says so.
+pack (several stages, its own network or step) trains alone, and so does a data-parallel
+trial (`workers_per_trial` > 1); the plan says why.
 """
 
 from __future__ import annotations
@@ -69,7 +70,11 @@ def plan_packs(trials: list[TrialSpec], size: int) -> PackPlan:
     order: list[tuple] = []
     for t in trials:
         cfg, stages = check_run(t.train_config(), files=False)
-        why = solo_reason(cfg, stages) if size > 1 else None
+        why = None
+        if size > 1 and t.workers > 1:  # Ray Train's worker group; a pack is one process
+            why = f"data-parallel on {t.workers} workers"
+        elif size > 1:
+            why = solo_reason(cfg, stages)
         if why is not None:
             alone[t.key] = why
             order.append(("alone", t.key))

@@ -1,4 +1,4 @@
-"""Ray Tune for suites and sweeps: the only module of ltbench that imports Ray.
+"""Ray Tune for suites and sweeps: with `ray_train` (Ray Train), the only modules importing Ray.
 
 It receives plain data (the suite directory, trial keys or a base trial and a search space,
 cluster options and a `Progress` to feed) and leaves its results in the suite directory;
@@ -35,8 +35,9 @@ from typing import Any
 
 from ltbench.errors import LtbenchError
 from ltbench.runner import orphans
-from ltbench.runner.cluster import ClusterOptions, check_address, share_resources
+from ltbench.runner.cluster import ClusterOptions, check_address, check_workers, share_resources
 from ltbench.runner.progress import Progress, sigterm_as_interrupt
+from ltbench.runner.ray_train import driver_resources, trial_resources, trial_train_fn
 from ltbench.runner.trials import TrialSpec, point_spec, save_trial_spec
 from ltbench.runner.worker import run_trial, run_unit
 from ltbench.schema import (
@@ -142,8 +143,11 @@ def ray_session(address: str | None, out_dir: Path | None = None):
                 orphans.forget(out_dir)
 
 
-def plan_resources(cpus: float | None, gpus: float | None) -> dict[str, float]:
-    """Per-trial resources on the connected cluster (see `share_resources`)."""
+def plan_resources(
+    cpus: float | None, gpus: float | None, workers: list[int] = ()
+) -> dict[str, float]:
+    """Per-trial resources on the connected cluster (see `share_resources`); per worker for a
+    data-parallel trial, each of whose `workers` must fit the cluster (`check_workers`)."""
     import ray
 
     total = ray.cluster_resources()
@@ -151,7 +155,10 @@ def plan_resources(cpus: float | None, gpus: float | None) -> dict[str, float]:
         (n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")),
         default=total.get("CPU", 0.0),
     )
-    return share_resources(total.get("CPU", 0.0), total.get("GPU", 0.0), node_cpu, cpus, gpus)
+    total_cpu, total_gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    resources = share_resources(total_cpu, total_gpu, node_cpu, cpus, gpus)
+    check_workers(list(workers), resources, total_cpu, total_gpu)
+    return resources
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,7 +168,7 @@ def plan_resources(cpus: float | None, gpus: float | None) -> dict[str, float]:
 def _suite_trainable(config: dict[str, Any], *, out_dir: str, **options) -> None:
     from ray import tune
 
-    run_unit(config["key"], out_dir, report=tune.report, **options)
+    run_unit(config["key"], out_dir, report=tune.report, data_parallel=trial_train_fn, **options)
 
 
 def _sweep_key(method: str, trial_id: str) -> str:
@@ -190,6 +197,7 @@ def _sweep_trainable(
     key = _sweep_key(base_spec.method, tune.get_context().get_trial_id())
     spec = point_spec(base_spec, key, _point(config, space))
     save_trial_spec(trial_dir(Path(out_dir), key), spec)
+    train_fn = trial_train_fn(spec, out_dir, resources, train_fn)
     run_trial(spec, out_dir, resources, tune.report, train_fn)
 
 
@@ -254,7 +262,7 @@ def _fit(
     *,
     out_dir: Path,
     name: str,
-    resources: dict[str, float],
+    resources,  # {"cpu", "gpu"}, or a function of the trial's config giving them
     cluster: ClusterOptions,
     callback,
     tune_config: dict[str, Any],
@@ -324,8 +332,10 @@ def run_suite_trials(
     on_start: Callable[[dict[str, float]], None] | None = None,
     train_fn=None,
     packs: dict[str, list[str]] | None = None,
+    workers: dict[str, int] | None = None,
 ) -> None:
-    """Train the trials `keys` of DIR/trials.json on Ray, one Tune trial each.
+    """Train the trials `keys` of DIR/trials.json on Ray, one Tune trial each; `workers`
+    gives the data-parallel trials' numbers of workers (absent: 1).
 
     `packs` maps a name among `keys` to the trial keys it trains as one pack (one Tune trial,
     `ltbench.runner.worker.run_pack`). `on_start(resources)` hears the per-trial resources once
@@ -335,7 +345,10 @@ def run_suite_trials(
     from ray import tune
 
     with ray_session(cluster.address, out_dir):
-        resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial)
+        workers_of = {k: workers.get(k, 1) for k in keys} if workers else {}
+        resources = plan_resources(
+            cluster.cpus_per_trial, cluster.gpus_per_trial, list(workers_of.values())
+        )
         if on_start is not None:
             on_start(resources)
         trainable = tune.with_parameters(
@@ -350,7 +363,7 @@ def run_suite_trials(
             {"key": tune.grid_search(list(keys))},
             out_dir=out_dir,
             name=_experiment_name(name),
-            resources=resources,
+            resources=trial_resources(resources, workers_of),
             cluster=cluster,
             callback=_tune_callback(progress, lambda trial: trial.config.get("key"), packs),
             tune_config={},
@@ -408,7 +421,7 @@ def run_search(
     from ray.tune.schedulers import ASHAScheduler
 
     with ray_session(cluster.address, out_dir):
-        resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial)
+        resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial, [base.workers])
         param_space, searcher, kind = _search_algorithm(plan.space, plan.seed, plan.kind)
         if on_start is not None:
             on_start(kind)
@@ -439,7 +452,7 @@ def run_search(
             param_space,
             out_dir=out_dir,
             name=_experiment_name(name),
-            resources=resources,
+            resources=driver_resources() if base.workers > 1 else resources,
             cluster=cluster,
             callback=_tune_callback(
                 progress, lambda trial: _sweep_key(base.method, trial.trial_id)

@@ -24,6 +24,10 @@ checked key by key when the file is loaded:
     pack: 3                                       # train up to 3 trials that share data and
                                                   # schedule as one fused network (1: alone;
                                                   # `ltbench.runner.packs`)
+    workers_per_trial: 1                          # data-parallel workers of one trial (the
+                                                  # recipe's batch split over them), or per
+                                                  # dataset: {imagenet-lt: 4, inat2018: 8};
+                                                  # a method entry may set its own
     search:                                       # sweep suites only (`ltbench sweep`); the
       space:                                      # format: ltbench.runner.search
         tau: {type: float, low: 0.5, high: 2.0}
@@ -86,9 +90,10 @@ SUITE_KEYS = (
     "search",
     "posthoc",
     "pack",
+    "workers_per_trial",
 )
 REQUIRED_KEYS = ("methods", "datasets", "rhos", "seeds")
-METHOD_KEYS = ("name", "loss", "params", "mixup_alpha", "config", "posthoc")
+METHOD_KEYS = ("name", "loss", "params", "mixup_alpha", "config", "posthoc", "workers_per_trial")
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 
 
@@ -106,6 +111,7 @@ class Method:
     mixup_alpha: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     posthoc: list[str] = field(default_factory=list)
+    workers_per_trial: int | None = None  # None: the suite's
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,13 @@ class Suite:
     search: SearchSpace | None = None
     posthoc: list[str] = field(default_factory=list)
     pack: int = 1  # trials per pack (1: every trial alone)
+    workers_per_trial: dict[str, int] = field(default_factory=dict)  # dataset -> workers
+
+    def workers(self, method: Method, dataset: str) -> int:
+        """The workers of a trial: the method's, else the suite's for the dataset, else 1."""
+        if method.workers_per_trial is not None:
+            return method.workers_per_trial
+        return self.workers_per_trial.get(dataset, self.workers_per_trial.get("*", 1))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as written to DIR/suite.yaml."""
@@ -225,7 +238,25 @@ def _method(entry: Any, index: int, where: str) -> Method:
         raise LtbenchError(f"{at}: mixup_alpha must be a number >= 0, got {alpha!r}")
     config = check_config_block(entry.get("config", {}) or {}, f"{at}: config")
     posthoc = _posthoc(entry.get("posthoc"), at)
-    return Method(name, loss, dict(params), float(alpha), config, posthoc)
+    workers = entry.get("workers_per_trial")
+    if workers is not None and not (is_int(workers) and workers >= 1):
+        raise LtbenchError(f"{at}: workers_per_trial must be an integer >= 1, got {workers!r}")
+    return Method(name, loss, dict(params), float(alpha), config, posthoc, workers)
+
+
+def _workers(value: Any, where: str) -> dict[str, int]:
+    """The suite's `workers_per_trial`: an integer for every dataset, or {dataset: integer}."""
+    if value is None:
+        return {}
+    if is_int(value) and value >= 1:
+        return {"*": int(value)}
+    if isinstance(value, dict) and all(is_int(v) and v >= 1 for v in value.values()):
+        check_datasets([str(k) for k in value], f"{where}: workers_per_trial")
+        return {str(k): int(v) for k, v in value.items()}
+    raise LtbenchError(
+        f"{where}: workers_per_trial must be an integer >= 1 or a mapping of datasets to "
+        f"integers >= 1, got {value!r}"
+    )
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -279,6 +310,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
     search = parse_search(data["search"], where) if "search" in data else None
     posthoc = _posthoc(data.get("posthoc"), where)
     pack = check_pack_size(data.get("pack", 1), f"{where}: pack")
+    workers = _workers(data.get("workers_per_trial"), where)
     return Suite(
         path.stem,
         where,
@@ -292,6 +324,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         search,
         posthoc,
         pack,
+        workers,
     )
 
 
@@ -344,12 +377,14 @@ def apply_overrides(
     data_root: str | Path | None = None,
     download: bool = False,
     extra_methods: tuple[str, ...] | list[str] = (),
+    workers: int | None = None,
 ) -> tuple[Suite, dict[str, Any]]:
     """The suite with the command line's axes, and the preset's TrainConfig overrides.
 
     `preset_seeds=False` keeps the suite's seeds under a preset that sets a seed count.
     `extra_methods` (`--with`) are appended as methods with their paper defaults; one the
-    suite already has under that label is not added twice.
+    suite already has under that label is not added twice. `workers` (`--workers-per-trial`)
+    replaces every trial's number of data-parallel workers.
     """
     if preset not in PRESETS:
         raise LtbenchError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
@@ -390,6 +425,10 @@ def apply_overrides(
         if p.grace_fraction is not None:
             search = dataclasses.replace(search, grace_fraction=p.grace_fraction)
         changes["search"] = search
+    if workers is not None:
+        methods = changes.get("methods", suite.methods)
+        changes["methods"] = [dataclasses.replace(m, workers_per_trial=None) for m in methods]
+        changes["workers_per_trial"] = {"*": int(workers)}
     overrides = dict(p.overrides)
     if data_root is not None:
         overrides["data_root"] = str(Path(data_root).expanduser().resolve())
@@ -423,5 +462,6 @@ def expand(suite: Suite, preset_overrides: dict[str, Any] | None = None) -> list
                         )
                         key = trial_key(m.name, dataset, rho, seed, ss if tag_subset else None)
                         rules = tuple(dict.fromkeys([*suite.posthoc, *m.posthoc]))
-                        trials.append(TrialSpec(key, m.name, cfg, rules))
+                        workers = suite.workers(m, dataset)
+                        trials.append(TrialSpec(key, m.name, cfg, rules, workers))
     return trials

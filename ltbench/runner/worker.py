@@ -3,6 +3,9 @@ or a pack of trials (`run_pack`) into theirs.
 
 Ray-free: `report` is any callable that takes a dict of scalars (the Ray adapter passes
 `ray.tune.report`), so a test can run a trial with a fake trainer and a list's `append`.
+A data-parallel trial (`spec.workers` > 1) gets a `train_fn` that starts its workers
+(`ltbench.runner.ray_train`); the trial process then holds no lock: its rank-0 worker holds
+the trial's folder, as `train` does.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ltbench.schema import (
 )
 
 
-class _TuneHooks:
+class TuneHooks:
     """`train` hooks: report each epoch's scalars to Tune (ASHA and the progress lines).
 
     The last epoch is not reported here: the report after `train` returns stands for it, so a
@@ -70,12 +73,19 @@ def run_trial(
     stored = read_result(tdir / RESULT_FILE)
     if stored is not None:  # finished earlier: never train it again
         if spec.posthoc and "posthoc" not in stored:
-            device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"
-            stored = _posthoc(tdir, spec, device) or stored
+            stored = _posthoc(tdir, spec, _posthoc_device(spec, resources)) or stored
         report(final_metrics(stored))
         return stored
+    if spec.workers > 1:  # its rank-0 worker holds the folder
+        return _train_trial(spec, tdir, resources, report, train_fn)
     with hold(tdir):  # the trial's folder is this process's until it ends
         return _train_trial(spec, tdir, resources, report, train_fn)
+
+
+def _posthoc_device(spec: TrialSpec, resources: dict[str, float]) -> str:
+    """Where the post-hoc rules run: the trial's GPU; the CPU in a data-parallel trial's own
+    process (its GPUs are its workers')."""
+    return "cuda" if resources.get("gpu", 0) > 0 and spec.workers == 1 else "cpu"
 
 
 def _train_trial(spec: TrialSpec, tdir: Path, resources, report, train_fn) -> dict[str, Any]:
@@ -95,13 +105,13 @@ def _train_trial(spec: TrialSpec, tdir: Path, resources, report, train_fn) -> di
     cfg.num_workers = min(cfg.num_workers, max(int(resources.get("cpu", 1)) - 1, 0))
     try:
         epochs = resolve(cfg).epochs
-        hooks = _TuneHooks(report, epochs)
+        hooks = TuneHooks(report, epochs)
         result = train_fn(cfg, tdir, hooks=hooks, resume=True, progress=False)
     except Exception as exc:
         (tdir / ERROR_FILE).write_text(_one_line(exc) + "\n")
         raise
     if spec.posthoc:
-        result = _posthoc(tdir, spec, cfg.device) or result
+        result = _posthoc(tdir, spec, _posthoc_device(spec, resources)) or result
     report(final_metrics(result))
     return result
 
@@ -155,7 +165,7 @@ def run_pack(
             if read_result(tdir / RESULT_FILE) is None:
                 (tdir / ERROR_FILE).unlink(missing_ok=True)
         try:
-            hooks = [_TuneHooks(report, resolve(cfgs[0]).epochs)] + [None] * (len(specs) - 1)
+            hooks = [TuneHooks(report, resolve(cfgs[0]).epochs)] + [None] * (len(specs) - 1)
             outcomes = pack_fn(cfgs, dirs, hooks, resume=True, progress=False)
         except Exception as exc:
             for tdir in dirs:
@@ -189,12 +199,20 @@ def run_unit(
     report,
     train_fn=None,
     packs: dict[str, list[str]] | None = None,
+    data_parallel=None,
 ) -> None:
     """One Tune trial of a suite: the trial `key` of DIR/trials.json, or the pack of that name
-    (`packs`: pack name -> its trial keys)."""
+    (`packs`: pack name -> its trial keys). `data_parallel(spec, out_dir, resources, train_fn)`
+    gives a trial's `train_fn` (`ltbench.runner.ray_train.trial_train_fn`: Ray Train's workers
+    for a trial of `workers` > 1, which is never packed)."""
     specs = load_trials(Path(out_dir))
     members = (packs or {}).get(key)
     if members:
+        many = [k for k in members if specs[k].workers > 1]
+        if many:
+            raise LtbenchError(f"a data-parallel trial cannot be packed: {many[0]}")
         run_pack([specs[k] for k in members], out_dir, resources, report)
-    else:
-        run_trial(specs[key], out_dir, resources, report, train_fn)
+        return
+    if data_parallel is not None:
+        train_fn = data_parallel(specs[key], str(out_dir), resources, train_fn)
+    run_trial(specs[key], out_dir, resources, report, train_fn)
