@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
-import ltbench.data.batches as batches
 from ltbench.engine.config import TrainConfig
 from ltbench.engine.fuse import check_fusion, pack_models
 from ltbench.engine.loop import train
 from ltbench.engine.models import build_model
 from ltbench.engine.pack import train_pack
+from ltbench.engine.step import FLOAT64_ENV
 from ltbench.errors import LtbenchError
 from ltbench.sdk.registry import _REGISTRY, LossSpec, register
 
@@ -42,21 +42,11 @@ def tiny(**kw) -> TrainConfig:
 
 @pytest.fixture(scope="module")
 def float64():
-    """The one place the tests train in float64: parameters (torch's default dtype) and the
-    normalised batches (the data pipeline makes float32, so its `normalize` is swapped)."""
-    previous, normalize = torch.get_default_dtype(), batches.normalize
-
-    def normalize64(images, mean, std):
-        mean = torch.as_tensor(mean, dtype=torch.float64, device=images.device)
-        std = torch.as_tensor(std, dtype=torch.float64, device=images.device)
-        x = images.to(torch.float64) / 255.0
-        return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
-
-    torch.set_default_dtype(torch.float64)
-    batches.normalize = normalize64
-    yield
-    batches.normalize = normalize
-    torch.set_default_dtype(previous)
+    """Train in float64: `LTBENCH_FLOAT64`, the one test-only switch (`ltbench.engine.step`),
+    which the solo loop, the pack and the data-parallel workers all read."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(FLOAT64_ENV, "1")
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ def build_pack(
     members' batches into the network's input: `(model, layout, step_model, optimizer, join)`."""
     from ltbench.engine.mixup import Mixup
     from ltbench.engine.models import build_model
-    from ltbench.engine.step import sgd, step_module
+    from ltbench.engine.step import float64_for_tests, sgd, step_module
     from ltbench.sdk.registry import build_loss
 
     solos = []
@@ -96,6 +96,8 @@ def build_pack(
     fusion = check_fusion(fusion, device)
     model, layout = pack_models(solos, fusion)
     model = model.to(device)
+    if float64_for_tests():  # as a solo run (`ltbench.engine.loop`)
+        model = model.double()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     lead = members[0]
