@@ -416,19 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="CUDA only, unmeasured: replay ltbench's step as CUDA graphs (default: off)",
     )
-    g.add_argument(
-        "--pack",
-        type=int,
-        default=None,
-        metavar="K",
-        help="also train K runs as one fused pack and report its images per second",
-    )
-    g.add_argument(
-        "--pack-fusion",
-        choices=["auto", "grouped", "serial"],
-        default=None,
-        help="how the pack is fused (default auto: grouped convolutions on CUDA, serial on CPU)",
-    )
+    g.add_argument("--pack", type=int, metavar="K", help="also time K runs as one fused pack")
+    fusions = ["auto", "grouped", "serial"]  # auto: grouped convolutions on CUDA, serial on CPU
+    g.add_argument("--pack-fusion", choices=fusions, help="how the pack is fused (auto)")
     g = p.add_argument_group("data (the file loader against the model step, generated JPEGs)")
     g.add_argument("--images", type=int, default=512, help="JPEG files to generate (512)")
     g.add_argument("--classes", type=int, default=16, help="long-tailed classes (16)")
@@ -436,13 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batches", type=int, default=6, help="loader batches timed (6)")
     g.add_argument("--loader-workers", type=int, default=2, help="DataLoader worker processes (2)")
     g.add_argument("--model", default="resnet50", help="the model of the step (resnet50)")
-    g.add_argument(
-        "--decode",
-        choices=["workers", "device"],
-        default="workers",
-        help="decode JPEGs in the DataLoader workers (default, as `train`) or in batches on the "
-        "device with torchvision.io.decode_jpeg (nvJPEG on CUDA)",
-    )
+    decode = "decode JPEGs in the DataLoader workers (default, as `train`) or in batches on the "
+    decode += "device with torchvision.io.decode_jpeg (nvJPEG on CUDA)"
+    g.add_argument("--decode", choices=["workers", "device"], default="workers", help=decode)
     p.set_defaults(func=cmd_bench)
     return parser
 

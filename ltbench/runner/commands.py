@@ -234,8 +234,7 @@ def run_suite(planned: Plan, train_fn=None) -> int:
         if pending and suite.pack > 1:
             plan = plan_packs([every[k] for k in pending], suite.pack)
             units, packs = list(plan.units), plan.packs
-            for line in plan.describe(suite.pack):
-                print(line, flush=True)
+            print("\n".join(plan.describe(suite.pack)), flush=True)
 
         interrupted = False
         if not pending:
@@ -255,13 +254,10 @@ def run_suite(planned: Plan, train_fn=None) -> int:
             )
 
             def announce(resources: dict[str, float]) -> None:
-                spread = sorted({every[k].workers for k in pending} - {1})
-                note = f" (per worker of the trials on {', '.join(map(str, spread))} workers)"
-                print(
-                    f"resources per trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU"
-                    + (note if spread else ""),
-                    flush=True,
-                )
+                spread = ", ".join(map(str, sorted({every[k].workers for k in pending} - {1})))
+                note = f" (per worker of the trials on {spread} workers)" if spread else ""
+                line = f"resources per trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU"
+                print(line + note, flush=True)
                 write_plan()  # only once Ray took the resources: a refusal writes nothing
 
             try:
@@ -338,10 +334,8 @@ def plan_sweep(req: SweepRequest) -> tuple[Suite, dict[str, Any], TrialSpec]:
             suite, search=suite.search.with_num_samples(req.num_samples, suite.name)
         )
     if suite.pack > 1:
-        raise LtbenchError(
-            f"{suite.source}: pack: {suite.pack} is for `ltbench run`; a sweep trains its points "
-            "alone (remove pack)"
-        )
+        why = "is for `ltbench run`; a sweep trains its points alone (remove pack)"
+        raise LtbenchError(f"{suite.source}: pack: {suite.pack} {why}")
     check_methods(suite)
     trials = expand(suite, overrides)
     if len(trials) != 1:
