@@ -75,6 +75,27 @@ def test_plan_groups_what_shares_data_and_schedule_and_says_who_runs_alone(tmp_p
     assert all(len(keys) == 1 for keys in plan_packs(expand(suite), 1).units.values())
 
 
+def test_a_data_parallel_trial_runs_alone_and_the_plan_says_why(tmp_path):
+    text = PACKED.replace("- loss: kps-ga", "- {loss: kps-ga, workers_per_trial: 2}")
+    plan = plan_packs(expand(load_suite(_suite(tmp_path, text))), 3)
+    assert plan.units[KEYS[2]] == [KEYS[2]] and plan.packs == {f"{KEYS[0]}+1": KEYS[:2]}
+    assert plan.alone == {KEYS[2]: "data-parallel on 2 workers"}
+    assert plan.describe(3)[1] == f"  alone (data-parallel on 2 workers): {KEYS[2]}"
+
+
+def test_a_method_with_a_meta_set_runs_alone(tmp_path):
+    import dataclasses
+
+    from ltbench.engine.pack import solo_reason
+    from ltbench.engine.stages import check_run
+
+    for t in expand(load_suite(_suite(tmp_path, PACKED))):
+        cfg, stages = check_run(t.train_config(), files=False)
+        assert solo_reason(cfg, stages) is None  # ce, ldam-drw, kps-ga: one plain stage
+        meta = [dataclasses.replace(stages[0], meta_per_class=2)]
+        assert solo_reason(cfg, meta) == f"{cfg.loss} holds out a meta set"
+
+
 def test_bad_pack_sizes_are_one_line_errors(tmp_path):
     with pytest.raises(LtbenchError, match=r"suite.yaml: pack must be an integer >= 1.*got 0"):
         load_suite(_suite(tmp_path, PACKED.replace("pack: 3", "pack: 0")))
