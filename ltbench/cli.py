@@ -142,6 +142,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="torch.compile the model",
     )
+    g.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CUDA only, unmeasured: capture and replay the step as CUDA graphs (off)",
+    )
     g.add_argument("--num-workers", type=int, default=None)
     g.add_argument("--eval-every", type=int, default=None)
     g.add_argument(
@@ -288,6 +294,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         rows = bench_losses(device=args.device, repeats=args.repeats)
         print(format_bench(rows))
         return 0
+    if args.what == "data":
+        from ltbench.bench.data import bench_data_command
+
+        return bench_data_command(args)
     from ltbench.bench.train import bench_train_command
 
     return bench_train_command(args)
@@ -361,8 +371,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="output folder or file prefix")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("bench", help="measure loss and training-step speed")
-    p.add_argument("what", choices=["losses", "train"])
+    p = sub.add_parser("bench", help="measure loss, training-step and data-loading speed")
+    p.add_argument("what", choices=["losses", "train", "data"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument(
         "--repeats",
@@ -400,6 +410,25 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="ltbench's bf16 autocast (default: as `ltbench train`, on for CUDA and AMX CPUs)",
     )
+    g.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="CUDA only, unmeasured: replay ltbench's step as CUDA graphs (default: off)",
+    )
+    g.add_argument("--pack", type=int, metavar="K", help="also time K runs as one fused pack")
+    fusions = ["auto", "grouped", "serial"]  # auto: grouped convolutions on CUDA, serial on CPU
+    g.add_argument("--pack-fusion", choices=fusions, help="how the pack is fused (auto)")
+    g = p.add_argument_group("data (the file loader against the model step, generated JPEGs)")
+    g.add_argument("--images", type=int, default=512, help="JPEG files to generate (512)")
+    g.add_argument("--classes", type=int, default=16, help="long-tailed classes (16)")
+    g.add_argument("--batch", type=int, default=64, help="batch size of both (64)")
+    g.add_argument("--batches", type=int, default=6, help="loader batches timed (6)")
+    g.add_argument("--loader-workers", type=int, default=2, help="DataLoader worker processes (2)")
+    g.add_argument("--model", default="resnet50", help="the model of the step (resnet50)")
+    decode = "decode JPEGs in the DataLoader workers (default, as `train`) or in batches on the "
+    decode += "device with torchvision.io.decode_jpeg (nvJPEG on CUDA)"
+    g.add_argument("--decode", choices=["workers", "device"], default="workers", help=decode)
     p.set_defaults(func=cmd_bench)
     return parser
 

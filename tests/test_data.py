@@ -401,13 +401,17 @@ def test_split_file_dataset(tmp_path):
     b = data.load_dataset("imagenet-lt", root=tmp_path, imb_factor=1.0, image_size=16)
     assert not b.in_memory and b.num_classes == 3 and b.cls_num_list == counts
     assert b.class_names == ["n000", "n001", "n002"]
-    x, y = b.train[0]
-    assert x.shape == (3, 16, 16) and x.dtype == torch.float32 and y == 0
+    x, y = b.train[0]  # uint8 from the workers; normalised on the device
+    assert x.shape == (3, 16, 16) and x.dtype == torch.uint8 and y == 0
     x, y = b.test[2]
     assert x.shape == (3, 16, 16) and y == 2
     loader = data.make_loader(b, "train", 4, seed=0)
     loader.set_epoch(1)
     xs, ys = zip(*loader, strict=True)
+    assert xs[0].dtype == torch.float32 and xs[0].shape == (4, 3, 16, 16)
+    test = data.make_loader(b, "test", 3)
+    expect = data.normalize(torch.stack([b.test[i][0] for i in range(3)]), b.mean, b.std)
+    assert torch.equal(next(iter(test))[0], expect)
     assert sorted(torch.cat(ys).tolist()) == sorted(b.train.labels.tolist())
 
     b_val = data.load_dataset(

@@ -131,8 +131,10 @@ def test_share_resources():
     assert share_resources(16, 2, 8, 2, 0.5) == {"cpu": 2.0, "gpu": 0.5}
     with pytest.raises(LtbenchError, match="has none"):
         share_resources(2, 0, 2, None, 0.25)
-    with pytest.raises(LtbenchError, match=r"must be in \[0, 1\]"):
-        share_resources(16, 4, 16, None, 2)
+    with pytest.raises(LtbenchError, match=r"must be in \[0, 1\].*or a whole number"):
+        share_resources(16, 4, 16, None, 1.5)
+    # a whole G > 1: G data-parallel workers of one GPU each; the share is per worker
+    assert share_resources(16, 4, 16, None, 2) == {"cpu": 4.0, "gpu": 1.0}
     with pytest.raises(LtbenchError, match="more than any node"):
         share_resources(4, 0, 2, 3, None)
 

@@ -110,12 +110,11 @@ class LtbenchRun:
         return int(stats.seen)
 
 
-def ltbench_run(cfg, data, device: torch.device) -> LtbenchRun:
-    """Build ltbench's side with the helpers of `ltbench.engine.step`."""
+def bench_bundle(data):
+    """The benchmark's images as a dataset bundle (CIFAR-10-LT's class counts for the loss)."""
     from ltbench.data import CIFAR_MEAN, CIFAR_STD, DatasetBundle
-    from ltbench.engine.step import build_step, make_loaders, step_options
 
-    bundle = DatasetBundle(
+    return DatasetBundle(
         name="bench",
         num_classes=NUM_CLASSES,
         class_names=[str(c) for c in range(NUM_CLASSES)],
@@ -128,6 +127,13 @@ def ltbench_run(cfg, data, device: torch.device) -> LtbenchRun:
         mean=CIFAR_MEAN,
         std=CIFAR_STD,
     )
+
+
+def ltbench_run(cfg, data, device: torch.device) -> LtbenchRun:
+    """Build ltbench's side with the helpers of `ltbench.engine.step`."""
+    from ltbench.engine.step import build_step, make_loaders, step_options
+
+    bundle = bench_bundle(data)
     amp, channels_last = step_options(cfg, device)
     torch.manual_seed(cfg.seed)
     plugin, _, step_model, optimizer = build_step(
@@ -248,6 +254,8 @@ def bench_train(
     steps: int = DEFAULTS["steps"],
     warmup: int = DEFAULTS["warmup"],
     workers: int = DEFAULTS["workers"],
+    pack: int = 0,
+    fusion: str = "auto",
     **overrides: Any,
 ) -> list[dict[str, Any]]:
     """Median images per second of both loops at each batch size (see the module docstring).
@@ -255,7 +263,11 @@ def bench_train(
     `overrides` are TrainConfig fields for ltbench's side and the shared recipe, e.g.
     `compile=True`, `channels_last=False`, `width=0.25` (None keeps the default). One row per
     batch size: `batch, steps, ltbench, reference, ratio` (images per second, ratio of medians)
-    and the per-round figures `ltbench_runs`, `reference_runs`.
+    and the per-round figures `ltbench_runs`, `reference_runs`. With `pack` = K > 0 a third
+    side trains K runs (seeds 0..K-1) as one pack: `packed` is the images per second of its K
+    runs together (K x one run's images over the time), so `pack_ratio` = packed / ltbench is
+    how many unpacked runs' worth of work the pack does in the same time; `fusion` is the
+    pack's (`ltbench.engine.pack.check_fusion`).
     """
     from ltbench.engine.step import pick_device
 
@@ -263,6 +275,8 @@ def bench_train(
         raise LtbenchError("repeats and steps must be at least 1, warmup and workers at least 0")
     if not batch_sizes or min(batch_sizes) < 1:
         raise LtbenchError("batch sizes must be positive integers")
+    if pack < 0:
+        raise LtbenchError(f"--pack must be >= 1 (runs in one pack), got {pack}")
     dev = pick_device(device)
     pool = cifar_shaped_images(steps * max(batch_sizes))
     runs = {}
@@ -271,29 +285,47 @@ def bench_train(
         data = replace(
             pool, images=pool.images[: steps * batch], labels=pool.labels[: steps * batch]
         )
-        runs[batch] = (ltbench_run(cfg, data, dev), reference_run(cfg, data, dev, workers))
-    figures = {b: ([], []) for b in batch_sizes}
+        runs[batch] = [ltbench_run(cfg, data, dev), reference_run(cfg, data, dev, workers)]
+        if pack:
+            from ltbench.bench.packed import packed_run
+
+            runs[batch].append(packed_run(cfg, data, dev, pack, fusion))
+    sides = len(runs[batch_sizes[0]])
+    figures = {b: tuple([] for _ in range(sides)) for b in batch_sizes}
     for round_ in range(warmup + repeats):
         for batch in batch_sizes:
-            order = (0, 1) if round_ % 2 == 0 else (1, 0)
+            # each side goes first in turn, so drifts in the machine's speed hit all alike
+            order = [(round_ + i) % sides for i in range(sides)]
             for side in order:
                 speed = _images_per_second(runs[batch][side], round_, dev)
                 if round_ >= warmup:
                     figures[batch][side].append(speed)
     rows = []
     for batch in batch_sizes:
-        ours, ref = figures[batch]
-        rows.append(
-            {
-                "batch": batch,
-                "steps": steps,
-                "ltbench": statistics.median(ours),
-                "reference": statistics.median(ref),
-                "ratio": statistics.median(ours) / statistics.median(ref),
-                "ltbench_runs": ours,
-                "reference_runs": ref,
-            }
-        )
+        ours, ref = figures[batch][:2]
+        row = {
+            "batch": batch,
+            "steps": steps,
+            "ltbench": statistics.median(ours),
+            "reference": statistics.median(ref),
+            "ratio": statistics.median(ours) / statistics.median(ref),
+            "ltbench_runs": ours,
+            "reference_runs": ref,
+        }
+        if pack:
+            packed = figures[batch][2]
+            row.update(
+                pack=pack,
+                packed=statistics.median(packed),
+                pack_ratio=statistics.median(packed) / statistics.median(ours),
+                packed_runs=packed,
+            )
+        rows.append(row)
+    if pack:
+        from ltbench.engine.fuse import check_fusion
+
+        for row in rows:
+            row["fusion"] = check_fusion(fusion, dev)
     return rows
 
 
@@ -330,22 +362,35 @@ def format_train_bench(
     workers: int,
     settings: str = "",
 ) -> str:
-    """The table of `bench_train`'s rows; the last line is `speedup <geometric mean>x`."""
+    """The table of `bench_train`'s rows; the last line is `speedup <geometric mean>x`, or with a
+    pack the pack's speedup over ltbench's unpacked loop."""
     steps = rows[0]["steps"]
+    pack = rows[0].get("pack")
     lines = [
         f"ltbench bench train: {MODEL} + {LOSS}, one epoch of {steps} steps per run, median of "
         f"{repeats} runs after {warmup} warm-up",
         machine_line(device),
         f"ltbench: {settings or 'train() defaults'}; reference: DataLoader with {workers} "
         "workers, PIL + torchvision transforms, float32 NCHW, .item() every step",
-        "",
-        f"{'batch':>5}  {'ltbench img/s':>13}  {'reference img/s':>15}  {'ratio':>6}",
     ]
-    for r in rows:
+    if pack:
         lines.append(
+            f"packed: {pack} runs (seeds 0..{pack - 1}), {rows[0]['fusion']} fusion; its img/s "
+            f"counts the images of all {pack} runs: pack/ltbench is unpacked runs' worth per time"
+        )
+    head = f"{'batch':>5}  {'ltbench img/s':>13}  {'reference img/s':>15}  {'ratio':>6}"
+    lines += ["", head + (f"  {f'packed x{pack} img/s':>18}  {'pack/ltbench':>12}" if pack else "")]
+    for r in rows:
+        line = (
             f"{r['batch']:>5}  {r['ltbench']:>13.1f}  {r['reference']:>15.1f}  {r['ratio']:>5.2f}x"
         )
+        if pack:
+            line += f"  {r['packed']:>18.1f}  {r['pack_ratio']:>11.2f}x"
+        lines.append(line)
     lines.append(f"speedup {overall_speedup(rows):.2f}x")
+    if pack:
+        gain = math.exp(sum(math.log(r["pack_ratio"]) for r in rows) / len(rows))
+        lines.append(f"pack speedup (packed x{pack} / ltbench) {gain:.2f}x")
     return "\n".join(lines)
 
 
@@ -364,10 +409,20 @@ def bench_train_command(args) -> int:
     """`ltbench bench train`: run `bench_train` with the command's options and print the table."""
     given = {k: getattr(args, k) for k in ("repeats", "steps", "warmup", "workers")}
     repeats, steps, warmup, workers = (DEFAULTS[k] if v is None else v for k, v in given.items())
-    overrides = {"compile": args.compile, "channels_last": args.channels_last, "amp": args.amp}
+    overrides = {
+        "compile": args.compile,
+        "channels_last": args.channels_last,
+        "amp": args.amp,
+        "cuda_graphs": getattr(args, "cuda_graphs", None),
+    }
     settings = ", ".join(f"{k}={v}" for k, v in overrides.items() if v is not None)
+    pack = getattr(args, "pack", None) or 0
+    if pack < 0 or (getattr(args, "pack", None) is not None and pack < 1):
+        raise LtbenchError(f"--pack must be >= 1 (runs in one pack), got {args.pack}")
     rows = bench_train(
         device=args.device,
+        pack=pack,
+        fusion=getattr(args, "pack_fusion", None) or "auto",
         batch_sizes=parse_batch_sizes(args.batch_sizes),
         repeats=repeats,
         steps=steps,

@@ -62,6 +62,7 @@ _EXPORTS = {
         "SAMPLING_MODES",
         "DatasetBatches",
         "EpochSampler",
+        "ShardedBatchSampler",
         "TensorBatches",
         "TensorData",
         "check_sampling",
@@ -72,6 +73,7 @@ _EXPORTS = {
         "epoch_order",
         "make_loader",
         "normalize",
+        "rank_share",
     ),
     "files": (
         "IMAGE_EXTENSIONS",

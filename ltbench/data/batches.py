@@ -20,6 +20,25 @@ from ltbench.errors import LtbenchError
 SAMPLING_MODES = ("instance", "class-balanced", "reversed")
 
 
+def rank_share(n: int, rank: int, world: int) -> slice:
+    """The contiguous part of a global batch of `n` that `rank` of `world` takes: sizes differ
+    by at most one, the first ranks take the larger parts, and the parts in rank order are the
+    batch (several processes training one run: `ltbench.engine.distributed`)."""
+    base, extra = divmod(n, world)
+    start = rank * base + min(rank, extra)
+    return slice(start, start + base + (1 if rank < extra else 0))
+
+
+def global_batches(n: int, batch_size: int, drop_last: bool, world: int) -> int:
+    """The number of global batches of an epoch of `n` samples. With several ranks a training
+    epoch drops a last batch smaller than `world` (a rank without an image cannot take part in
+    the gradient exchange)."""
+    full, rest = divmod(n, batch_size)
+    if rest and not drop_last and not (world > 1 and rest < world):
+        full += 1
+    return full
+
+
 # --------------------------------------------------------------------------- containers
 
 
@@ -184,6 +203,9 @@ class TensorBatches:
     iterating), and every image gets a random crop (zero padding `padding`) and a horizontal flip
     with probability 1/2. `train=False`: the data in order, no augmentation. `sampling` is
     "instance" or "class-balanced" (see `epoch_order`). `x` is float32, normalised with mean/std.
+    With `world` > 1 each global batch of `batch_size` is cut into `world` shares and this
+    iterator yields share `rank` (`rank_share`); the order and augmentation draws are the
+    global ones, so the shares together are the single-process batch.
     """
 
     def __init__(
@@ -200,6 +222,8 @@ class TensorBatches:
         mean: Sequence[float] = CIFAR_MEAN,
         std: Sequence[float] = CIFAR_STD,
         device: str | torch.device | None = None,
+        rank: int = 0,
+        world: int = 1,
     ):
         if batch_size < 1:
             raise LtbenchError(f"batch_size must be at least 1, got {batch_size}")
@@ -217,6 +241,7 @@ class TensorBatches:
         self.mean = torch.tensor(mean, dtype=torch.float32, device=self.images.device)
         self.std = torch.tensor(std, dtype=torch.float32, device=self.images.device)
         self.epoch = 0
+        self.rank, self.world = int(rank), int(world)
 
     def set_epoch(self, epoch: int) -> None:
         """Select epoch `epoch` (0-based): its order and augmentation depend on (seed, epoch)."""
@@ -224,7 +249,8 @@ class TensorBatches:
 
     def __len__(self) -> int:
         n = int(self.labels.shape[0])
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        world = self.world if self.train else 1  # evaluation keeps every image
+        return global_batches(n, self.batch_size, self.drop_last, world)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         gen = epoch_generator(self.seed, self.epoch)
@@ -234,7 +260,10 @@ class TensorBatches:
             oy, ox, flips = (t.to(device) for t in draw_crop_flip(len(order), self.padding, gen))
         order = order.to(device)
         for b in range(len(self)):
-            sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            sl = slice(b * self.batch_size, min((b + 1) * self.batch_size, len(order)))
+            if self.world > 1:
+                part = rank_share(sl.stop - sl.start, self.rank, self.world)
+                sl = slice(sl.start + part.start, sl.start + part.stop)
             idx = order[sl]
             x = self.images[idx]
             if self.augment:
@@ -248,6 +277,11 @@ class DatasetBatches:
     The order of epoch e depends only on (seed, e); the random crops and flips of the dataset's
     transform come from torch's global generator (in worker processes, seeded from it), so they
     repeat on resume only if that generator's state is restored too.
+
+    The training step never waits on a file: `num_workers` processes decode and augment
+    (persistent across epochs, each `prefetch_factor` batches ahead), batches of uint8 images
+    land in pinned memory on CUDA and are copied without blocking, and are normalised with
+    `mean`/`std` on the device.
     """
 
     def __init__(
@@ -261,17 +295,34 @@ class DatasetBatches:
         sampling: str = "instance",
         num_workers: int = 0,
         device: str | torch.device | None = None,
+        rank: int = 0,
+        world: int = 1,
+        prefetch_factor: int | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        decoder=None,
     ):
+        self.decoder = decoder  # a DeviceJpegDecoder: workers read the files, it decodes them
+        if decoder is not None:
+            from ltbench.data.files import EncodedFiles
+
+            dataset = EncodedFiles(dataset)
         self.sampler = EpochSampler(dataset.labels, shuffle=train, seed=seed, sampling=sampling)
         self.device = device
+        where = torch.device(device) if device is not None else torch.device("cpu")
+        self.mean = torch.tensor(mean, device=where) if mean is not None else None
+        self.std = torch.tensor(std, device=where) if std is not None else None
+        batches = ShardedBatchSampler(
+            self.sampler, batch_size, drop_last=drop_last, rank=rank, world=world, train=train
+        )
         self.loader = torch.utils.data.DataLoader(
             dataset,
-            batch_size=batch_size,
-            sampler=self.sampler,
-            drop_last=drop_last,
+            batch_sampler=batches,
             num_workers=num_workers,
             pin_memory=device is not None and torch.device(device).type == "cuda",
             persistent_workers=num_workers > 0,
+            prefetch_factor=(prefetch_factor or 4) if num_workers > 0 else None,
+            collate_fn=_encoded_batch if decoder is not None else None,
         )
 
     def set_epoch(self, epoch: int) -> None:
@@ -283,10 +334,44 @@ class DatasetBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in self.loader:
+            if self.decoder is not None:
+                x = self.decoder(x)
             if self.device is not None:
                 x = x.to(self.device, non_blocking=True)
                 y = y.to(self.device, non_blocking=True)
+            if x.dtype == torch.uint8 and self.mean is not None:
+                x = normalize(x, self.mean, self.std)
             yield x, y
+
+
+def _encoded_batch(items):
+    """A batch of undecoded files: (list of the files' bytes, label tensor)."""
+    return [x for x, _ in items], torch.tensor([y for _, y in items], dtype=torch.int64)
+
+
+class ShardedBatchSampler(torch.utils.data.Sampler):
+    """Batches of sample indices from `sampler`'s order: each global batch of `batch_size`, or
+    this rank's share of it (`rank_share`) when `world` > 1. With one rank it is torch's
+    BatchSampler."""
+
+    def __init__(self, sampler, batch_size: int, *, drop_last: bool, rank=0, world=1, train=True):
+        self.sampler = sampler
+        self.batch_size = int(batch_size)
+        self.drop_last = drop_last
+        self.rank, self.world = int(rank), int(world)
+        self.train = train
+
+    def __len__(self) -> int:
+        world = self.world if self.train else 1
+        return global_batches(len(self.sampler), self.batch_size, self.drop_last, world)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = list(self.sampler)
+        for b in range(len(self)):
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+            if self.world > 1:
+                batch = batch[rank_share(len(batch), self.rank, self.world)]
+            yield batch
 
 
 def make_loader(
@@ -300,8 +385,13 @@ def make_loader(
     drop_last: bool = False,
     device: str | torch.device | None = None,
     num_workers: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ):
     """A batch iterator over `bundle.<split>` ("train", "val" or "test") with `set_epoch`.
+
+    `rank`/`world`: the share of every global batch that this process of a run over `world`
+    processes takes (`rank_share`); 0/1 in a single process.
 
     `train` (default: split == "train") turns on shuffling and augmentation. In-memory data gives
     a `TensorBatches`; file-backed data a `DatasetBatches` (the dataset's own transform decides
@@ -324,6 +414,8 @@ def make_loader(
             mean=bundle.mean,
             std=bundle.std,
             device=device,
+            rank=rank,
+            world=world,
         )
     return DatasetBatches(
         data,
@@ -334,4 +426,8 @@ def make_loader(
         sampling=sampling,
         num_workers=num_workers,
         device=device,
+        rank=rank,
+        world=world,
+        mean=bundle.mean,
+        std=bundle.std,
     )

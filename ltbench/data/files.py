@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ltbench.data.bundle import IMAGENET_MEAN, IMAGENET_STD
 from ltbench.errors import LtbenchError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
@@ -25,7 +24,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
 
 def imagenet_transform(train: bool, image_size: int = 224, resize: int = 256) -> Callable:
     """The ImageNet-LT / iNaturalist pipeline: shorter side to 256, then a random 224 crop and a
-    horizontal flip (train) or the centre 224 crop (eval); tensor, ImageNet normalisation."""
+    horizontal flip (train) or the centre 224 crop (eval), as a uint8 (3, H, W) tensor.
+
+    Decoding, resizing and cropping run in the DataLoader's worker processes; the ImageNet
+    normalisation (`ltbench.data.batches.normalize`, the arithmetic of torchvision's ToTensor
+    and Normalize) runs on the training device once the batch is there, so a worker hands over
+    a quarter of the bytes a float32 image would take, and the host-to-device copy too."""
     from torchvision import transforms as T
 
     crop = (
@@ -33,9 +37,7 @@ def imagenet_transform(train: bool, image_size: int = 224, resize: int = 256) ->
         if train
         else [T.CenterCrop(image_size)]
     )
-    return T.Compose(
-        [T.Resize(resize), *crop, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-    )
+    return T.Compose([T.Resize(resize), *crop, T.PILToTensor()])
 
 
 def read_split_file(path: Path) -> tuple[list[str], list[int]]:
@@ -97,6 +99,59 @@ class SplitFileDataset(torch.utils.data.Dataset):
         img = _open_rgb(self.image_root / self.paths[i])
         x = self.transform(img) if self.transform is not None else img
         return x, int(self.labels[i])
+
+
+class EncodedFiles(torch.utils.data.Dataset):
+    """The files of a `SplitFileDataset`, undecoded: items are (the file's bytes, label), for
+    decoding a whole batch on the device (`DeviceJpegDecoder`). Plain bytes cross from the
+    DataLoader workers by pickling (no shared-memory file descriptor per image)."""
+
+    def __init__(self, dataset: SplitFileDataset):
+        self.dataset = dataset
+        self.labels = dataset.labels
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        path = self.dataset.image_root / self.dataset.paths[i]
+        try:
+            return path.read_bytes(), int(self.labels[i])
+        except OSError as exc:
+            reason = f"cannot read image {path}: {exc.strerror or exc}"
+            raise LtbenchError(f"{reason}; replace or remove the file") from None
+
+
+class DeviceJpegDecoder:
+    """Decode a batch of JPEG files with `torchvision.io.decode_jpeg` on `device` (nvJPEG on
+    CUDA; on the CPU the same call, one image after another) and apply `imagenet_transform`'s
+    geometry there: shorter side to `resize` (bilinear, antialiased), a random `image_size`
+    crop and flip (`train`, drawn from `generator`) or the centre crop; uint8 (B, 3, S, S)."""
+
+    def __init__(self, device, *, train: bool, image_size: int = 224, resize: int = 256):
+        self.device = torch.device(device)
+        self.train, self.size, self.resize = train, image_size, resize
+
+    def __call__(self, encoded: list[bytes], generator=None) -> torch.Tensor:
+        from torchvision.io import ImageReadMode, decode_jpeg
+        from torchvision.transforms.v2 import functional as TF
+
+        data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in encoded]
+        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)
+        out = []
+        for img in images:
+            img = TF.resize(img, [self.resize], antialias=True)
+            h, w = img.shape[-2:]
+            if self.train:
+                top = int(torch.randint(0, h - self.size + 1, (1,), generator=generator))
+                left = int(torch.randint(0, w - self.size + 1, (1,), generator=generator))
+                img = img[:, top : top + self.size, left : left + self.size]
+                if bool(torch.rand((), generator=generator) < 0.5):
+                    img = img.flip(-1)
+            else:
+                img = TF.center_crop(img, [self.size, self.size])
+            out.append(img)
+        return torch.stack(out)
 
 
 # --------------------------------------------------------------------------- image folders

@@ -65,6 +65,7 @@ class TrainConfig:
     amp: bool | None = None  # bf16 autocast; None: on where bf16 is fast (CUDA, AMX CPUs)
     channels_last: bool | None = None  # None: on (faster convolutions on CUDA and CPU)
     compile: bool = False
+    cuda_graphs: bool = False  # CUDA only; unmeasured, off by default (step.step_module)
     num_workers: int = 4  # DataLoader workers for file-based datasets
     eval_every: int = 1  # test-set evaluation period, in epochs (the last epoch always)
     # Extra settings of a two-stage method (stage-2 epochs, ...), validated by that method.
@@ -144,6 +145,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         raise LtbenchError(f"mixup alpha {out.mixup_alpha!r} must be >= 0 (0 disables mixup)")
     if out.device not in DEVICES:
         raise LtbenchError(f"unknown device {out.device!r}; allowed: {', '.join(DEVICES)}")
+    if out.cuda_graphs and out.device == "cpu":
+        raise LtbenchError("cuda_graphs needs a CUDA device; this run is on cpu")
 
     out.model = pick("model", d.model)
     out.width = float(pick("width", d.width))
@@ -234,6 +237,7 @@ RUNTIME_KEYS = frozenset(
         "amp",
         "channels_last",
         "compile",
+        "cuda_graphs",
         "num_workers",
         "eval_every",
         "data_root",

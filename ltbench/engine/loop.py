@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import torch
 
+from ltbench.engine import distributed
 from ltbench.engine.checkpoint import (
     append_row,
     environment,
@@ -57,11 +58,13 @@ from ltbench.engine.step import (
     epoch_batches,
     evaluate,
     fit_epoch,
+    float64_for_tests,
     hold_out_meta,
     load_run_data,
     make_loaders,
     pick_device,
     sgd,
+    step_module,
     step_options,
 )
 from ltbench.errors import LtbenchError, os_error_message
@@ -103,6 +106,9 @@ def train(
     losses, the data files, the output folders, a given checkpoint); then the run holds the lock
     of `out_dir` (`ltbench.engine.locks`) to the end. A file that cannot be read or written
     mid-run is a one-line error naming it; the folder stays resumable.
+
+    In a run over several processes (`ltbench.engine.distributed`) every process calls `train`
+    with the same arguments; process 0 holds the folder and writes its files.
     """
     cfg, stages = check_run(cfg)
     out_dir = check_out_dir(out_dir)
@@ -111,8 +117,8 @@ def train(
     if resume not in (True, False):  # a checkpoint to start from: loaded and checked now
         resume = load_checkpoint(Path(resume), cfg)
     try:
-        with hold(out_dir):
-            prepare_out_dir(out_dir, resume=bool(resume), overwrite=overwrite)
+        first = lambda: prepare_out_dir(out_dir, resume=bool(resume), overwrite=overwrite)  # noqa: E731
+        with distributed.hold_all(out_dir, hold, first=first):
             previous = None
             if cfg1 is not None:
                 result1 = ensure_stage1(
@@ -148,6 +154,9 @@ def run_stage(
     start_time = time.perf_counter()
     device = pick_device(cfg.device)
     amp, channels_last = step_options(cfg, device)
+    ranks = distributed.ranks()
+    main = ranks.is_main  # the one process that writes the run's files
+    distributed.check_batch(stage.batch_size, ranks.world)
 
     # -- data ------------------------------------------------------------------------------
     bundle, meta_set = hold_out_meta(load_run_data(cfg), stage.meta_per_class, cfg.seed)
@@ -183,7 +192,6 @@ def run_stage(
             else standard(plugin.head)
         )
         model = model.to(device)
-        groups: Any = model.parameters()
     else:
         net = standard(get_spec(previous.stage.loss).head)
         net.load_state_dict(
@@ -202,10 +210,16 @@ def run_stage(
             class_scale=stage.class_scale,
             frozen_classifier=stage.trainable == "class-scale",
         ).to(device)
-        groups = model.param_groups(stage.lr_factor)
+    if float64_for_tests():
+        model = model.double()
+    model = distributed.sync_batchnorm(model, device)  # new BatchNorm modules: groups after
+    groups: Any = model.param_groups(stage.lr_factor) if multi else model.parameters()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.compile else model
+    wrapped = distributed.data_parallel(model, device)  # the model itself in one process
+    step_model = step_module(wrapped, cfg, device)  # compiled / CUDA graphs over DDP
+    # evaluation runs each rank's shard through the network without DDP's gradient hooks
+    eval_model = step_model if wrapped is model else step_module(model, cfg, device)
     optimizer = sgd(
         groups,
         device,
@@ -219,7 +233,7 @@ def run_stage(
     def assess(loader) -> dict[str, Any]:
         batches = epoch_batches(loader, 0, channels_last)
         return evaluate(
-            step_model, batches, bundle.num_classes, device, amp=amp, to_logits=to_logits
+            eval_model, batches, bundle.num_classes, device, amp=amp, to_logits=to_logits
         ).compute(counts)
 
     # -- resume: this stage's checkpoint; metrics = earlier stages' lines + this stage's kept --
@@ -227,7 +241,7 @@ def run_stage(
     ckpt_path = out_dir / "checkpoint.pt"
     if resume:
         source = ckpt_path if resume is True else Path(resume)
-        if isinstance(resume, dict) or resume is not True or source.exists():
+        if isinstance(resume, dict) or resume is not True or distributed.agree(source.exists()):
             state = resume if isinstance(resume, dict) else load_checkpoint(source, cfg)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -244,11 +258,12 @@ def run_stage(
         if row.get("stage", stage.name if multi else None) == (stage.name if multi else None)
         and row["epoch"] <= offset + start
     ]
-    write_rows(out_dir / "metrics.jsonl", earlier + history)
-    save_yaml(cfg, out_dir / "config.yaml")
+    if main:
+        write_rows(out_dir / "metrics.jsonl", earlier + history)
+        save_yaml(cfg, out_dir / "config.yaml")
 
     # -- epochs -----------------------------------------------------------------------------
-    bar = _progress_bar(progress, stage, cfg, start, multi)
+    bar = _progress_bar(progress, stage, cfg, start, multi) if main else None
     for epoch in range(start, stage.epochs):
         tick = time.perf_counter()
         lr = stage_learning_rate(cfg, stage, epoch)
@@ -297,8 +312,10 @@ def run_stage(
         }
         # The line first: a crash between the two redoes this epoch from the last checkpoint,
         # and the resumed run drops the line of the epoch it redoes.
-        append_row(out_dir / "metrics.jsonl", row)
-        save_checkpoint(ckpt_path, state)
+        if main:
+            append_row(out_dir / "metrics.jsonl", row)
+            save_checkpoint(ckpt_path, state)
+        distributed.barrier()  # every rank's hooks see the epoch's checkpoint on disk
         if hooks is not None:
             hooks.on_epoch_end(row["epoch"], row, ckpt_path)
         if bar is not None:
@@ -317,6 +334,7 @@ def run_stage(
         time.perf_counter() - start_time + sum(r.get("epoch_seconds", 0.0) for r in history[:start])
     )
     result["env"] = environment(device, amp=amp, channels_last=channels_last)
+    result["env"]["workers"] = str(ranks.world)
     result["precision"] = precision_name(amp)
     if multi:  # a cached stage 1 may have run at another precision (amp is a runtime setting)
         first = previous.result.get("precision") or precision_name(
@@ -336,7 +354,8 @@ def run_stage(
             "stage1_dir": str(previous.run_dir),
             "stages": {previous.stage.name: previous.result, stage.name: result},
         }
-    write_json(out_dir / "result.json", result)
+    if main:
+        write_json(out_dir / "result.json", result)
     return result
 
 

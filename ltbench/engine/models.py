@@ -30,8 +30,9 @@ HEADS = ("linear", "cosine")
 class CosineClassifier(nn.Module):
     """Cosine similarity between the L2-normalised feature and each L2-normalised class weight.
 
-    Computed in float32 even under autocast: the normalisation must not lose precision, and the
-    result is clamped so that bf16 rounding can never push a cosine outside [-1, 1].
+    Computed in float32 (float64 for float64 features) even under autocast: the normalisation
+    must not lose precision, and the result is clamped so that bf16 rounding can never push a
+    cosine outside [-1, 1].
     """
 
     def __init__(self, in_features: int, num_classes: int, eps: float = 1e-8):
@@ -44,8 +45,9 @@ class CosineClassifier(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device_type=features.device.type, enabled=False):
-            x = F.normalize(features.float(), dim=1, eps=self.eps)
-            w = F.normalize(self.weight.float(), dim=1, eps=self.eps)
+            dtype = torch.promote_types(features.dtype, torch.float32)
+            x = F.normalize(features.to(dtype), dim=1, eps=self.eps)
+            w = F.normalize(self.weight.to(dtype), dim=1, eps=self.eps)
             return (x @ w.t()).clamp(-1.0, 1.0)
 
     def extra_repr(self) -> str:
@@ -96,11 +98,20 @@ class _BasicBlockA(nn.Module):
         extra = planes - in_planes
         self.pad = (extra // 2, extra - extra // 2)
 
+    # A pack of K networks (`ltbench.engine.pack`) keeps each member's channels together, so
+    # its blocks add the zero channels member by member.
+    members = 1
+
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride != 1:
             x = x[:, :, :: self.stride, :: self.stride]
         if self.pad != (0, 0):
-            x = F.pad(x, (0, 0, 0, 0, *self.pad))
+            if self.members == 1:
+                x = F.pad(x, (0, 0, 0, 0, *self.pad))
+            else:
+                b, c, h, w = x.shape
+                x = x.reshape(b, self.members, c // self.members, h, w)
+                x = F.pad(x, (0, 0, 0, 0, *self.pad)).reshape(b, -1, h, w)
         return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -185,11 +185,15 @@ def stage1_dir(cfg1: TrainConfig, out_dir: Path, cache_dir: str | Path | None = 
 
 def ensure_stage1(run_dir: Path, train_it) -> dict:
     """The stored result of the stage-1 run in `run_dir`, after `train_it()` trained (or
-    finished) it when it was not done; concurrent callers wait for the one training it."""
-    with hold(run_dir, wait=True):
+    finished) it when it was not done; concurrent callers wait for the one training it. In a
+    run over several processes, process 0 waits and decides, and all of them train it."""
+    from ltbench.engine import distributed
+
+    with distributed.hold_all(run_dir, hold, wait=True):
         done = run_dir / "result.json"
-        if not done.exists():
+        if not distributed.agree(done.exists()):
             train_it()
+        distributed.barrier()  # process 0 wrote result.json
         return json.loads(done.read_text())
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from ltbench.engine import distributed
 from ltbench.engine.config import TrainConfig
 from ltbench.engine.metrics import Evaluator
 from ltbench.errors import LtbenchError
@@ -65,6 +67,34 @@ def step_options(cfg: TrainConfig, device: torch.device) -> tuple[bool, bool]:
     return amp, channels_last
 
 
+def step_module(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
+    """The module the training step calls: `model`, compiled with `cfg.compile`, or with
+    `cfg.cuda_graphs` compiled in torch's "reduce-overhead" mode, which captures the forward
+    and backward passes as CUDA graphs and replays them. Shapes stay static: every full batch
+    replays one graph and an epoch's last, partial batch gets a graph of its own (nothing is
+    dropped or padded, so the numbers are those of the eager step). The optimizer step and
+    the epoch's sums run eagerly, with no host synchronisation inside an epoch.
+
+    CUDA graphs are off by default and unmeasured: no device run has exercised them yet.
+    """
+    if cfg.cuda_graphs:
+        if device.type != "cuda":
+            raise LtbenchError(f"cuda_graphs needs a CUDA device; this run is on {device.type}")
+        return torch.compile(model, mode="reduce-overhead")
+    return torch.compile(model) if cfg.compile else model
+
+
+# Tests only: `LTBENCH_FLOAT64=1` trains and evaluates in float64 (network and images), so that
+# two runs that differ only in the order of their sums (one process against several) can be
+# compared to the last digits. Read here and nowhere else; runs never set it.
+FLOAT64_ENV = "LTBENCH_FLOAT64"
+
+
+def float64_for_tests() -> bool:
+    """Whether this process computes in float64 (`FLOAT64_ENV`, tests only)."""
+    return os.environ.get(FLOAT64_ENV) == "1"
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """The seed of every random draw of one epoch (batch order, augmentation, mixup, EQL)."""
     return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63 - 1)
@@ -99,7 +129,7 @@ def build_step(
     model = build_model(cfg.model, num_classes, head=plugin.head, width=cfg.width).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = step_module(model, cfg, device)
     optimizer = sgd(
         model.parameters(),
         device,
@@ -135,7 +165,10 @@ def load_run_data(cfg: TrainConfig, *, download: bool | None = None):
 def epoch_batches(loader, epoch: int, channels_last: bool):
     """The batches of one epoch, in channels-last layout where the model uses it."""
     loader.set_epoch(epoch)
+    wide = float64_for_tests()
     for images, labels in loader:
+        if wide:
+            images = images.double()
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         yield images, labels
@@ -180,10 +213,15 @@ def make_loaders(
     bundle, cfg: TrainConfig, device: torch.device, *, batch_size=None, sampling="instance"
 ) -> Loaders:
     """In-memory data stays on `device` and is augmented there; files go through a DataLoader.
-    `batch_size` and `sampling` are the training split's (default: the run's, instance)."""
+    `batch_size` and `sampling` are the training split's (default: the run's, instance). In a
+    run over several processes each takes its share of every global batch
+    (`ltbench.engine.distributed`)."""
     from ltbench.data import make_loader
 
-    common = dict(seed=cfg.seed, device=device, num_workers=cfg.num_workers)
+    r = distributed.ranks()
+    common = dict(
+        seed=cfg.seed, device=device, num_workers=cfg.num_workers, rank=r.rank, world=r.world
+    )
     eval_batch = max(cfg.batch_size, 256)
     return Loaders(
         train=make_loader(
@@ -274,8 +312,9 @@ def train_one_epoch(
             ctx.extra = list(next(streams))
         with autocast:
             loss, scores = step(ctx, images, labels)
+        scale = distributed.loss_scale(labels.shape[0], device)  # None in one process
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if scale is None else loss * scale.to(loss.dtype)).backward()
         optimizer.step()
         with torch.no_grad():
             loss = loss.detach().float()
@@ -341,7 +380,8 @@ def fit_epoch(
         lr=lr,
         meta=meta,
     )
-    bad_step = int(stats.first_bad_step)
+    distributed.sum_over_ranks(stats.loss_sum, stats.correct, stats.seen)
+    bad_step = int(distributed.first_bad(stats.first_bad_step))
     if bad_step >= 0:
         raise LtbenchError(
             f"the loss became NaN or infinite {where}at epoch {schedule_epoch + 1}, step "
@@ -368,13 +408,20 @@ def evaluate(
     amp: bool,
     to_logits: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Evaluator:
-    """Accumulate predictions over `batches`; `to_logits` maps scores to the loss's logits."""
+    """Accumulate predictions over `batches`; `to_logits` maps scores to the loss's logits.
+    In a run over several processes each evaluates its share; the counts are summed over them
+    at the end, so every process returns the evaluator of the whole split."""
     model.eval()
     evaluator = Evaluator(num_classes, device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
     for images, labels in batches:
+        if labels.shape[0] == 0:  # a share of a last batch smaller than the ranks
+            continue
         with autocast:
             scores = model(images)
         scores = scores.float()
         evaluator.update(to_logits(scores) if to_logits else scores, labels)
+    distributed.sum_over_ranks(
+        evaluator.confusion, evaluator.bin_counts, evaluator.bin_correct, evaluator.bin_confidence
+    )
     return evaluator

@@ -87,8 +87,18 @@ def _add_common(p: argparse.ArgumentParser, default_suite: str | None) -> None:
         "--gpus-per-trial",
         type=float,
         default=None,
-        help="GPUs per trial, fractions allowed: 0.25 packs 4 trials per GPU "
+        help="GPUs per trial, fractions allowed: 0.25 packs 4 trials per GPU; a whole number "
+        "G > 1 trains each trial data-parallel on G GPUs (G workers) "
         "(default: 1 if the cluster has GPUs, else 0)",
+    )
+    p.add_argument(
+        "--workers-per-trial",
+        type=int,
+        default=None,
+        metavar="N",
+        help="train every trial data-parallel over N workers (DistributedDataParallel through "
+        "Ray Train; the recipe's batch is split over them, each worker takes --cpus-per-trial "
+        "and --gpus-per-trial); default: the suite's workers_per_trial, else 1",
     )
     p.add_argument(
         "--max-concurrent",
@@ -126,6 +136,14 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         "--resume",
         action="store_true",
         help="continue a suite in --out: run only the trials without a result",
+    )
+    p.add_argument(
+        "--pack",
+        type=int,
+        default=None,
+        metavar="K",
+        help="train up to K trials that share data and schedule as one fused network, one "
+        "Tune trial (default: the suite's `pack`, else 1: each alone); each keeps its folder",
     )
     p.add_argument(
         "--max-failures",

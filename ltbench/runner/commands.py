@@ -29,6 +29,7 @@ from ltbench.runner.outdir import (
     end_leftovers,
     write_suite_yaml,
 )
+from ltbench.runner.packs import check_pack_size, plan_packs
 from ltbench.runner.progress import Progress
 from ltbench.runner.results import best_line, finished_keys, write_results, write_sweep
 from ltbench.runner.suite import Suite, apply_overrides, check_methods, expand, load_suite
@@ -83,6 +84,7 @@ class RunRequest(Request):
     seeds: int | None = None  # run seeds 0..N-1; None: the suite's (or the preset's count)
     resume: bool = False
     extra_methods: tuple[str, ...] = ()  # `--with`: methods added to the suite for this run
+    pack: int | None = None  # `--pack`: trials per pack; None: the suite's
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,7 @@ def request_from_args(args: argparse.Namespace, command: str) -> RunRequest | Sw
             gpus_per_trial=args.gpus_per_trial,
             max_concurrent=args.max_concurrent,
             max_failures=args.max_failures,
+            workers_per_trial=getattr(args, "workers_per_trial", None),
         ),
         "formats": _report_formats(args.report),
     }
@@ -129,6 +132,7 @@ def request_from_args(args: argparse.Namespace, command: str) -> RunRequest | Sw
             seeds=args.seeds,
             resume=bool(args.resume),
             extra_methods=tuple(getattr(args, "extra_methods", None) or ()),
+            pack=getattr(args, "pack", None),
         )
     if command != "sweep":
         raise ValueError(f"unknown command {command!r}")
@@ -197,7 +201,10 @@ def plan_suite(req: RunRequest) -> tuple[Suite, dict[str, Any], list[TrialSpec]]
         data_root=req.data_root,
         download=req.download,
         extra_methods=req.extra_methods,
+        workers=req.cluster.trial_workers(),
     )
+    if req.pack is not None:
+        suite = dataclasses.replace(suite, pack=check_pack_size(req.pack, "--pack"))
     check_methods(suite)
     trials = expand(suite, overrides)
     check_trials(trials)
@@ -223,6 +230,12 @@ def run_suite(planned: Plan, train_fn=None) -> int:
             write_suite_yaml(out_dir, suite, req.preset, planned.overrides)
             save_trials(out_dir, list(every.values()))
 
+        units, packs = pending, None
+        if pending and suite.pack > 1:
+            plan = plan_packs([every[k] for k in pending], suite.pack)
+            units, packs = list(plan.units), plan.packs
+            print("\n".join(plan.describe(suite.pack)), flush=True)
+
         interrupted = False
         if not pending:
             write_plan()
@@ -241,21 +254,23 @@ def run_suite(planned: Plan, train_fn=None) -> int:
             )
 
             def announce(resources: dict[str, float]) -> None:
-                print(
-                    f"resources per trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU",
-                    flush=True,
-                )
+                spread = ", ".join(map(str, sorted({every[k].workers for k in pending} - {1})))
+                note = f" (per worker of the trials on {spread} workers)" if spread else ""
+                line = f"resources per trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU"
+                print(line + note, flush=True)
                 write_plan()  # only once Ray took the resources: a refusal writes nothing
 
             try:
                 ray_adapter.run_suite_trials(
                     out_dir,
                     suite.name,
-                    pending,
+                    units,
                     req.cluster,
                     progress,
                     on_start=announce,
                     train_fn=train_fn,
+                    packs=packs,
+                    workers={k: every[k].workers for k in pending if k in every},
                 )
             except KeyboardInterrupt:
                 interrupted = True
@@ -312,11 +327,15 @@ def plan_sweep(req: SweepRequest) -> tuple[Suite, dict[str, Any], TrialSpec]:
         preset_seeds=False,
         data_root=req.data_root,
         download=req.download,
+        workers=req.cluster.trial_workers(),
     )
     if req.num_samples is not None:
         suite = dataclasses.replace(
             suite, search=suite.search.with_num_samples(req.num_samples, suite.name)
         )
+    if suite.pack > 1:
+        why = "is for `ltbench run`; a sweep trains its points alone (remove pack)"
+        raise LtbenchError(f"{suite.source}: pack: {suite.pack} {why}")
     check_methods(suite)
     trials = expand(suite, overrides)
     if len(trials) != 1:

@@ -139,6 +139,19 @@ class Progress:
         self.write(f"{self._count()} FAILED {trial_name(key or trial_id, point)}: {message}")
         self._status()
 
+    def pack_ended(self, trial_id: str, keys: list[str]) -> None:
+        """A pack (one Tune trial) ended: each of its trials finished or failed, as its folder
+        says (`ltbench.runner.worker.run_pack`)."""
+        from ltbench.runner.worker import final_metrics
+        from ltbench.schema import FINISHED
+
+        for key in keys:
+            status, result, _ = trial_state(self.out_dir, key)
+            if status == FINISHED:
+                self.completed(trial_id, key, {}, final_metrics(result))
+            else:
+                self.errored(trial_id, key, {}, lambda: "")
+
     def ended(self) -> None:
         if self.clock() - self.last_status > 1.0:
             self._status()

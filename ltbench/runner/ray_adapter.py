@@ -1,9 +1,8 @@
-"""Ray Tune for suites and sweeps: the only module of ltbench that imports Ray.
+"""Ray Tune for suites and sweeps: with `ray_train` (Ray Train), the only modules importing Ray.
 
 It receives plain data (the suite directory, trial keys or a base trial and a search space,
-cluster options and a `Progress` to feed) and leaves its results in the suite directory;
-the command layer (`ltbench.runner.commands`) plans before and collects after. Ray is imported
-inside the functions, so importing this module is cheap.
+cluster options, a `Progress`) and leaves its results in the suite directory; the command
+layer (`ltbench.runner.commands`) plans before and collects after. Ray is imported lazily.
 
 `run_suite_trials` runs one Tune trial per planned trial key; `run_search` searches a method's
 parameters with Optuna (random search without it) and stops poor points early with ASHA on the
@@ -16,11 +15,10 @@ the source of truth (docs/DESIGN.md):
 * Each trial trains with `ltbench.engine.loop.train(cfg, DIR/trials/<key>, resume=True)`, which
   writes a checkpoint every epoch. A retry after a failure (`--max-failures`) or a `--resume`
   after a crash continues from that checkpoint; Tune checkpoints are not used.
-* A trial whose `result.json` exists is never trained again: `--resume` leaves it out, and the
-  trainable itself reports the stored result if Tune relaunches it.
+* A trial with a `result.json` is never trained again (`--resume` leaves it out; a relaunched
+  trainable reports the stored result).
 * On a multi-node cluster, DIR must be on a filesystem every node can write (NFS, ...), and
-  ltbench must be installed in the same environment on every node.
-"""
+  ltbench must be installed in the same environment on every node."""
 
 from __future__ import annotations
 
@@ -35,10 +33,11 @@ from typing import Any
 
 from ltbench.errors import LtbenchError
 from ltbench.runner import orphans
-from ltbench.runner.cluster import ClusterOptions, check_address, share_resources
+from ltbench.runner.cluster import ClusterOptions, check_address, check_workers, share_resources
 from ltbench.runner.progress import Progress, sigterm_as_interrupt
-from ltbench.runner.trials import TrialSpec, load_trials, point_spec, save_trial_spec
-from ltbench.runner.worker import run_trial
+from ltbench.runner.ray_train import driver_resources, trial_resources, trial_train_fn
+from ltbench.runner.trials import TrialSpec, point_spec, save_trial_spec
+from ltbench.runner.worker import run_trial, run_unit
 from ltbench.schema import (
     ERROR_FILE,
     SEARCH_METRIC,
@@ -142,8 +141,9 @@ def ray_session(address: str | None, out_dir: Path | None = None):
                 orphans.forget(out_dir)
 
 
-def plan_resources(cpus: float | None, gpus: float | None) -> dict[str, float]:
-    """Per-trial resources on the connected cluster (see `share_resources`)."""
+def plan_resources(cpus: float | None, gpus: float | None, workers=()) -> dict[str, float]:
+    """Per-trial resources on the connected cluster (see `share_resources`); per worker for a
+    data-parallel trial, each of whose `workers` must fit the cluster (`check_workers`)."""
     import ray
 
     total = ray.cluster_resources()
@@ -151,20 +151,20 @@ def plan_resources(cpus: float | None, gpus: float | None) -> dict[str, float]:
         (n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")),
         default=total.get("CPU", 0.0),
     )
-    return share_resources(total.get("CPU", 0.0), total.get("GPU", 0.0), node_cpu, cpus, gpus)
+    total_cpu, total_gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
+    resources = share_resources(total_cpu, total_gpu, node_cpu, cpus, gpus)
+    check_workers(list(workers), resources, total_cpu, total_gpu)
+    return resources
 
 
 # ----------------------------------------------------------------------------------------------
-# The trainables: look up or build the trial's spec, then `run_trial` (ltbench.runner.worker)
+# The trainables: a suite's unit (`run_unit`), a sweep's point (`run_trial`; ltbench.runner.worker)
 
 
-def _suite_trainable(
-    config: dict[str, Any], *, out_dir: str, resources: dict[str, float], train_fn=None
-) -> None:
+def _suite_trainable(config: dict[str, Any], *, out_dir: str, **options) -> None:
     from ray import tune
 
-    spec = load_trials(Path(out_dir))[config["key"]]
-    run_trial(spec, out_dir, resources, tune.report, train_fn)
+    run_unit(config["key"], out_dir, report=tune.report, data_parallel=trial_train_fn, **options)
 
 
 def _sweep_key(method: str, trial_id: str) -> str:
@@ -193,22 +193,26 @@ def _sweep_trainable(
     key = _sweep_key(base_spec.method, tune.get_context().get_trial_id())
     spec = point_spec(base_spec, key, _point(config, space))
     save_trial_spec(trial_dir(Path(out_dir), key), spec)
+    train_fn = trial_train_fn(spec, out_dir, resources, train_fn)
     run_trial(spec, out_dir, resources, tune.report, train_fn)
-
-
-def _trial_dirname(trial) -> str:
-    return str(trial.config.get("key", trial.trial_id))
 
 
 # ----------------------------------------------------------------------------------------------
 # Progress: a Tune callback that forwards Tune's events to a `Progress` (ltbench.runner.progress)
 
 
-def _tune_callback(progress: Progress, key_of: Callable[[Any], str | None]):
+def _tune_callback(progress: Progress, key_of: Callable[[Any], str | None], packs=None):
     from ray import tune
 
     def point(trial) -> dict[str, Any]:
         return {k: v for k, v in trial.config.items() if k != "key"}
+
+    def members_ended(trial) -> bool:
+        """A pack's end, told as its members' (`Progress.pack_ended`); False for a trial."""
+        members = (packs or {}).get(key_of(trial) or "")
+        if members:
+            progress.pack_ended(trial.trial_id, members)
+        return bool(members)
 
     class ForwardProgress(tune.Callback):
         """Runs in the driver; Ray's own console output is turned down."""
@@ -224,11 +228,13 @@ def _tune_callback(progress: Progress, key_of: Callable[[Any], str | None]):
             progress.reported()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            result = trial.last_result or {}
-            progress.completed(trial.trial_id, key_of(trial), point(trial), result)
+            if not members_ended(trial):
+                result = trial.last_result or {}
+                progress.completed(trial.trial_id, key_of(trial), point(trial), result)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            progress.errored(trial.trial_id, key_of(trial), point(trial), trial.get_error)
+            if not members_ended(trial):
+                progress.errored(trial.trial_id, key_of(trial), point(trial), trial.get_error)
 
         def on_experiment_end(self, trials, **info):
             progress.ended()
@@ -246,7 +252,7 @@ def _fit(
     *,
     out_dir: Path,
     name: str,
-    resources: dict[str, float],
+    resources,  # {"cpu", "gpu"}, or a function of the trial's config giving them
     cluster: ClusterOptions,
     callback,
     tune_config: dict[str, Any],
@@ -259,7 +265,7 @@ def _fit(
         tune_config=tune.TuneConfig(
             max_concurrent_trials=cluster.max_concurrent,
             reuse_actors=False,
-            trial_dirname_creator=_trial_dirname,
+            trial_dirname_creator=lambda trial: str(trial.config.get("key", trial.trial_id)),
             **tune_config,
         ),
         run_config=tune.RunConfig(
@@ -284,21 +290,18 @@ def _fit(
     return grid
 
 
-def _record_tune_errors(grid, out_dir: Path, key_of) -> None:
-    """Write error.txt for trials that failed before our trainable could (e.g. an import)."""
+def _record_tune_errors(grid, out_dir: Path, key_of, packs: dict | None = None) -> None:
+    """Write error.txt for trials that failed before our trainable could (e.g. an import);
+    for a pack, into each of its members' folders."""
     for result in grid:
-        if result.error is None:
-            continue
-        key = key_of(result)
-        if not key:
-            continue
-        status, _, _ = trial_state(out_dir, key)
-        if status != "missing":
-            continue
-        lines = [ln.strip() for ln in str(result.error).splitlines() if ln.strip()]
-        tdir = trial_dir(out_dir, key)
-        tdir.mkdir(parents=True, exist_ok=True)
-        (tdir / ERROR_FILE).write_text((lines[-1] if lines else type(result.error).__name__) + "\n")
+        unit = key_of(result) if result.error is not None else None
+        for key in (packs or {}).get(unit, [unit]) if unit else ():
+            if trial_state(out_dir, key)[0] == "missing":
+                lines = [ln.strip() for ln in str(result.error).splitlines() if ln.strip()]
+                tdir = trial_dir(out_dir, key)
+                tdir.mkdir(parents=True, exist_ok=True)
+                text = lines[-1] if lines else type(result.error).__name__
+                (tdir / ERROR_FILE).write_text(text + "\n")
 
 
 def _experiment_name(prefix: str) -> str:
@@ -318,32 +321,41 @@ def run_suite_trials(
     *,
     on_start: Callable[[dict[str, float]], None] | None = None,
     train_fn=None,
+    packs: dict[str, list[str]] | None = None,
+    workers: dict[str, int] | None = None,
 ) -> None:
-    """Train the trials `keys` of DIR/trials.json on Ray, one Tune trial each.
-
-    `on_start(resources)` hears the per-trial resources once Ray is up. Every trial leaves
-    result.json or error.txt in DIR/trials/<key> (or nothing, if interrupted).
-    """
+    """Train the units `keys` on Ray, one Tune trial each: a trial of DIR/trials.json, or a
+    name in `packs` (its trial keys, trained as one pack: `ltbench.runner.worker.run_pack`).
+    `workers`: the data-parallel trials' workers (absent: 1; never in a pack). `on_start`
+    hears the per-trial resources once Ray is up. Every trial leaves result.json or error.txt
+    in DIR/trials/<key> (or nothing, if interrupted)."""
     from ray import tune
 
     with ray_session(cluster.address, out_dir):
-        resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial)
+        workers_of = {k: workers.get(k, 1) for k in keys} if workers else {}
+        resources = plan_resources(
+            cluster.cpus_per_trial, cluster.gpus_per_trial, list(workers_of.values())
+        )
         if on_start is not None:
             on_start(resources)
         trainable = tune.with_parameters(
-            _suite_trainable, out_dir=str(out_dir), resources=resources, train_fn=train_fn
+            _suite_trainable,
+            out_dir=str(out_dir),
+            resources=resources,
+            train_fn=train_fn,
+            packs=packs,
         )
         grid = _fit(
             trainable,
             {"key": tune.grid_search(list(keys))},
             out_dir=out_dir,
             name=_experiment_name(name),
-            resources=resources,
+            resources=trial_resources(resources, workers_of),
             cluster=cluster,
-            callback=_tune_callback(progress, lambda trial: trial.config.get("key")),
+            callback=_tune_callback(progress, lambda trial: trial.config.get("key"), packs),
             tune_config={},
         )
-        _record_tune_errors(grid, out_dir, lambda r: r.config.get("key"))
+        _record_tune_errors(grid, out_dir, lambda r: r.config.get("key"), packs)
 
 
 def _search_algorithm(space: dict[str, dict[str, Any]], seed: int = 0, kind: str = "optuna"):
@@ -396,7 +408,7 @@ def run_search(
     from ray.tune.schedulers import ASHAScheduler
 
     with ray_session(cluster.address, out_dir):
-        resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial)
+        resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial, [base.workers])
         param_space, searcher, kind = _search_algorithm(plan.space, plan.seed, plan.kind)
         if on_start is not None:
             on_start(kind)
@@ -427,7 +439,7 @@ def run_search(
             param_space,
             out_dir=out_dir,
             name=_experiment_name(name),
-            resources=resources,
+            resources=driver_resources() if base.workers > 1 else resources,
             cluster=cluster,
             callback=_tune_callback(
                 progress, lambda trial: _sweep_key(base.method, trial.trial_id)

@@ -11,16 +11,19 @@ checked key by key when the file is loaded:
         params: {tau: 1.5}                         # loss parameters (default: the paper's)
         mixup_alpha: 1.0                           # 0 (default) disables mixup
         config: {stage2: {epochs: 10}}             # TrainConfig keys for this method only
-        posthoc: [tau-norm]                        # post-hoc rules for this method only (its
-                                                   # rows `name [rule]`: `ce [tau-norm]` is
-                                                   # Decoupling's τ-norm)
+        posthoc: [tau-norm]                        # post-hoc rules for this method only
+                                                   # (`ce [tau-norm]` is Decoupling's τ-norm)
+        workers_per_trial: 4                       # this method's own (default: the suite's)
     datasets: [cifar10-lt, cifar100-lt]           # required
     rhos: [100, 50]                               # imbalance ratios max(n)/min(n), required
     seeds: [0, 1, 2]                              # training seeds, required
     subset_seeds: [0]                             # draws of the long-tailed subset (0: standard)
     config: {val_fraction: 0.1}                   # TrainConfig keys for every trial
-    posthoc: [logit-adjust, tau-norm]             # post-hoc rules evaluated after each trial
-                                                  # (`ltbench eval`; tau chosen on val)
+    posthoc: [logit-adjust, tau-norm]             # post-hoc rules run after each trial
+    pack: 3                                       # up to 3 trials sharing data and schedule as
+                                                  # one fused network (`ltbench.runner.packs`)
+    workers_per_trial: 1                          # data-parallel workers of a trial (the batch
+                                                  # split over them), or {imagenet-lt: 4, ...}
     search:                                       # sweep suites only (`ltbench sweep`); the
       space:                                      # format: ltbench.runner.search
         tau: {type: float, low: 0.5, high: 2.0}
@@ -29,10 +32,8 @@ checked key by key when the file is loaded:
 The trial grid is methods x datasets x rhos x seeds x subset_seeds. A trial's settings are
 layered: TrainConfig defaults (the paper's schedule) < the suite's `config` < the method's
 `config` < the preset (`ltbench.runner.presets`; `smoke` shrinks everything) < the axis values.
-Method names are checked against the loss registry when a suite is run (`check_methods`), not
-when it is loaded, so a suite may name a method whose plugin is installed later. The trials
-themselves (`TrialSpec`, DIR/trials.json) are defined in `ltbench.runner.trials`.
-"""
+Method names are checked against the loss registry when a suite is run (`check_methods`), so a
+suite may name a method whose plugin is installed later. Trials: `ltbench.runner.trials`."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ import sweeps
 from ltbench.data.registry import get_dataset_spec
 from ltbench.engine.config import TrainConfig
 from ltbench.errors import LtbenchError
+from ltbench.runner.packs import check_pack_size
 from ltbench.runner.presets import DEFAULT_PRESET, PRESETS
 from ltbench.runner.search import (
     SearchSpace,
@@ -81,9 +83,11 @@ SUITE_KEYS = (
     "config",
     "search",
     "posthoc",
+    "pack",
+    "workers_per_trial",
 )
 REQUIRED_KEYS = ("methods", "datasets", "rhos", "seeds")
-METHOD_KEYS = ("name", "loss", "params", "mixup_alpha", "config", "posthoc")
+METHOD_KEYS = ("name", "loss", "params", "mixup_alpha", "config", "posthoc", "workers_per_trial")
 LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
 
 
@@ -101,6 +105,7 @@ class Method:
     mixup_alpha: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
     posthoc: list[str] = field(default_factory=list)
+    workers_per_trial: int | None = None  # None: the suite's
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,13 @@ class Suite:
     config: dict[str, Any] = field(default_factory=dict)
     search: SearchSpace | None = None
     posthoc: list[str] = field(default_factory=list)
+    pack: int = 1  # trials per pack (1: every trial alone)
+    workers_per_trial: dict[str, int] = field(default_factory=dict)  # dataset -> workers
+
+    def workers(self, method: Method, dataset: str) -> int:
+        """The workers of a trial: the method's, else the suite's for the dataset, else 1."""
+        per_dataset = self.workers_per_trial.get(dataset, self.workers_per_trial.get("*", 1))
+        return per_dataset if method.workers_per_trial is None else method.workers_per_trial
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as written to DIR/suite.yaml."""
@@ -219,7 +231,25 @@ def _method(entry: Any, index: int, where: str) -> Method:
         raise LtbenchError(f"{at}: mixup_alpha must be a number >= 0, got {alpha!r}")
     config = check_config_block(entry.get("config", {}) or {}, f"{at}: config")
     posthoc = _posthoc(entry.get("posthoc"), at)
-    return Method(name, loss, dict(params), float(alpha), config, posthoc)
+    workers = entry.get("workers_per_trial")
+    if workers is not None and not (is_int(workers) and workers >= 1):
+        raise LtbenchError(f"{at}: workers_per_trial must be an integer >= 1, got {workers!r}")
+    return Method(name, loss, dict(params), float(alpha), config, posthoc, workers)
+
+
+def _workers(value: Any, where: str) -> dict[str, int]:
+    """The suite's `workers_per_trial`: an integer for every dataset, or {dataset: integer}."""
+    if value is None:
+        return {}
+    if is_int(value) and value >= 1:
+        return {"*": int(value)}
+    if isinstance(value, dict) and all(is_int(v) and v >= 1 for v in value.values()):
+        check_datasets([str(k) for k in value], f"{where}: workers_per_trial")
+        return {str(k): int(v) for k, v in value.items()}
+    raise LtbenchError(
+        f"{where}: workers_per_trial must be an integer >= 1 or a mapping of datasets to "
+        f"integers >= 1, got {value!r}"
+    )
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -272,6 +302,8 @@ def load_suite(name_or_path: str | Path) -> Suite:
     config = check_config_block(data.get("config", {}) or {}, f"{where}: config")
     search = parse_search(data["search"], where) if "search" in data else None
     posthoc = _posthoc(data.get("posthoc"), where)
+    pack = check_pack_size(data.get("pack", 1), f"{where}: pack")
+    workers = _workers(data.get("workers_per_trial"), where)
     return Suite(
         path.stem,
         where,
@@ -284,6 +316,8 @@ def load_suite(name_or_path: str | Path) -> Suite:
         config,
         search,
         posthoc,
+        pack,
+        workers,
     )
 
 
@@ -336,12 +370,14 @@ def apply_overrides(
     data_root: str | Path | None = None,
     download: bool = False,
     extra_methods: tuple[str, ...] | list[str] = (),
+    workers: int | None = None,
 ) -> tuple[Suite, dict[str, Any]]:
     """The suite with the command line's axes, and the preset's TrainConfig overrides.
 
     `preset_seeds=False` keeps the suite's seeds under a preset that sets a seed count.
     `extra_methods` (`--with`) are appended as methods with their paper defaults; one the
-    suite already has under that label is not added twice.
+    suite already has under that label is not added twice. `workers` (`--workers-per-trial`)
+    replaces every trial's number of data-parallel workers.
     """
     if preset not in PRESETS:
         raise LtbenchError(f"unknown preset {preset!r}; known presets: {', '.join(PRESETS)}")
@@ -382,6 +418,10 @@ def apply_overrides(
         if p.grace_fraction is not None:
             search = dataclasses.replace(search, grace_fraction=p.grace_fraction)
         changes["search"] = search
+    if workers is not None:
+        methods = changes.get("methods", suite.methods)
+        changes["methods"] = [dataclasses.replace(m, workers_per_trial=None) for m in methods]
+        changes["workers_per_trial"] = {"*": int(workers)}
     overrides = dict(p.overrides)
     if data_root is not None:
         overrides["data_root"] = str(Path(data_root).expanduser().resolve())
@@ -415,5 +455,6 @@ def expand(suite: Suite, preset_overrides: dict[str, Any] | None = None) -> list
                         )
                         key = trial_key(m.name, dataset, rho, seed, ss if tag_subset else None)
                         rules = tuple(dict.fromkeys([*suite.posthoc, *m.posthoc]))
-                        trials.append(TrialSpec(key, m.name, cfg, rules))
+                        workers = suite.workers(m, dataset)
+                        trials.append(TrialSpec(key, m.name, cfg, rules, workers))
     return trials

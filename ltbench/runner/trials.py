@@ -55,6 +55,9 @@ class TrialSpec:
     method: str
     config: dict[str, Any]
     posthoc: tuple[str, ...] = ()  # post-hoc rules evaluated after training (suite `posthoc:`)
+    # data-parallel processes that train it (suite `workers_per_trial`); the numbers do not
+    # depend on it (ltbench.engine.distributed), so a resumed suite may change it
+    workers: int = 1
 
     @property
     def loss(self) -> str:
@@ -96,19 +99,23 @@ class TrialSpec:
         out = {"key": self.key, "method": self.method, "config": dict(self.config)}
         if self.posthoc:
             out["posthoc"] = list(self.posthoc)
+        if self.workers != 1:
+            out["workers"] = self.workers
         return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialSpec:
         """Read a spec; the copies of config values that older files also held are ignored."""
         posthoc = tuple(str(r) for r in data.get("posthoc") or ())
-        return cls(str(data["key"]), str(data["method"]), dict(data["config"]), posthoc)
+        workers = int(data.get("workers") or 1)
+        return cls(str(data["key"]), str(data["method"]), dict(data["config"]), posthoc, workers)
 
 
 def point_spec(base: TrialSpec, key: str, point: dict[str, Any]) -> TrialSpec:
     """A sweep trial: `base` with the searched `point` among its loss parameters."""
     config = {**base.config, "loss_params": {**base.params, **point}}
-    return TrialSpec(key, f"{base.method} ({format_point(point)})", config, base.posthoc)
+    label = f"{base.method} ({format_point(point)})"
+    return TrialSpec(key, label, config, base.posthoc, base.workers)
 
 
 def check_trials(trials: list[TrialSpec]) -> None:
@@ -116,6 +123,7 @@ def check_trials(trials: list[TrialSpec]) -> None:
     starts: its configuration resolved, its stages planned (each stage's loss built once with
     its parameters) and its data files found (`ltbench.data.registry.check_files`)."""
     from ltbench.data.registry import get_dataset_spec
+    from ltbench.engine.distributed import check_batch
     from ltbench.engine.stages import check_run
 
     seen: set[tuple] = set()
@@ -126,7 +134,10 @@ def check_trials(trials: list[TrialSpec]) -> None:
                 "config: {data_root: DIR} in the suite), or use --dataset synthetic-lt"
             )
         try:
-            cfg, _ = check_run(t.train_config(), files=False)
+            cfg, stages = check_run(t.train_config(), files=False)
+            for stage in stages:  # the recipe's global batch, split over the trial's workers
+                what = "batch_size" if stage is stages[0] else f"{stage.name} batch_size"
+                check_batch(stage.batch_size, t.workers, what)
             files = (cfg.dataset, cfg.data_root, cfg.imb_factor, cfg.n_max, cfg.download)
             if files + (cfg.val_fraction,) not in seen:  # shared files: checked once
                 seen.add(files + (cfg.val_fraction,))

@@ -1,17 +1,22 @@
-"""What runs inside a trial process: train one trial into its directory, reporting each epoch.
+"""What runs inside a trial process: train one trial into its directory, reporting each epoch,
+or a pack of trials (`run_pack`) into theirs.
 
 Ray-free: `report` is any callable that takes a dict of scalars (the Ray adapter passes
 `ray.tune.report`), so a test can run a trial with a fake trainer and a list's `append`.
+A data-parallel trial (`spec.workers` > 1) gets a `train_fn` that starts its workers
+(`ltbench.runner.ray_train`); the trial process then holds no lock: its rank-0 worker holds
+the trial's folder, as `train` does.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 from ltbench.engine.locks import hold
 from ltbench.errors import LtbenchError, one_line
-from ltbench.runner.trials import TrialSpec
+from ltbench.runner.trials import TrialSpec, load_trials
 from ltbench.schema import (
     ERROR_FILE,
     RESULT_FILE,
@@ -22,7 +27,7 @@ from ltbench.schema import (
 )
 
 
-class _TuneHooks:
+class TuneHooks:
     """`train` hooks: report each epoch's scalars to Tune (ASHA and the progress lines).
 
     The last epoch is not reported here: the report after `train` returns stands for it, so a
@@ -39,7 +44,8 @@ class _TuneHooks:
             self.report({k: v for k, v in metrics.items() if isinstance(v, int | float)})
 
 
-def _final_metrics(result: dict[str, Any]) -> dict[str, Any]:
+def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """The scalars of a finished trial's final report (and of its progress line)."""
     out = {
         "top1_error": result.get("top1_error"),
         "epochs": result.get("epochs"),
@@ -67,12 +73,19 @@ def run_trial(
     stored = read_result(tdir / RESULT_FILE)
     if stored is not None:  # finished earlier: never train it again
         if spec.posthoc and "posthoc" not in stored:
-            device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"
-            stored = _posthoc(tdir, spec, device) or stored
-        report(_final_metrics(stored))
+            stored = _posthoc(tdir, spec, _posthoc_device(spec, resources)) or stored
+        report(final_metrics(stored))
         return stored
+    if spec.workers > 1:  # its rank-0 worker holds the folder
+        return _train_trial(spec, tdir, resources, report, train_fn)
     with hold(tdir):  # the trial's folder is this process's until it ends
         return _train_trial(spec, tdir, resources, report, train_fn)
+
+
+def _posthoc_device(spec: TrialSpec, resources: dict[str, float]) -> str:
+    """Where the post-hoc rules run: the trial's GPU; the CPU in a data-parallel trial's own
+    process (its GPUs are its workers')."""
+    return "cuda" if resources.get("gpu", 0) > 0 and spec.workers == 1 else "cpu"
 
 
 def _train_trial(spec: TrialSpec, tdir: Path, resources, report, train_fn) -> dict[str, Any]:
@@ -92,14 +105,14 @@ def _train_trial(spec: TrialSpec, tdir: Path, resources, report, train_fn) -> di
     cfg.num_workers = min(cfg.num_workers, max(int(resources.get("cpu", 1)) - 1, 0))
     try:
         epochs = resolve(cfg).epochs
-        hooks = _TuneHooks(report, epochs)
+        hooks = TuneHooks(report, epochs)
         result = train_fn(cfg, tdir, hooks=hooks, resume=True, progress=False)
     except Exception as exc:
         (tdir / ERROR_FILE).write_text(_one_line(exc) + "\n")
         raise
     if spec.posthoc:
-        result = _posthoc(tdir, spec, cfg.device) or result
-    report(_final_metrics(result))
+        result = _posthoc(tdir, spec, _posthoc_device(spec, resources)) or result
+    report(final_metrics(result))
     return result
 
 
@@ -119,3 +132,87 @@ def _posthoc(tdir: Path, spec: TrialSpec, device: str) -> dict[str, Any] | None:
         result["posthoc"] = {"error": _one_line(exc), "rules": {}}
         write_json(tdir / RESULT_FILE, result)
     return read_result(tdir / RESULT_FILE)
+
+
+def run_pack(
+    specs: list[TrialSpec], out_dir: str | Path, resources: dict[str, float], report, pack_fn=None
+) -> list[dict[str, Any] | None]:
+    """Train the trials `specs` as one pack (`ltbench.engine.pack.train_pack`), each into its
+    own DIR/trials/<key> as `run_trial` would; Ray-free.
+
+    A finished member is not trained again; a member that fails gets its error.txt and the
+    others go on. The pack reports its first member's epochs, then one final report; it raises
+    (after every member is done) when a member failed, naming them, so that Tune counts it.
+    """
+    if pack_fn is None:
+        from ltbench.engine.pack import train_pack as pack_fn
+    import torch
+
+    from ltbench.engine.config import resolve
+
+    dirs = [trial_dir(Path(out_dir), s.key) for s in specs]
+    torch.set_num_threads(max(int(resources.get("cpu", 1)), 1))
+    cfgs = []
+    for spec in specs:
+        cfg = spec.train_config()
+        cfg.device = "cuda" if resources.get("gpu", 0) > 0 else "cpu"
+        cfg.num_workers = min(cfg.num_workers, max(int(resources.get("cpu", 1)) - 1, 0))
+        cfgs.append(cfg)
+    with ExitStack() as stack:
+        for tdir in dirs:
+            stack.enter_context(hold(tdir))
+        for tdir in dirs:
+            if read_result(tdir / RESULT_FILE) is None:
+                (tdir / ERROR_FILE).unlink(missing_ok=True)
+        try:
+            hooks = [TuneHooks(report, resolve(cfgs[0]).epochs)] + [None] * (len(specs) - 1)
+            outcomes = pack_fn(cfgs, dirs, hooks, resume=True, progress=False)
+        except Exception as exc:
+            for tdir in dirs:
+                if read_result(tdir / RESULT_FILE) is None:
+                    (tdir / ERROR_FILE).write_text(_one_line(exc) + "\n")
+            raise
+        results: list[dict[str, Any] | None] = []
+        failed = []
+        for spec, tdir, outcome in zip(specs, dirs, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                (tdir / ERROR_FILE).write_text(_one_line(outcome) + "\n")
+                failed.append(f"{spec.key}: {_one_line(outcome)}")
+                results.append(None)
+                continue
+            if spec.posthoc and "posthoc" not in outcome:
+                outcome = _posthoc(tdir, spec, cfgs[0].device) or outcome
+            results.append(outcome)
+    done = [r for r in results if r is not None]
+    final = final_metrics(min(done, key=lambda r: r.get("top1_error", 100.0))) if done else {}
+    report({**final, "pack_finished": len(done), "pack_failed": len(failed)})
+    if failed:
+        raise LtbenchError(f"{len(failed)} of {len(specs)} runs of the pack failed: {failed[0]}")
+    return results
+
+
+def run_unit(
+    key: str,
+    out_dir: str | Path,
+    *,
+    resources: dict[str, float],
+    report,
+    train_fn=None,
+    packs: dict[str, list[str]] | None = None,
+    data_parallel=None,
+) -> None:
+    """One Tune trial of a suite: the trial `key` of DIR/trials.json, or the pack of that name
+    (`packs`: pack name -> its trial keys). `data_parallel(spec, out_dir, resources, train_fn)`
+    gives a trial's `train_fn` (`ltbench.runner.ray_train.trial_train_fn`: Ray Train's workers
+    for a trial of `workers` > 1, which is never packed)."""
+    specs = load_trials(Path(out_dir))
+    members = (packs or {}).get(key)
+    if members:
+        many = [k for k in members if specs[k].workers > 1]
+        if many:
+            raise LtbenchError(f"a data-parallel trial cannot be packed: {many[0]}")
+        run_pack([specs[k] for k in members], out_dir, resources, report)
+        return
+    if data_parallel is not None:
+        train_fn = data_parallel(specs[key], str(out_dir), resources, train_fn)
+    run_trial(specs[key], out_dir, resources, report, train_fn)

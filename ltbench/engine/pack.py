@@ -1,0 +1,326 @@
+"""Packed runs: up to K runs that share their data and schedule, trained as one fused network.
+
+A small network (ResNet-32: 0.46M parameters) leaves a GPU launch-bound; K of them side by side
+in one network do K runs' work per kernel launch (HFTA, Wang et al., MLSys 2021). The fused
+network is `ltbench.engine.fuse` (`grouped` convolutions on CUDA; on CPU, where those are
+slower, `serial`: the members' networks in turn); the step is `ltbench.engine.pack_step`: one
+summed loss, one backward, one SGD update, every member with its own seed, data order,
+augmentation and mixup draws, loss plugin and parameters and GA / DRW schedule.
+
+Each member's initial weights are its solo run's (built with its seed, then copied in), and
+its folder gets exactly the files of a solo run (`ltbench.engine.loop`): config.yaml,
+metrics.jsonl, a checkpoint.pt in the solo layout (so a member can be resumed alone, and a
+pack is resumed from its members' checkpoints) and result.json, with `pack` added (its size
+and its members' folders). A member whose loss goes NaN or infinite fails with the solo run's
+error at the end of that epoch; its weights are zeroed and it leaves the summed loss, and the
+others go on. `epoch_seconds` and `wall_seconds` of a member are the pack's (the time it
+waited), not a share of it.
+
+What may differ between members: seed, loss and its parameters, mixup alpha (and the settings
+that leave the numbers alone, e.g. `num_workers`). Everything else must be equal
+(`pack_mismatch`). A method with its own stages, network or step is not packed
+(`solo_reason`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import ExitStack, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ltbench.engine.checkpoint import (
+    append_row,
+    environment,
+    load_checkpoint,
+    prepare_out_dir,
+    read_rows,
+    save_checkpoint,
+    write_json,
+    write_rows,
+)
+from ltbench.engine.config import RUNTIME_KEYS, TrainConfig, save_yaml
+from ltbench.engine.fuse import check_fusion, silence
+from ltbench.engine.identity import precision_name
+from ltbench.engine.locks import check_out_dir, hold
+from ltbench.engine.metrics import Evaluator, validation_metrics
+from ltbench.engine.pack_step import (
+    Member,
+    build_pack,
+    fit_pack_epoch,
+    member_batches,
+    start_epoch,
+)
+from ltbench.errors import LtbenchError, os_error_message
+from ltbench.sdk.stages import Stage
+
+# What the members of a pack may differ in (all else, but the runtime settings, must be equal).
+MEMBER_KEYS = frozenset({"seed", "loss", "loss_params", "mixup_alpha", "stage2"})
+
+
+def solo_reason(cfg: TrainConfig, stages: Sequence[Stage]) -> str | None:
+    """Why the resolved run `cfg` with its planned `stages` cannot be packed; None if it can."""
+    if len(stages) != 1:
+        return f"{cfg.loss} has {len(stages)} stages"
+    stage = stages[0]
+    if stage.model is not None or stage.step is not None or stage.extra_samplers:
+        return f"{cfg.loss} brings its own network, step or samplers"
+    if stage.sampler != "instance" or stage.trainable != "all" or stage.class_scale:
+        return f"{cfg.loss} trains with its own sampler or weights"
+    if stage.meta_per_class:  # the pack's data would keep the meta set's images
+        return f"{cfg.loss} holds out a meta set"
+    return None
+
+
+def pack_signature(cfg: TrainConfig) -> tuple:
+    """The settings the members of one pack share (a resolved configuration's, as a key)."""
+    data = cfg.to_dict()
+    return tuple(
+        (k, repr(v)) for k, v in data.items() if k not in MEMBER_KEYS and k not in RUNTIME_KEYS
+    ) + tuple((k, repr(data[k])) for k in ("device", "amp", "compile", "cuda_graphs"))
+
+
+def pack_mismatch(first: TrainConfig, other: TrainConfig) -> str | None:
+    """The first shared setting two resolved runs disagree on, as text; None if they may pack."""
+    a, b = dict(pack_signature(first)), dict(pack_signature(other))
+    for key in a:
+        if a[key] != b.get(key):
+            return f"{key} is {a[key]} in one and {b.get(key)} in the other"
+    return None
+
+
+def train_pack(
+    cfgs: Sequence[TrainConfig],
+    out_dirs: Sequence[str | Path],
+    hooks: Sequence[Any] | None = None,
+    *,
+    resume: bool = True,
+    progress: bool | None = None,
+    fusion: str = "auto",
+) -> list[dict[str, Any] | LtbenchError]:
+    """Train the runs `cfgs` into `out_dirs` as one pack; each member's result (also in its
+    result.json) or the `LtbenchError` it failed with, in order.
+
+    `hooks[k]` (or None) hears member k's epochs like `train`'s hooks. A member that has its
+    result.json already is not trained again (its stored result is returned); with `resume`
+    the others continue from their own checkpoint.pt, members at different epochs in turn.
+    Every input is checked before anything is written; the pack holds every member's lock.
+    `fusion`: how the networks are fused (`check_fusion`; recorded in result.json's `pack`).
+    """
+    import json
+
+    from ltbench.engine.stages import check_run
+
+    if not cfgs or len(cfgs) != len(out_dirs):
+        raise LtbenchError("a pack needs one output folder per run, and at least one run")
+    members = []
+    for cfg, out in zip(cfgs, out_dirs, strict=True):
+        cfg, stages = check_run(cfg)
+        reason = solo_reason(cfg, stages)
+        if reason is not None:
+            raise LtbenchError(f"cannot pack {cfg.loss!r}: {reason}; run it alone")
+        if members:
+            mismatch = pack_mismatch(members[0].cfg, cfg)
+            if mismatch:
+                raise LtbenchError(f"these runs cannot share a pack: {mismatch}")
+        members.append(Member(cfg, stages[0], check_out_dir(out)))
+    from ltbench.engine.step import pick_device
+
+    check_fusion(fusion, pick_device(members[0].cfg.device))
+    if len({m.out_dir for m in members}) != len(members):
+        raise LtbenchError("two runs of a pack have the same output folder")
+    hooks = list(hooks) if hooks is not None else [None] * len(members)
+    try:
+        with ExitStack() as stack:
+            for m in members:
+                stack.enter_context(hold(m.out_dir))
+            todo = []
+            for m in members:
+                done = m.out_dir / "result.json"
+                if done.exists() and resume:
+                    m.result = json.loads(done.read_text())
+                    continue
+                prepare_out_dir(m.out_dir, resume=resume, overwrite=False)
+                ckpt = m.out_dir / "checkpoint.pt"
+                if resume and ckpt.exists():
+                    m.state = load_checkpoint(ckpt, m.cfg)
+                    m.start = int(m.state.get("stage_epoch", m.state["epoch"]))
+                todo.append(m)
+            for start in sorted({m.start for m in todo}):
+                group = [m for m in todo if m.start == start]
+                _train_group(group, [hooks[members.index(m)] for m in group], progress, fusion)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        raise LtbenchError(os_error_message(exc, members[0].out_dir)) from exc
+    return [m.result if m.error is None else m.error for m in members]
+
+
+def _load_data(members: list[Member], device: torch.device) -> None:
+    """Each member's bundle and loaders; one bundle for members whose data is the same (the
+    validation hold-out is drawn with the run's seed, so only then does it differ)."""
+    from ltbench.engine.step import load_run_data, make_loaders
+
+    bundles: dict[Any, Any] = {}
+    for m in members:
+        key = m.cfg.seed if m.cfg.val_fraction > 0 else None
+        if key not in bundles:
+            bundles[key] = load_run_data(m.cfg)
+        m.bundle = bundles[key]
+        counts = list(m.bundle.cls_num_list)
+        if min(counts) < 1:
+            empty = counts.index(min(counts))
+            raise LtbenchError(
+                f"the long-tailed training set leaves class {empty} "
+                f"({m.bundle.class_names[empty]}) without images (imb_factor="
+                f"{m.cfg.imb_factor:g}, n_max={m.cfg.n_max}); use a larger n_max or imb_factor"
+            )
+        m.loaders = make_loaders(
+            m.bundle, m.cfg, device, batch_size=m.stage.batch_size, sampling=m.stage.sampler
+        )
+
+
+def _train_group(
+    members: list[Member], hooks: list, progress: bool | None, fusion: str = "auto"
+) -> None:
+    """Train members that are all at the same epoch as one fused network, to the end."""
+    from ltbench.engine.loop import build_result, stage_learning_rate, validation_split_record
+    from ltbench.engine.step import pick_device, step_options
+
+    start_time = time.perf_counter()
+    lead = members[0]
+    cfg0, stage0, start = lead.cfg, lead.stage, lead.start
+    k_all = len(members)
+    device = pick_device(cfg0.device)
+    amp, channels_last = step_options(cfg0, device)
+    _load_data(members, device)
+    num_classes = lead.bundle.num_classes
+
+    model, layout, step_model, optimizer, joined = build_pack(
+        members, num_classes, device, channels_last, fusion
+    )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+
+    def fused(split: str, epoch: int):
+        return member_batches([getattr(m.loaders, split) for m in members], epoch)
+
+    @torch.no_grad()
+    def assess(split: str, alive: list[Member]) -> dict[int, dict[str, Any]]:
+        model.eval()
+        evaluators = [Evaluator(num_classes, device) for _ in members]
+        for images, labels in fused(split, 0):
+            with autocast:
+                scores = step_model(joined(images))
+            scores = scores.float()
+            for k, m in enumerate(members):
+                if m in alive:
+                    to_logits = getattr(m.plugin, "eval_logits", None)
+                    s = scores[:, k]
+                    evaluators[k].update(to_logits(s) if to_logits else s, labels[k])
+        counts = {k: list(m.bundle.cls_num_list) for k, m in enumerate(members)}
+        return {k: evaluators[k].compute(counts[k]) for k, m in enumerate(members) if m in alive}
+
+    # -- resume: each member's metrics lines up to its checkpoint ------------------------------
+    for m in members:
+        m.history = [r for r in read_rows(m.out_dir / "metrics.jsonl") if r["epoch"] <= start]
+        write_rows(m.out_dir / "metrics.jsonl", m.history)
+        save_yaml(m.cfg, m.out_dir / "config.yaml")
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=stage0.epochs, initial=start, desc=f"pack of {k_all}", unit="epoch")
+    alive = list(members)
+    for epoch in range(start, stage0.epochs):
+        tick = time.perf_counter()
+        lr = stage_learning_rate(cfg0, stage0, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        start_epoch(members, epoch, device)
+        stats = fit_pack_epoch(
+            step_model, members, alive, optimizer, fused("train", epoch), joined, autocast, device
+        )
+        bad_steps = stats["first_bad_step"].tolist()
+        seen = max(int(stats["seen"]), 1)
+        loss_sum, correct = stats["loss_sum"].tolist(), stats["correct"].tolist()
+        for k, m in enumerate(members):
+            if m in alive and bad_steps[k] >= 0:
+                m.error = LtbenchError(
+                    f"the loss became NaN or infinite at epoch {epoch + 1}, step "
+                    f"{bad_steps[k] + 1}; try a lower learning rate (lr={lr:g}) or check the "
+                    "loss parameters"
+                )
+                alive.remove(m)
+                silence(model, optimizer, layout, k)
+        if not alive:
+            break
+        rows = {}
+        for k, m in enumerate(members):
+            if m in alive:
+                rows[k] = {
+                    "epoch": epoch + 1,
+                    "lr": lr * stage0.lr_factor,
+                    "train_loss": loss_sum[k] / seen,
+                    "train_acc": 100.0 * correct[k] / seen,
+                }
+        if epoch + 1 == stage0.epochs or (epoch + 1) % cfg0.eval_every == 0:
+            for k, record in assess("test", alive).items():
+                rows[k]["test_top1_error"] = record["top1_error"]
+        if lead.loaders.val is not None:
+            for k, record in assess("val", alive).items():
+                rows[k].update(validation_metrics(record["confusion_matrix"]))
+                del rows[k]["val_classes_without_images"]
+        seconds = time.perf_counter() - tick
+        packed_state = model.state_dict()
+        optimizer_state = optimizer.state_dict()
+        for k, row in rows.items():
+            m = members[k]
+            row["epoch_seconds"] = seconds
+            m.history.append(row)
+            state = {
+                "config": m.cfg.to_dict(),
+                "epoch": epoch + 1,
+                "stage": m.stage.name,
+                "stage_epoch": epoch + 1,
+                "model": layout.member_state(packed_state, k),
+                "optimizer": layout.member_optimizer(optimizer_state, k),
+            }
+            append_row(m.out_dir / "metrics.jsonl", row)
+            save_checkpoint(m.out_dir / "checkpoint.pt", state)
+            if hooks[k] is not None:
+                hooks[k].on_epoch_end(row["epoch"], row, m.out_dir / "checkpoint.pt")
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    if not alive:
+        return
+
+    # -- final metrics of the members still alive -----------------------------------------------
+    finals = assess("test", alive)
+    vals = assess("val", alive) if lead.loaders.val is not None else {}
+    elapsed = time.perf_counter() - start_time
+    for k, m in enumerate(members):
+        if m not in alive:
+            continue
+        result = build_result(m.cfg, m.bundle, finals[k], m.history)
+        if k in vals:
+            result.update(validation_metrics(vals[k]["confusion_matrix"]))
+            result.update(validation_split_record(m.bundle))
+        result["wall_seconds"] = elapsed + sum(
+            r.get("epoch_seconds", 0.0) for r in m.history[:start]
+        )
+        result["env"] = environment(device, amp=amp, channels_last=channels_last)
+        result["precision"] = precision_name(amp)
+        result["stage_plan"] = [m.stage.describe()]
+        result["pack"] = {
+            "size": k_all,
+            "fusion": check_fusion(fusion, device),
+            "members": [x.out_dir.name for x in members],
+        }
+        write_json(m.out_dir / "result.json", result)
+        m.result = result
