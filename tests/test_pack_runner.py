@@ -52,7 +52,7 @@ def test_plan_groups_what_shares_data_and_schedule_and_says_who_runs_alone(tmp_p
     text = PACKED.replace("- loss: kps-ga", "- loss: kps-ga\n  - loss: crt").replace(
         "seeds: [0]", "seeds: [0, 1]"
     )
-    text = text.replace("  - loss: ce\n", "  - loss: ce\n  - {loss: la, config: {lr: 0.05}}\n")
+    text = text.replace("  - loss: ce\n", "  - loss: ce\n  - {loss: la, config: {lr: 0.02}}\n")
     suite = load_suite(_suite(tmp_path, text))
     plan = plan_packs(expand(suite), 4)
     sizes = {name: len(keys) for name, keys in plan.units.items()}
