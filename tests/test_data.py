@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -232,7 +233,8 @@ def test_synthetic_bundle():
     val_counts = data.class_counts(b.val.labels, 10)
     assert [t + v for t, v in zip(b.cls_num_list, val_counts, strict=True)] == n_lt
     assert b.cls_num_list == data.class_counts(b.train.labels, 10)
-    assert len(b.test) == 1000 and data.class_counts(b.test.labels, 10) == [100] * 10
+    assert len(b.test) == 3000 and data.class_counts(b.test.labels, 10) == [300] * 10
+    assert b.crop_padding == 2  # CIFAR's 4 pixels on 32, scaled to 16
     assert b.train.images.dtype == torch.uint8 and b.train.labels.dtype == torch.int64
 
 
@@ -259,6 +261,18 @@ def test_crop_flip_matches_slow_reference():
     assert (oy != 4).any() and (ox != 4).any()
     centred = data.crop_flip(images, torch.full((16,), 4), torch.full((16,), 4), flips < 0, 4)
     assert torch.equal(centred, images)
+
+
+def test_crop_padding_scales_with_the_image_side():
+    """CIFAR's random crop pads 4 pixels on 32; a 16 x 16 image gets the same relative shift."""
+    small = data.load_dataset("synthetic-lt", imb_factor=0.1, n_max=20, n_test_max=5)
+    assert make_loader_padding(small) == 2
+    assert make_loader_padding(dataclasses.replace(small, image_size=32)) == 4
+    assert make_loader_padding(dataclasses.replace(small, image_size=8)) == 1
+
+
+def make_loader_padding(bundle) -> int:
+    return data.make_loader(bundle, "train", 8, seed=0).padding
 
 
 def test_flip_rate_about_half():

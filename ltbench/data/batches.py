@@ -411,6 +411,7 @@ def make_loader(
             seed=seed,
             drop_last=drop_last,
             sampling=sampling,
+            padding=bundle.crop_padding,
             mean=bundle.mean,
             std=bundle.std,
             device=device,

@@ -12,6 +12,10 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# Random-crop padding of in-memory training images, as a fraction of the side: CIFAR's 4 pixels
+# on 32 (Krizhevsky-style crop of the LDAM-DRW and KPS code). A 16 x 16 image gets 2 pixels, the
+# same relative shift; 4 pixels would move a 16 x 16 shape by up to a quarter of the image.
+CROP_PADDING_FRACTION = 1 / 8
 
 
 @dataclass
@@ -40,3 +44,9 @@ class DatasetBundle:
     imb_factor: float = 1.0
     profile: str = "exp"
     val_source: str = ""
+
+    @property
+    def crop_padding(self) -> int:
+        """Zero padding (pixels) of the training random crop: `CROP_PADDING_FRACTION` of the side,
+        at least 1 (4 on CIFAR's 32 x 32, 2 on synthetic-lt's 16 x 16)."""
+        return max(1, round(self.image_size * CROP_PADDING_FRACTION))

@@ -30,8 +30,9 @@ PRESETS: dict[str, Preset] = {
     # Sized by measurement (BENCHMARKS.md, "The offline demo"): on synthetic-lt (16 x 16 images,
     # 1000 per class before the long-tailed draw) a half-width ResNet-32 trained for 24 epochs
     # learns every class of the balanced set, plain CE shows the long tail, and the spread over
-    # seeds stays within a few points (16 epochs left plain KPS's tail classes learned in some
-    # seeds only: a spread of 3.6-5.4 points); the demo's wall time is in BENCHMARKS.md.
+    # seeds stays within a few points. Shorter schedules and a quarter-width network spread
+    # KPS-DRW and KPS-GA by 3-6.5 points over four seeds at rho = 100 (18 epochs; width 0.25);
+    # the demo's wall time is in BENCHMARKS.md.
     "smoke": Preset(
         "a few minutes on 2 CPU cores: 24 epochs, <= 1000 images per class, half-width model",
         {"epochs": 24, "n_max": 1000, "width": 0.5, "batch_size": 64, "eval_every": 4},
