@@ -18,13 +18,7 @@ from ltbench.errors import LtbenchError
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "losses.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: on a busy machine, extra intra-op threads only spin and wait."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fixture_cases():

@@ -9,14 +9,7 @@ from torch import nn
 from ltbench.engine.models import CosineClassifier, build_model, list_models
 from ltbench.errors import LtbenchError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: on a busy machine, extra intra-op threads only spin and wait."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _n_params(module: nn.Module) -> int:

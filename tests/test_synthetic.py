@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from ltbench import data
 from ltbench.data import synthetic
@@ -18,13 +17,7 @@ COUNTS_RHO100 = [1000, 599, 359, 215, 129, 77, 46, 27, 16, 10]
 COUNTS_RHO50 = [1000, 647, 419, 271, 175, 113, 73, 47, 30, 20]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: on a busy machine extra intra-op threads only spin and wait."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
