@@ -87,7 +87,8 @@ def _add_common(p: argparse.ArgumentParser, default_suite: str | None) -> None:
         "--gpus-per-trial",
         type=float,
         default=None,
-        help="GPUs per trial, fractions allowed: 0.25 packs 4 trials per GPU; a whole number "
+        help="GPUs per trial, fractions allowed: 0.25 runs 4 separate trials on one GPU (--pack "
+        "fuses them into one); a whole number "
         "G > 1 trains each trial data-parallel on G GPUs (G workers) "
         "(default: 1 if the cluster has GPUs, else 0)",
     )
