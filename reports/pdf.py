@@ -27,6 +27,7 @@ MARGIN = 0.6
 BODY_PT = 9.0
 NOTE_PT = 8.5
 TITLE_PT = 14.0
+META_PT = 10.5  # the title page's run details
 ROW_IN = 0.24
 PAD_IN = 0.18
 STRIPE = "#f2f4f7"
@@ -45,11 +46,12 @@ _MEASURE = RendererAgg(10, 10, 72)  # at 72 dpi a width in pixels is a width in 
 _BOLD = FontProperties(size=BODY_PT, weight="bold")
 
 
-def text_width_in(text: str) -> float:
-    """Printed width of ``text`` in bold at BODY_PT, in inches."""
+def text_width_in(text: str, size: float = BODY_PT) -> float:
+    """Printed width of ``text`` in bold at ``size`` points (default BODY_PT), in inches."""
     if not text:
         return 0.0
-    w, _, _ = _MEASURE.get_text_width_height_descent(text, _BOLD, ismath=False)
+    font = _BOLD if size == BODY_PT else FontProperties(size=size, weight="bold")
+    w, _, _ = _MEASURE.get_text_width_height_descent(text, font, ismath=False)
     return w / 72
 
 
@@ -302,11 +304,11 @@ def _title_page(w: _Writer, report: Report, toc: list[tuple[str, int]]) -> None:
     suite = dict(report.meta).get("suite", "")
     fig.text(0.5, _y(1.5), suite, ha="center", fontsize=16)
     y = 2.0
-    key_w = max(text_width_in(k) for k, _ in report.meta) + 0.3
+    key_w = max(text_width_in(k, META_PT) for k, _ in report.meta) + 0.3
     for key, value in report.meta:
-        fig.text(_x(1.5), _y(y), key, fontsize=10.5, fontweight="bold", va="top")
+        fig.text(_x(1.5), _y(y), key, fontsize=META_PT, fontweight="bold", va="top")
         for line in textwrap.wrap(value, 100) or [""]:
-            fig.text(_x(1.5 + key_w), _y(y), line, fontsize=10.5, va="top")
+            fig.text(_x(1.5 + key_w), _y(y), line, fontsize=META_PT, va="top")
             y += 0.22
     y += 0.2
     if report.warnings:
