@@ -292,7 +292,6 @@ def run_stage(
                 meta_loader=meta_loader,
                 lr=lr,
                 where=f"in {stage.name} " if multi else "",
-                hint=f"try a lower learning rate (lr={lr:g}) or check the loss parameters",
             )
         )
         if epoch + 1 == stage.epochs or (epoch + 1) % cfg.eval_every == 0:

@@ -188,7 +188,7 @@ def _train_group(
 ) -> None:
     """Train members that are all at the same epoch as one fused network, to the end."""
     from ltbench.engine.loop import build_result, stage_learning_rate, validation_split_record
-    from ltbench.engine.step import pick_device, step_options
+    from ltbench.engine.step import nonfinite_loss, pick_device, step_options
 
     start_time = time.perf_counter()
     lead = members[0]
@@ -249,11 +249,7 @@ def _train_group(
         loss_sum, correct = stats["loss_sum"].tolist(), stats["correct"].tolist()
         for k, m in enumerate(members):
             if m in alive and bad_steps[k] >= 0:
-                m.error = LtbenchError(
-                    f"the loss became NaN or infinite at epoch {epoch + 1}, step "
-                    f"{bad_steps[k] + 1}; try a lower learning rate (lr={lr:g}) or check the "
-                    "loss parameters"
-                )
+                m.error = nonfinite_loss(epoch + 1, bad_steps[k] + 1, lr)
                 alive.remove(m)
                 silence(model, optimizer, layout, k)
         if not alive:

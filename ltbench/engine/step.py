@@ -347,7 +347,6 @@ def fit_epoch(
     meta_loader=None,
     lr: float = 0.0,
     where: str = "",
-    hint: str = "",
 ) -> dict[str, float]:
     """Train one epoch with its own seeds and return `train_loss`, `train_acc`.
 
@@ -383,15 +382,21 @@ def fit_epoch(
     distributed.sum_over_ranks(stats.loss_sum, stats.correct, stats.seen)
     bad_step = int(distributed.first_bad(stats.first_bad_step))
     if bad_step >= 0:
-        raise LtbenchError(
-            f"the loss became NaN or infinite {where}at epoch {schedule_epoch + 1}, step "
-            f"{bad_step + 1}; {hint or 'try a lower learning rate or check the loss parameters'}"
-        )
+        raise nonfinite_loss(schedule_epoch + 1, bad_step + 1, lr, where)
     seen = max(int(stats.seen), 1)
     return {
         "train_loss": float(stats.loss_sum) / seen,
         "train_acc": 100.0 * int(stats.correct) / seen,
     }
+
+
+def nonfinite_loss(epoch: int, step: int, lr: float, where: str = "") -> LtbenchError:
+    """The error of a run (or a pack member) whose loss went NaN or infinite at `epoch`, `step`
+    (both 1-based); `where` names a stage ("in stage2 ")."""
+    return LtbenchError(
+        f"the loss became NaN or infinite {where}at epoch {epoch}, step {step}; try a lower "
+        f"learning rate (lr={lr:g}) or check the loss parameters"
+    )
 
 
 # ----------------------------------------------------------------------------------------------
