@@ -111,6 +111,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a loss parameter, e.g. -p m_max=0.4 (repeatable)",
     )
+    g.add_argument(
+        "--variant",
+        default=None,
+        help="a named variant of the method instead of the paper's text, e.g. authors-script "
+        "(kps, kps-ga, kps-drw: the authors' public CIFAR script); see `ltbench list`",
+    )
     g.add_argument("--mixup-alpha", type=float, default=None, help="mixup alpha (0: off)")
     g = p.add_argument_group("model and schedule (default: the paper's Table 2)")
     g.add_argument("--model", default=None)
@@ -149,7 +155,18 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="CUDA only, unmeasured: capture and replay the step as CUDA graphs (off)",
     )
     g.add_argument("--num-workers", type=int, default=None)
-    g.add_argument("--eval-every", type=int, default=None)
+    g.add_argument(
+        "--eval-every",
+        type=int,
+        default=None,
+        help="test every N epochs (and at the last one and each new best validation error)",
+    )
+    g.add_argument(
+        "--keep-best-val",
+        action="store_true",
+        default=None,
+        help="also keep the best-on-validation epoch's checkpoint (checkpoint-best-val.pt)",
+    )
     g.add_argument(
         "--config",
         type=Path,
@@ -208,6 +225,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             params = ", ".join(f"{k}={v}" for k, v in defaults.items()) or "-"
             extra = f" [{spec.kind}]" if spec.kind != "loss" else ""
             print(f"  {name:<12} {spec.head:<7} {params}{extra}")
+            for vname, variant in spec.variants.items():
+                print(f"  {'':<12} --variant {vname}: {variant.description}")
     if what in ("all", "datasets"):
         print("datasets (name: model, epochs, batch, lr, imb_factor):")
         for name, spec in DATASETS.items():

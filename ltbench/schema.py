@@ -76,6 +76,11 @@ RESULTS_COLUMNS = [
     *METRIC_COLUMNS,
     "val_balanced_error",  # NaN without a validation split
     "val_top1_error",
+    # the epoch protocols other than the final epoch (ltbench.engine.protocols; raw rows only):
+    "test_error_best_on_val",  # test error at the lowest balanced validation error's epoch
+    "epoch_best_on_val",
+    "test_error_best_on_test",  # chosen on the test set: beside published numbers only
+    "epoch_best_on_test",
     "epochs",
     "wall_seconds",
     "status",
@@ -88,7 +93,13 @@ RESULTS_COLUMNS = [
     "rule",  # decision rule: "raw" (the trained model) or a post-hoc rule
 ]
 # Columns a reader fills with NaN when an older results.csv lacks them.
-OPTIONAL_RESULTS_COLUMNS = ("val_balanced_error", "val_top1_error")
+PROTOCOL_COLUMNS = {  # column: (protocol, key) in result.json's `epoch_protocols`
+    "test_error_best_on_val": ("best-on-validation", "test_top1_error"),
+    "epoch_best_on_val": ("best-on-validation", "epoch"),
+    "test_error_best_on_test": ("best-on-test", "test_top1_error"),
+    "epoch_best_on_test": ("best-on-test", "epoch"),
+}
+OPTIONAL_RESULTS_COLUMNS = ("val_balanced_error", "val_top1_error", *PROTOCOL_COLUMNS)
 PER_CLASS_COLUMNS = [
     "trial",
     "method",

@@ -16,7 +16,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ltbench", "losses", "baselines", "reports", "sweeps")
-MAX_LINES = 460  # "about 450": one job per module
+# "about 450": one job per module. Issue 24 replaces this cap with function-length and
+# duplication checks: it pushed help texts and a flag out of cli.py (commit e941efa), so it is
+# not a reason to cut a help text; 500 until then.
+MAX_LINES = 500
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:

@@ -46,6 +46,7 @@ class TrainConfig:
     # method
     loss: str = "ce"
     loss_params: dict[str, Any] = field(default_factory=dict)
+    variant: str | None = None  # a named variant of the method (None: the paper's text)
     mixup_alpha: float = 0.0  # 0 disables mixup
     # model
     model: str | None = None
@@ -68,6 +69,7 @@ class TrainConfig:
     cuda_graphs: bool = False  # CUDA only; unmeasured, off by default (step.step_module)
     num_workers: int = 4  # DataLoader workers for file-based datasets
     eval_every: int = 1  # test-set evaluation period, in epochs (the last epoch always)
+    keep_best_val: bool = False  # also keep the best-on-validation epoch's checkpoint
     # Extra settings of a two-stage method (stage-2 epochs, ...), validated by that method.
     stage2: dict[str, Any] = field(default_factory=dict)
 
@@ -128,10 +130,21 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
 
     Returns a new config; raises `LtbenchError` with a one-line message on a bad value.
     """
-    from ltbench.sdk.registry import all_defaults, all_defaults_for, get_spec, resolve_params
+    from ltbench.sdk.registry import (
+        all_defaults,
+        all_defaults_for,
+        get_spec,
+        get_variant,
+        resolve_params,
+    )
 
     check_types(cfg)
     d = get_dataset_spec(cfg.dataset).recipe
+    spec = get_spec(cfg.loss)
+    variant = get_variant(spec, cfg.variant, cfg.dataset) if cfg.variant is not None else None
+    if variant is not None:  # its run settings stand in for the recipe's where none was given
+        unset = {k: v for k, v in variant.schedule.items() if getattr(cfg, k) is None}
+        cfg = dataclasses.replace(cfg, **unset)
     out = dataclasses.replace(cfg, loss_params=dict(cfg.loss_params), stage2=dict(cfg.stage2))
 
     def pick(name: str, default: Any) -> Any:
@@ -168,7 +181,6 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     else:
         out.lr_decay_epochs = check_decays(cfg.lr_decay_epochs, out.epochs)
 
-    spec = get_spec(out.loss)
     given = dict(cfg.loss_params)
     for key, value in cfg.stage2.items():  # `stage2: {epochs: 5}` is `stage2_epochs: 5`
         name = STAGE2_PREFIX + str(key)
@@ -185,6 +197,8 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     params: dict[str, Any] = {}
     # the paper's values on this dataset, and the method's recipe on this dataset and rho
     per_dataset = all_defaults_for(spec, out.dataset, out.imb_factor)
+    if variant is not None:  # the variant's values stand in for the paper's
+        per_dataset.update(variant.params)
     for key, value in all_defaults(spec).items():
         if key in given:
             continue
@@ -240,6 +254,7 @@ RUNTIME_KEYS = frozenset(
         "cuda_graphs",
         "num_workers",
         "eval_every",
+        "keep_best_val",
         "data_root",
         "download",
     }

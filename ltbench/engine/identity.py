@@ -4,12 +4,14 @@ A label that only names the loss can lie: plain `kps` with mixup is not the pape
 mixup" (that is KPS-GA with mixup), and `kps-ga` with m_max = 0.3 is not the paper's KPS-GA.
 `method_label(cfg)` is built from the resolved configuration alone:
 
-    <loss>[+mixup | +mixup(α=A)][ (<param>=<value>, ...)]
+    <loss>[@<variant>][+mixup | +mixup(α=A)][ (<param>=<value>, ...)]
 
 where the parameters listed are those that differ from the method's defaults on this dataset,
-rho and run length (its paper values, its recipe, its milestones placed for the run), and mixup
-is named with its alpha unless alpha = 1. A multi-stage method's stages are its parameters, so
-they are in the label too. The reports look a paper number up by this label only.
+rho and run length (its paper values, its recipe, its variant, its milestones placed for the
+run), and mixup is named with its alpha unless alpha = 1. A variant (`authors-script`) is named
+after `@`: it is not the paper's text, so no paper number stands beside it. A multi-stage
+method's stages are its parameters, so they are in the label too. The reports look a paper
+number up by this label only.
 
 `setup_deviations(cfg)` lists how the run's setup differs from the dataset's paper recipe
 (network, width, batch size, learning rate, weight decay, images per class, validation
@@ -29,6 +31,7 @@ from typing import Any
 from ltbench.data.registry import get_dataset_spec
 from ltbench.engine.config import TrainConfig, resolve
 from ltbench.engine.schedule import anchor_of
+from ltbench.sdk.registry import VARIANT_MARK, get_spec, get_variant
 
 BF16 = "bf16-autocast"
 FLOAT32 = "float32"
@@ -56,8 +59,8 @@ def changed_params(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def method_label(cfg: TrainConfig) -> str:
-    """`<loss>[+mixup[(α=A)]][ (param=value, ...)]` of a resolved configuration."""
-    label = cfg.loss
+    """`<loss>[@variant][+mixup[(α=A)]][ (param=value, ...)]` of a resolved configuration."""
+    label = cfg.loss if cfg.variant is None else f"{cfg.loss}{VARIANT_MARK}{cfg.variant}"
     if cfg.mixup_alpha > 0:
         label += "+mixup" if cfg.mixup_alpha == 1.0 else f"+mixup(α={cfg.mixup_alpha:g})"
     changed = changed_params(cfg)
@@ -66,18 +69,34 @@ def method_label(cfg: TrainConfig) -> str:
     return label
 
 
+def variant_of(cfg: TrainConfig):
+    """The run's `Variant` (None: the paper's text)."""
+    if cfg.variant is None:
+        return None
+    spec = get_spec(cfg.loss)
+    return get_variant(spec, cfg.variant)
+
+
+def reference_value(cfg: TrainConfig, name: str) -> Any:
+    """The value of run setting `name` in the schedule the run claims: the dataset recipe's,
+    or its variant's where the variant sets it."""
+    variant = variant_of(cfg)
+    if variant is not None and name in variant.schedule:
+        return variant.schedule[name]
+    return getattr(get_dataset_spec(cfg.dataset).recipe, name)
+
+
 def full_schedule(cfg: TrainConfig) -> bool:
-    """Whether the run is the dataset recipe's full schedule (epochs, warm-up, decays and their
-    factor), with every epoch parameter of the loss where the method puts it."""
+    """Whether the run is the full schedule of the dataset recipe (of its variant, where the
+    variant sets one of them): epochs, warm-up, decays and their factor, with every epoch
+    parameter of the loss where the method puts it."""
     d = get_dataset_spec(cfg.dataset).recipe
     same = (
         cfg.epochs == d.epochs
         and cfg.warmup_epochs == d.warmup_epochs
         and list(cfg.lr_decay_epochs) == list(d.lr_decay_epochs)
-        and math.isclose(cfg.lr_decay_factor, d.lr_decay_factor)
+        and math.isclose(cfg.lr_decay_factor, reference_value(cfg, "lr_decay_factor"))
     )
-    from ltbench.sdk.registry import get_spec
-
     milestones = get_spec(cfg.loss).milestones
     return same and not any(anchor_of(k, milestones) for k in changed_params(cfg))
 
@@ -86,12 +105,15 @@ def setup_deviations(cfg: TrainConfig) -> list[str]:
     """How the run's setup differs from its dataset's paper recipe ([] when it does not)."""
     d = get_dataset_spec(cfg.dataset).recipe
     out = []
+    variant = variant_of(cfg)
+    if variant is not None:
+        out.append(f"variant {cfg.variant}: {variant.description} (not the paper's text)")
     for name, paper in (
         ("model", d.model),
         ("width", d.width),
-        ("batch_size", d.batch_size),
-        ("lr", d.lr),
-        ("weight_decay", d.weight_decay),
+        ("batch_size", reference_value(cfg, "batch_size")),
+        ("lr", reference_value(cfg, "lr")),
+        ("weight_decay", reference_value(cfg, "weight_decay")),
         ("momentum", PAPER_MOMENTUM),
     ):
         value = getattr(cfg, name)

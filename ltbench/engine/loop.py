@@ -45,6 +45,13 @@ from ltbench.engine.config import TrainConfig, resolve, save_yaml
 from ltbench.engine.identity import identity, precision_name
 from ltbench.engine.locks import check_out_dir, hold
 from ltbench.engine.metrics import validation_metrics
+from ltbench.engine.protocols import (
+    BEST_ON_TEST,
+    BEST_VAL_CHECKPOINT,
+    due_for_test,
+    epoch_protocols,
+    new_validation_minimum,
+)
 from ltbench.engine.schedule import cosine_learning_rate, step_learning_rate
 from ltbench.engine.stages import (
     StageModel,
@@ -294,12 +301,13 @@ def run_stage(
                 where=f"in {stage.name} " if multi else "",
             )
         )
-        if epoch + 1 == stage.epochs or (epoch + 1) % cfg.eval_every == 0:
-            row["test_top1_error"] = assess(loaders.test)["top1_error"]
         if loaders.val is not None:
             row.update(validation_metrics(assess(loaders.val)["confusion_matrix"]))
             del row["val_classes_without_images"]  # a property of the split: in result.json
+        if due_for_test(epoch + 1, stage.epochs, cfg.eval_every, row, history):
+            row["test_top1_error"] = assess(loaders.test)["top1_error"]
         row["epoch_seconds"] = time.perf_counter() - tick
+        keep_best = cfg.keep_best_val and new_validation_minimum(row, history)
         history.append(row)
         state = {
             "config": cfg.to_dict(),
@@ -314,6 +322,8 @@ def run_stage(
         if main:
             append_row(out_dir / "metrics.jsonl", row)
             save_checkpoint(ckpt_path, state)
+            if keep_best:  # best-on-validation's model, for `ltbench eval` or a look later
+                save_checkpoint(out_dir / BEST_VAL_CHECKPOINT, state)
         distributed.barrier()  # every rank's hooks see the epoch's checkpoint on disk
         if hooks is not None:
             hooks.on_epoch_end(row["epoch"], row, ckpt_path)
@@ -420,8 +430,8 @@ def build_result(
     cfg: TrainConfig, bundle, final: dict[str, Any], history: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """The result record of DESIGN.md from the final metrics and the epoch history."""
-    tested = [r for r in history if "test_top1_error" in r]
-    best = min(tested, key=lambda r: r["test_top1_error"]) if tested else None
+    protocols = epoch_protocols(history, final["top1_error"])
+    best = protocols["epoch_protocols"][BEST_ON_TEST]
     return {
         **identity(cfg),  # method (the label from the whole configuration), full_schedule, ...
         "loss": cfg.loss,
@@ -437,8 +447,9 @@ def build_result(
         "epochs": cfg.epochs,
         "status": "finished",
         **final,
-        "best_test_top1_error_selected_on_test": best["test_top1_error"] if best else None,
-        "best_epoch_selected_on_test": best["epoch"] if best else None,
+        **protocols,  # final, best-on-validation, best-on-test, and the epochs evaluated
+        "best_test_top1_error_selected_on_test": best.get("test_top1_error"),
+        "best_epoch_selected_on_test": best["epoch"],
         "class_counts": list(bundle.cls_num_list),
         "class_names": list(bundle.class_names),
     }

@@ -54,6 +54,7 @@ from ltbench.engine.pack_step import (
     member_batches,
     start_epoch,
 )
+from ltbench.engine.protocols import BEST_VAL_CHECKPOINT, due_for_test, new_validation_minimum
 from ltbench.errors import LtbenchError, os_error_message
 from ltbench.sdk.stages import Stage
 
@@ -263,19 +264,26 @@ def _train_group(
                     "train_loss": loss_sum[k] / seen,
                     "train_acc": 100.0 * correct[k] / seen,
                 }
-        if epoch + 1 == stage0.epochs or (epoch + 1) % cfg0.eval_every == 0:
-            for k, record in assess("test", alive).items():
-                rows[k]["test_top1_error"] = record["top1_error"]
         if lead.loaders.val is not None:
             for k, record in assess("val", alive).items():
                 rows[k].update(validation_metrics(record["confusion_matrix"]))
                 del rows[k]["val_classes_without_images"]
+        due = {  # each member's own cadence, as if it ran alone
+            k
+            for k in rows
+            if due_for_test(epoch + 1, stage0.epochs, cfg0.eval_every, rows[k], members[k].history)
+        }
+        if due:  # the fused network is evaluated for every member at once
+            for k, record in assess("test", alive).items():
+                if k in due:
+                    rows[k]["test_top1_error"] = record["top1_error"]
         seconds = time.perf_counter() - tick
         packed_state = model.state_dict()
         optimizer_state = optimizer.state_dict()
         for k, row in rows.items():
             m = members[k]
             row["epoch_seconds"] = seconds
+            keep_best = m.cfg.keep_best_val and new_validation_minimum(row, m.history)
             m.history.append(row)
             state = {
                 "config": m.cfg.to_dict(),
@@ -287,6 +295,8 @@ def _train_group(
             }
             append_row(m.out_dir / "metrics.jsonl", row)
             save_checkpoint(m.out_dir / "checkpoint.pt", state)
+            if keep_best:
+                save_checkpoint(m.out_dir / BEST_VAL_CHECKPOINT, state)
             if hooks[k] is not None:
                 hooks[k].on_epoch_end(row["epoch"], row, m.out_dir / "checkpoint.pt")
         if bar is not None:

@@ -32,6 +32,7 @@ from ltbench.schema import (
     OPTIONAL_RESULTS_COLUMNS,
     PER_CLASS_COLUMNS,
     PER_CLASS_FILE,
+    PROTOCOL_COLUMNS,
     RAW_RULE,
     RESULT_FILE,
     RESULTS_COLUMNS,
@@ -141,6 +142,17 @@ def _class_rows(
     ]
 
 
+def _protocol_cells(result: dict[str, Any]) -> dict[str, Any]:
+    """The results.csv cells of the epoch protocols in `result` (NaN where it has none)."""
+    protocols = result.get("epoch_protocols")
+    out = {}
+    for column, (protocol, key) in PROTOCOL_COLUMNS.items():
+        entry = protocols.get(protocol) if isinstance(protocols, dict) else None
+        value = entry.get(key) if isinstance(entry, dict) else None
+        out[column] = value if isinstance(value, int | float) else math.nan
+    return out
+
+
 def collect(
     out_dir: str | Path, notes: dict[str, str] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -167,6 +179,7 @@ def collect(
             "seed": spec.seed,
             "subset_seed": spec.subset_seed,
             **{c: math.nan for c in (*METRIC_COLUMNS, *OPTIONAL_RESULTS_COLUMNS)},
+            **{c: math.nan for c in PROTOCOL_COLUMNS},
             "epochs": _planned_epochs(spec),
             "wall_seconds": math.nan,
             "status": status,
@@ -178,6 +191,7 @@ def collect(
             for c in (*METRIC_COLUMNS, *OPTIONAL_RESULTS_COLUMNS):
                 value = result.get(c)
                 row[c] = math.nan if value is None else value
+            row.update(_protocol_cells(result))
             row["epochs"] = result.get("epochs", row["epochs"])
             row["wall_seconds"] = result.get("wall_seconds", math.nan)
             class_rows += _class_rows(key, spec, result)
@@ -185,6 +199,7 @@ def collect(
         # one more row per post-hoc rule (`ltbench eval`, suite `posthoc:`), same trial
         for rule, r in _posthoc_rules(result).items():
             extra = {**row, "rule": rule, "precision": r["precision"]}
+            extra.update({c: math.nan for c in PROTOCOL_COLUMNS})  # a rule sees the final model
             for c in METRIC_COLUMNS:
                 value = r.get(c)
                 extra[c] = math.nan if value is None else value
@@ -253,6 +268,7 @@ def collect_sweep(
             for col in (SEARCH_METRIC, VAL_TOP1_METRIC):
                 row[col] = result.get(col, row[col])
             row[SWEEP_TEST_METRIC] = result.get("top1_error", row[SWEEP_TEST_METRIC])
+            row.update(_protocol_cells(result))
             row["epochs"] = result.get("epochs", row["epochs"])
         elif status == MISSING and key in stopped:
             status = STOPPED

@@ -7,7 +7,10 @@ checked key by key when the file is loaded:
     description: LA ablation                      # one line, shown by `ltbench list suites`
     methods:                                      # required, at least one
       - loss: la                                   # a registered loss / method name (required)
-        name: la+mixup                             # label in tables (default: the loss name)
+        name: la+mixup                             # label in tables (default: the loss name,
+                                                   # loss@variant with a variant)
+        variant: authors-script                    # a named variant of the method instead of
+                                                   # the paper's text (`ltbench list`)
         params: {tau: 1.5}                         # loss parameters (default: the paper's)
         mixup_alpha: 1.0                           # 0 (default) disables mixup
         config: {stage2: {epochs: 10}}             # TrainConfig keys for this method only
@@ -60,6 +63,7 @@ from ltbench.runner.search import (
     type_name,
 )
 from ltbench.runner.trials import TrialSpec, trial_key
+from ltbench.sdk.registry import VARIANT_MARK, VARIANT_NAME_RE
 
 SUITES_DIR = Path(sweeps.__file__).resolve().parent  # the suite YAML files shipped as package data
 
@@ -71,6 +75,7 @@ AXIS_KEYS = {
     "subset_seed": "subset_seeds",
     "loss": "methods[].loss",
     "loss_params": "methods[].params",
+    "variant": "methods[].variant",
     "mixup_alpha": "methods[].mixup_alpha",
 }
 SUITE_KEYS = (
@@ -87,8 +92,17 @@ SUITE_KEYS = (
     "workers_per_trial",
 )
 REQUIRED_KEYS = ("methods", "datasets", "rhos", "seeds")
-METHOD_KEYS = ("name", "loss", "params", "mixup_alpha", "config", "posthoc", "workers_per_trial")
-LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$")
+METHOD_KEYS = (
+    "name",
+    "loss",
+    "params",
+    "variant",
+    "mixup_alpha",
+    "config",
+    "posthoc",
+    "workers_per_trial",
+)
+LABEL_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=@-]*$")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,6 +120,7 @@ class Method:
     config: dict[str, Any] = field(default_factory=dict)
     posthoc: list[str] = field(default_factory=list)
     workers_per_trial: int | None = None  # None: the suite's
+    variant: str | None = None  # a named variant of the method (None: the paper's text)
 
 
 @dataclass(frozen=True)
@@ -218,10 +233,15 @@ def _method(entry: Any, index: int, where: str) -> Method:
     loss = entry.get("loss")
     if not isinstance(loss, str) or not loss:
         raise LtbenchError(f"{at}: loss must be a registered loss name (str), got {loss!r}")
-    name = entry.get("name", loss)
+    variant = entry.get("variant")
+    if variant is not None and not (isinstance(variant, str) and VARIANT_NAME_RE.match(variant)):
+        raise LtbenchError(
+            f"{at}: variant must be a variant name such as authors-script, got {variant!r}"
+        )
+    name = entry.get("name", loss if variant is None else f"{loss}{VARIANT_MARK}{variant}")
     if not isinstance(name, str) or not LABEL_RE.match(name):
         raise LtbenchError(
-            f"{at}: name must be a label of letters, digits and . _ + = -, got {name!r}"
+            f"{at}: name must be a label of letters, digits and . _ + = @ -, got {name!r}"
         )
     params = entry.get("params", {}) or {}
     if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
@@ -234,7 +254,7 @@ def _method(entry: Any, index: int, where: str) -> Method:
     workers = entry.get("workers_per_trial")
     if workers is not None and not (is_int(workers) and workers >= 1):
         raise LtbenchError(f"{at}: workers_per_trial must be an integer >= 1, got {workers!r}")
-    return Method(name, loss, dict(params), float(alpha), config, posthoc, workers)
+    return Method(name, loss, dict(params), float(alpha), config, posthoc, workers, variant)
 
 
 def _workers(value: Any, where: str) -> dict[str, int]:
@@ -346,11 +366,13 @@ def check_datasets(datasets: list[str], where: str) -> None:
 
 def check_methods(suite: Suite) -> None:
     """Every method's loss is registered (run time: plugins may arrive after the YAML)."""
-    from ltbench.sdk.registry import get_spec
+    from ltbench.sdk.registry import get_spec, get_variant
 
     for m in suite.methods:
         try:
-            get_spec(m.loss)
+            spec = get_spec(m.loss)
+            if m.variant is not None:
+                get_variant(spec, m.variant)
         except LtbenchError as exc:
             raise LtbenchError(f"{suite.source}: method {m.name!r}: {exc}") from None
 
@@ -450,6 +472,7 @@ def expand(suite: Suite, preset_overrides: dict[str, Any] | None = None) -> list
                             seed=seed,
                             subset_seed=ss,
                             loss=m.loss,
+                            variant=m.variant,
                             loss_params=dict(m.params),
                             mixup_alpha=m.mixup_alpha,
                         )

@@ -9,6 +9,7 @@ warning naming it, and an unknown name is answered with the list of known ones.
 from __future__ import annotations
 
 import fnmatch
+import re
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -20,6 +21,44 @@ from ltbench.errors import LtbenchError
 ENTRY_POINT_GROUP = "ltbench.losses"
 HEADS = ("linear", "cosine")
 MILESTONE_ANCHORS = ("fraction", "lr-decay", "length")
+# The run settings a variant may set (TrainConfig fields of the optimisation, none of them an
+# epoch: epoch settings follow the run's length by the milestone rules, which know only the
+# dataset recipe).
+VARIANT_SCHEDULE_KEYS = ("batch_size", "lr", "weight_decay", "lr_decay_factor")
+VARIANT_MARK = "@"  # the method label of a variant: `<loss>@<variant>`
+VARIANT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named set of a method's settings that are not the paper's text.
+
+    The paper's text is a method's default; a variant is what someone else ran under the same
+    name, e.g. the authors' public training script (`authors-script`). It is chosen per run
+    (`ltbench train --variant`, a suite method's `variant:`), and the method label carries it
+    (`kps-ga@authors-script`), so a report never shows the paper's number beside it.
+
+    `params`: loss parameters, used in place of the paper's defaults (a parameter the user sets
+    still wins); `schedule`: run settings (`VARIANT_SCHEDULE_KEYS`) used in place of the
+    dataset recipe's where the user left them unset; `source`: where the values come from
+    (repository@commit: file:line); `datasets`: the datasets it was written for (empty: any).
+    """
+
+    description: str
+    source: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    schedule: Mapping[str, Any] = field(default_factory=dict)
+    datasets: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        object.__setattr__(self, "schedule", MappingProxyType(dict(self.schedule)))
+        object.__setattr__(self, "datasets", tuple(self.datasets))
+        bad = sorted(set(self.schedule) - set(VARIANT_SCHEDULE_KEYS))
+        if bad:
+            raise ValueError(
+                f"variant schedule keys must be among {VARIANT_SCHEDULE_KEYS}, got {bad}"
+            )
 
 
 @dataclass(frozen=True)
@@ -41,6 +80,8 @@ class LossSpec:
     `recipe`, when set, is `recipe(dataset, imb_factor) -> {param: value}`: the method's
     official settings on that dataset and imbalance (a `ltbench.sdk.recipes.RecipeTable` read
     from the plugin's table); they replace `defaults` and `dataset_defaults`.
+    `variants` are named settings other than the paper's text (`Variant`), `{name: Variant}`;
+    a run uses one only when asked.
     """
 
     name: str
@@ -55,6 +96,7 @@ class LossSpec:
     milestones: Mapping[str, str] = field(default_factory=dict)
     dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     recipe: Callable[[str, float | None], Mapping[str, Any]] | None = None
+    variants: Mapping[str, Variant] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -69,6 +111,14 @@ class LossSpec:
                 raise ValueError(
                     f"loss {self.name!r}: dataset_defaults[{dataset!r}] names unknown "
                     f"parameters {unknown}"
+                )
+        object.__setattr__(self, "variants", MappingProxyType(dict(self.variants)))
+        for vname, variant in self.variants.items():
+            unknown = sorted(set(variant.params) - set(self.defaults))
+            if not VARIANT_NAME_RE.match(vname) or (unknown and not self.uses):
+                raise ValueError(
+                    f"loss {self.name!r}: variant {vname!r} needs a name of lower-case letters, "
+                    f"digits and '-', and known parameters (unknown: {unknown})"
                 )
         bad = {k: v for k, v in self.milestones.items() if v not in MILESTONE_ANCHORS}
         if bad:
@@ -161,6 +211,24 @@ def all_defaults_for(
             )
         out.update(values)
     return out
+
+
+def get_variant(spec: LossSpec, name: str, dataset: str | None = None) -> Variant:
+    """The variant `name` of `spec`, checked against `dataset`; one-line errors listing what
+    is allowed."""
+    variant = spec.variants.get(name)
+    if variant is None:
+        known = ", ".join(sorted(spec.variants)) or "none"
+        raise LtbenchError(
+            f"loss {spec.name!r} has no variant {name!r}; its variants: {known} "
+            "(leave the variant unset for the paper's text)"
+        )
+    if dataset is not None and variant.datasets and dataset not in variant.datasets:
+        raise LtbenchError(
+            f"variant {name!r} of {spec.name!r} was written for {', '.join(variant.datasets)}; "
+            f"got dataset {dataset!r}"
+        )
+    return variant
 
 
 def list_losses(pattern: str = "*", kind: str | None = None) -> dict[str, dict[str, Any]]:
