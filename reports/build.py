@@ -11,6 +11,7 @@ from reports.figures import make_figures
 from reports.markdown import write_markdown
 from reports.paper import load_paper_numbers
 from reports.pdf import write_pdf
+from reports.protocols import protocol_table
 from reports.search import grid_tables, selected_table, sweep_table, sweep_warnings
 from reports.search_figures import space_figures
 from reports.tables import (
@@ -76,6 +77,7 @@ def assemble(run_dir: str | Path, fig_dir: Path) -> Report:
         figures = space_figures(data, fig_dir) + validation_figures(data, fig_dir)
     else:
         tables = result_tables(results, paper)
+        tables += [t for t in [protocol_table(results, paper)] if t is not None]
         warnings = incomplete_warnings(results)
         problems = problems_table(results)
         figures = make_figures(data, fig_dir)

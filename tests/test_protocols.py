@@ -297,3 +297,44 @@ def test_protocol_columns_reach_results_csv(tmp_path):
     assert row["test_error_best_on_val"] == pytest.approx(p[BEST_ON_VALIDATION]["test_top1_error"])
     assert row["test_error_best_on_test"] == pytest.approx(p[BEST_ON_TEST]["test_top1_error"])
     assert not math.isnan(row["epoch_best_on_test"])
+    from reports import build_report
+
+    md = build_report(tmp_path / "record", formats=("md",))["md"].read_text()
+    assert "Which epoch: final, best on validation, best on test" in md
+    on_val = f"{p[BEST_ON_VALIDATION]['test_top1_error']:.2f} (ep. {row['epoch_best_on_val']})"
+    assert on_val in md
+
+
+def _rows(**kw):
+    base = {
+        "trial": "t",
+        "method": "kps-ga",
+        "dataset": "cifar10-lt",
+        "rho": 100.0,
+        "seed": 0,
+        "status": "finished",
+        "rule": "raw",
+        "label": "kps-ga",
+        "setup": "none",
+        "top1_error": 20.0,
+        "test_error_best_on_val": 19.5,
+        "epoch_best_on_val": 196,
+        "test_error_best_on_test": 18.9,
+        "epoch_best_on_test": 182,
+    }
+    return pd.DataFrame([{**base, **kw}])
+
+
+def test_report_shows_best_on_test_only_beside_the_papers_number():
+    from reports.protocols import protocol_table
+
+    paper = load_paper_numbers()
+    text = protocol_table(_rows(), paper)
+    cells = [c.text for c in text.rows[0]]
+    assert cells == ["kps-ga", "20.00", "19.50 (ep. 196)", "18.90 (ep. 182)", "18.77"]
+    script = _rows(method="kps-ga@authors-script", label="kps-ga@authors-script")
+    cells = [c.text for c in protocol_table(script, paper).rows[0]]
+    assert cells[3:] == ["-", "-"]  # no published number, so no best-on-test either
+    assert all(not c.mark for c in protocol_table(_rows(), paper).rows[0])
+    no_val = _rows(label="x", test_error_best_on_val=math.nan, epoch_best_on_val=math.nan)
+    assert protocol_table(no_val, paper) is None  # nothing beyond the final epoch to show
