@@ -4,17 +4,29 @@ Two branches share the network up to its last residual block; each branch has it
 that block (the paper: "share all the weights except for the last residual block"). The
 conventional branch sees batches of the uniform (instance) sampler, the re-balancing branch
 batches of the reversed sampler (class j drawn with probability ∝ 1 / n_j;
-`ltbench.data.batches.reversed_class_probabilities`). With the epoch T (0-based) of T_max:
+`ltbench.data.batches.reversed_class_probabilities`). With the epoch T (0-based) of a run of
+E epochs:
 
-    α = 1 - (T / T_max)^2                                   (cumulative learning, parabolic)
-    z = W [α f_c ; (1 - α) f_r] + b                          (one linear classifier over both)
+    α = 1 - (T / D)^2                                       (cumulative learning, parabolic)
+    z = W 2 [α f_c ; (1 - α) f_r] + b                        (one linear classifier over both)
     L = α CE(z, y_c) + (1 - α) CE(z, y_r)
 
-so the network learns the universal features first and turns to the tail classes later. At test
-time both branches see the same image and α = 0.5: `z = W [0.5 f_c ; 0.5 f_r] + b`, which is
-what the network's `forward` (and `backbone` + `classifier` for `ltbench eval`) computes.
-`alpha_schedule` gives the paper's other decays for ablations (`linear`: 1 - T / T_max;
-`cosine`: cos(π T / (2 T_max))).
+so the network learns the universal features first and turns to the tail classes later. Two
+details follow the official code (Megvii-Nanjing/BBN@7992e908, `lib/core/combiner.py`), where it
+differs from the paper's T_max (docs/RECIPES.md):
+
+- the divisor D is E, except for the official 90- and 180-epoch schedules, where it is 100 and
+  200 (`combiner.py:16-19`): a 180-epoch run (ImageNet-LT, iNaturalist) ends at α = 0.199, not
+  at 0.011;
+- the mixed feature is doubled (`2 * cat(l * f_a, (1 - l) * f_b)`, `combiner.py:56`), which is
+  what makes training agree with the test, where the official network concatenates both
+  branches' features unscaled (`lib/backbone/resnet_cifar.py:208-210`): `z = W [f_c ; f_r] + b`
+  = `W 2 [0.5 f_c ; 0.5 f_r] + b`, which the network's `forward` (and `backbone` + `classifier`
+  for `ltbench eval`) computes.
+
+The classifier keeps PyTorch's default initialisation, as the official `nn.Linear` does.
+`alpha_schedule` gives the paper's other decays for ablations (`linear`: 1 - T / D;
+`cosine`: cos(π T / (2 D))).
 
 The method brings its own network (`Stage.model`), step (`Stage.step`) and second batch stream
 (`Stage.extra_samplers = ("reversed",)`); the engine runs them without naming BBN. The run's
@@ -42,13 +54,20 @@ PAPER = (
 )
 SCHEDULES = ("parabolic", "linear", "cosine")
 TEST_ALPHA = 0.5
+FEATURE_SCALE = 2.0  # combiner.py:56 `2 * torch.cat(...)`; at test `cat(f_c, f_r)`, the same
 
 # --- pure functions ---------------------------------------------------------------------------
 
 
+def alpha_divisor(epochs: int) -> int:
+    """D of α = 1 - (T / D)^2: the run's epochs, but 100 for 90 and 200 for 180, as the
+    official combiner sets `div_epoch` (`100 * (epochs // 100 + 1)` for 90 and 180)."""
+    return 100 * (epochs // 100 + 1) if epochs in (90, 180) else epochs
+
+
 def cumulative_alpha(epoch: int, epochs: int, schedule: str = "parabolic") -> float:
     """α of 0-based `epoch` of `epochs`: 1 at the first epoch, decaying towards 0."""
-    t = epoch / epochs
+    t = epoch / alpha_divisor(epochs)
     if schedule == "parabolic":
         return 1.0 - t**2
     if schedule == "linear":
@@ -117,8 +136,9 @@ def _last_stage_name(backbone: nn.Module) -> str:
 class BBNFeatures(nn.Module):
     """The backbone with the branch switch in place of its last residual block.
 
-    `forward(x)`: the test-time feature `[α f_c ; (1 - α) f_r]` with α = 0.5, both branches on
-    `x`; `branch(x, which)`: one branch's feature ("conventional" or "rebalancing").
+    `forward(x)`: the test-time feature `2 [α f_c ; (1 - α) f_r]` with α = 0.5 (that is,
+    `[f_c ; f_r]`), both branches on `x`; `branch(x, which)`: one branch's feature
+    ("conventional" or "rebalancing").
     """
 
     def __init__(self, net: nn.Module, stage_name: str):
@@ -140,7 +160,7 @@ class BBNFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.switch.mode = "both"
         f_c, f_r = self.net(x).chunk(2, dim=0)
-        return torch.cat([TEST_ALPHA * f_c, (1.0 - TEST_ALPHA) * f_r], dim=1)
+        return FEATURE_SCALE * torch.cat([TEST_ALPHA * f_c, (1.0 - TEST_ALPHA) * f_r], dim=1)
 
 
 class BBNNet(nn.Module):
@@ -155,18 +175,17 @@ class BBNNet(nn.Module):
         setattr(net, name, nn.Sequential(*list(stage)[:-1], switch))
         self.backbone = BBNFeatures(net, name)
         self.feature_dim = 2 * int(first.feature_dim)
-        self.classifier = nn.Linear(self.feature_dim, num_classes)
-        nn.init.kaiming_normal_(self.classifier.weight)
-        nn.init.zeros_(self.classifier.bias)
+        self.classifier = nn.Linear(self.feature_dim, num_classes)  # PyTorch's default init
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.backbone(x))
 
     def mixed(self, x_c: torch.Tensor, x_r: torch.Tensor, alpha: float) -> torch.Tensor:
-        """Training scores `W [α f_c(x_c) ; (1 - α) f_r(x_r)] + b`."""
+        """Training scores `W 2 [α f_c(x_c) ; (1 - α) f_r(x_r)] + b`."""
         f_c = self.backbone.branch(x_c, "conventional")
         f_r = self.backbone.branch(x_r, "rebalancing")
-        return self.classifier(torch.cat([alpha * f_c, (1.0 - alpha) * f_r], dim=1))
+        mixed = FEATURE_SCALE * torch.cat([alpha * f_c, (1.0 - alpha) * f_r], dim=1)
+        return self.classifier(mixed)
 
 
 def bbn_network(build_standard, num_classes: int, head: str) -> BBNNet:

@@ -274,11 +274,13 @@ def cmd_collect(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from ltbench.engine.posthoc import posthoc
 
-    block = posthoc(args.run_dir, args.rules, args.tau_grid, device=args.device)
+    block = posthoc(args.run_dir, args.rules, args.tau_grid, device=args.device, tau=args.tau)
     how = (
         f"tau chosen on {block['selection_split']} by {block['selection_metric']}"
         if block["selection_split"]
-        else f"tau fixed at {block['fixed_tau']:g} (no validation split)"
+        else f"tau fixed at {block['fixed_tau']:g} by --tau"
+        if block["fixed_tau"] is not None
+        else "no rule with tau"
     )
     print(f"post-hoc rules on {args.run_dir} ({block['precision']}; {how})")
     head = ("rule", "tau", "top-1 err", "many", "med", "few", "ECE")
@@ -290,6 +292,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{r['medium_acc']:>6.1f} {r['few_acc']:>6.1f} {r['ece']:>6.2f}  "
             f"(ECE of {r['ece_logits']}){'; ' + r['note'] if r.get('note') else ''}"
         )
+    for rule, why in block.get("skipped", {}).items():
+        print(f"  {rule:<13} skipped: {why}")
     print(f"-> {Path(args.run_dir) / 'result.json'} (posthoc)")
     return 0
 
@@ -358,6 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="START:STOP:STEP",
         help="tau values tried on the validation split (default 0:2:0.1; both ends included)",
+    )
+    p.add_argument(
+        "--tau",
+        type=float,
+        default=None,
+        help="fix tau instead of choosing it on the validation split (the rows are labelled "
+        "'tau fixed'); a run without a validation split needs it for logit-adjust and tau-norm",
     )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=cmd_eval)

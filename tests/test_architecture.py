@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("ltbench", "losses", "baselines", "reports", "sweeps")
 # "about 450": one job per module. Issue 24 replaces this cap with function-length and
 # duplication checks: it pushed help texts and a flag out of cli.py (commit e941efa), so it is
-# not a reason to cut a help text; 500 until then.
-MAX_LINES = 500
+# not a reason to cut a help text; 520 until then.
+MAX_LINES = 520
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:

@@ -43,6 +43,22 @@ def test_cumulative_learning_alpha_schedule():
         cumulative_alpha(0, 10, "step")
 
 
+@pytest.mark.parametrize(
+    "epochs, divisor, last_alpha",
+    [
+        # Megvii-Nanjing/BBN@7992e908 lib/core/combiner.py:16-19 and :48, written out:
+        # div_epoch = 100 * (E // 100 + 1) for E in {90, 180}, else E; l = 1 - ((e-1)/div)^2
+        (180, 200, 1 - (179 / 200) ** 2),  # 0.199: ImageNet-LT's and iNaturalist's 180 epochs
+        (90, 100, 1 - (89 / 100) ** 2),
+        (200, 200, 1 - (199 / 200) ** 2),  # CIFAR: 0.00998
+        (40, 40, 1 - (39 / 40) ** 2),
+    ],
+)
+def test_bbn_alpha_at_the_last_epoch_is_the_official_combiners(epochs, divisor, last_alpha):
+    assert cumulative_alpha(epochs - 1, epochs) == pytest.approx(last_alpha, rel=1e-12)
+    assert cumulative_alpha(epochs // 2, epochs) == pytest.approx(1 - (epochs // 2 / divisor) ** 2)
+
+
 def test_reversed_sampler_class_probabilities():
     counts = [500, 50, 5]
     p = reversed_class_probabilities(counts)
@@ -75,10 +91,14 @@ def test_bbn_network_shares_all_but_the_last_block(model):
     with torch.no_grad():
         f_c = net.backbone.branch(x, "conventional")
         f_r = net.backbone.branch(x, "rebalancing")
-        expected = net.classifier(torch.cat([0.5 * f_c, 0.5 * f_r], dim=1))  # α = 0.5 at test
+        # the official network: at test W [f_c ; f_r] + b (resnet_cifar.py:208-210), in training
+        # W 2 [α f_c ; (1 - α) f_r] + b (combiner.py:56)
+        expected = net.classifier(torch.cat([f_c, f_r], dim=1))
         torch.testing.assert_close(net(x), expected)
         mixed = net.mixed(x, x, 0.3)
-        torch.testing.assert_close(mixed, net.classifier(torch.cat([0.3 * f_c, 0.7 * f_r], 1)))
+        official = net.classifier(2 * torch.cat([0.3 * f_c, 0.7 * f_r], 1))
+        torch.testing.assert_close(mixed, official)
+        torch.testing.assert_close(net.mixed(x, x, 0.5), expected)  # training agrees with test
     with pytest.raises(LtbenchError, match="linear classifier"):
         bbn_network(lambda head: build_model(model, 5, head, width), 5, "cosine")
 

@@ -39,20 +39,25 @@ def run_dir(tmp_path_factory):
     return out
 
 
-def test_tau_zero_is_raw_exactly(run_dir):
+def test_tau_zero_is_raw_exactly_and_tau_norm_drops_the_bias(run_dir):
     run = load_finished_run(run_dir, "cpu")
     test = split_features(run, "test")
     raw = rule_logits(run, "raw", test.features, None)
     assert torch.equal(rule_logits(run, "train-logits", test.features, None), raw)  # linear CE
-    assert torch.equal(rule_logits(run, "tau-norm", test.features, 0.0), raw)
     assert torch.equal(rule_logits(run, "logit-adjust", test.features, 0.0), raw)
+    # the official tau_norm.py (classifier-balancing): W_j / ||W_j||^tau, no bias
+    w = run.model.classifier.weight.detach().float()
+    for tau in (0.0, 0.7):
+        official = test.features @ (w / w.norm(dim=1, keepdim=True) ** tau).t()
+        torch.testing.assert_close(rule_logits(run, "tau-norm", test.features, tau), official)
+    bias = run.model.classifier.bias.detach().float()
+    torch.testing.assert_close(rule_logits(run, "tau-norm", test.features, 0.0) + bias, raw)
     block = evaluate_rules(run, ["raw", "logit-adjust", "tau-norm"], grid=[0.0])
-    for rule in ("logit-adjust", "tau-norm"):
-        assert block["rules"][rule]["tau"] == 0.0
-        assert (
-            block["rules"][rule]["per_class_accuracy"]
-            == block["rules"]["raw"]["per_class_accuracy"]
-        )
+    assert block["rules"]["logit-adjust"]["tau"] == 0.0
+    assert (
+        block["rules"]["logit-adjust"]["per_class_accuracy"]
+        == block["rules"]["raw"]["per_class_accuracy"]
+    )
     # the trained model's own evaluation is the raw rule
     saved = json.loads((run_dir / "result.json").read_text())
     assert block["rules"]["raw"]["per_class_accuracy"] == pytest.approx(saved["per_class_accuracy"])
@@ -154,3 +159,58 @@ def test_suite_posthoc_key(tmp_path):
     path.write_text(base + "posthoc: [bogus]\n")
     with pytest.raises(LtbenchError, match="unknown post-hoc rule 'bogus'"):
         load_suite(path)
+
+
+@pytest.fixture(scope="module")
+def run_without_val(tmp_path_factory):
+    out = tmp_path_factory.mktemp("posthoc") / "ce-noval"
+    train(TrainConfig(loss="ce", **{**TINY, "val_fraction": 0.0, "epochs": 1}), out, progress=False)
+    return out
+
+
+def test_a_tau_rule_without_validation_and_without_tau_is_refused(run_without_val, capsys):
+    before = (run_without_val / "result.json").read_text()
+    argv = ["eval", str(run_without_val), "--device", "cpu"]
+    assert main([*argv, "--rules", "raw,tau-norm"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "rule 'tau-norm' needs tau" in err and "--tau" in err and "\n" not in err
+    assert (run_without_val / "result.json").read_text() == before  # nothing written
+    # the default set evaluates what it can and says what it skipped
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "logit-adjust  skipped" in out and "tau-norm      skipped" in out
+    block = json.loads((run_without_val / "result.json").read_text())["posthoc"]
+    assert set(block["rules"]) == {"raw", "train-logits"}
+    assert set(block["skipped"]) == {"logit-adjust", "tau-norm"}
+
+
+def test_a_fixed_tau_is_labelled_and_never_gets_the_papers_row(run_without_val, tmp_path):
+    from ltbench.runner.gather import collect_runs
+
+    argv = ["eval", str(run_without_val), "--device", "cpu", "--rules", "raw,tau-norm"]
+    assert main([*argv, "--tau", "1"]) == 0
+    block = json.loads((run_without_val / "result.json").read_text())["posthoc"]
+    assert block["rules"]["tau-norm"]["tau_selected_on"] == "fixed by the user"
+    assert block["selection_split"] is None and block["fixed_tau"] == 1.0
+    collect_runs(tmp_path / "record", [run_without_val])
+    import pandas as pd
+
+    rules = list(pd.read_csv(tmp_path / "record" / "results.csv")["rule"])
+    assert rules == ["raw", "tau-norm (τ=1 fixed)"]
+    assert main([*argv, "--tau", "-1"]) == 2
+
+
+def test_a_suites_tau_rule_gets_a_validation_split(tmp_path):
+    from ltbench.runner.suite import POSTHOC_VAL_FRACTION, expand, load_suite
+
+    path = tmp_path / "s.yaml"
+    base = "datasets: [synthetic-lt]\nrhos: [10]\nseeds: [0]\n"
+    path.write_text(base + "methods: [{loss: ce, posthoc: [tau-norm]}, focal]\n")
+    ce, focal = expand(load_suite(path))
+    assert ce.config["val_fraction"] == POSTHOC_VAL_FRACTION == 0.1
+    assert focal.config["val_fraction"] == 0.0  # no tau rule: the paper's setup stays
+    path.write_text(base + "methods: [ce]\nposthoc: [logit-adjust]\nconfig: {val_fraction: 0.2}\n")
+    assert expand(load_suite(path))[0].config["val_fraction"] == 0.2
+    path.write_text(base + "methods: [ce]\nposthoc: [logit-adjust]\nconfig: {val_fraction: 0}\n")
+    with pytest.raises(LtbenchError, match="'logit-adjust' chooses tau on a validation split"):
+        expand(load_suite(path))

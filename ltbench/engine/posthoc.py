@@ -13,18 +13,25 @@ rule then turns them into logits and is evaluated with the engine's metrics:
   `z_j + τ log π_j`, CE the logits); the ECE uses these logits.
 - `logit-adjust` (Menon et al. 2021, post hoc): `z_j - τ log π_j`, z the train logits (scale
   included), π the training class prior (the counts trained on); the ECE uses these logits.
-- `tau-norm` (Kang et al. 2020): each classifier weight row divided by `||w_j||^τ`. The linear
-  head's bias is kept unchanged (the official ImageNet code drops it), so that τ = 0 is exactly
-  `raw`; a learnt class scale (LWS) still multiplies the scores. A cosine head normalises its
-  rows anyway: τ has no effect there (the result says so). The ECE uses `eval_logits`.
+- `tau-norm` (Kang et al. 2020): each classifier weight row divided by `||w_j||^τ`, and the
+  linear head's bias dropped, as the official `tau_norm.py` of classifier-balancing does (so
+  τ = 0 is the raw rule without its bias); a learnt class scale (LWS) still multiplies the
+  scores. A cosine head normalises its rows anyway: τ has no effect there (the result says so).
+  The ECE uses `eval_logits`.
 
-τ is chosen on the validation split when the run has one, over a grid (default 0, 0.1, ..., 2)
-by the lowest balanced validation error (the mean per-class error over the classes that have
-validation images; ties: the smallest τ), and is 1 otherwise. The test split is never read
-before τ is fixed. The results go into `result.json` under `posthoc` (written atomically; the
-rest of the file is kept): per rule every metric of the test set (without the confusion
-matrix), the per-class accuracy, τ, the validation errors per τ; and the grid, the selection
-metric and the precision of the evaluation.
+τ is chosen on the validation split, over a grid (default 0, 0.1, ..., 2) by the lowest
+balanced validation error (the mean per-class error over the classes that have validation
+images; ties: the smallest τ). The test split is never read before τ is fixed. A run without a
+validation split has no way to choose τ: a rule with τ asked of it is refused in one line unless
+the user gives τ (`tau`, `ltbench eval --tau`); such an entry says `tau_selected_on: "fixed by
+the user"` and its results row is labelled `rule (τ=T fixed)` (`fixed_tau_rule`), so it is never
+taken for the paper's row. Without rules named, `ltbench eval` on such a run evaluates the rules
+without τ and lists the others under `skipped`.
+
+The results go into `result.json` under `posthoc` (written atomically; the rest of the file is
+kept): per rule every metric of the test set (without the confusion matrix), the per-class
+accuracy, τ, the validation errors per τ; and the grid, the selection metric and the precision
+of the evaluation.
 """
 
 from __future__ import annotations
@@ -60,7 +67,11 @@ from ltbench.errors import LtbenchError
 RULES = ("raw", "train-logits", "logit-adjust", "tau-norm")
 TAU_RULES = ("logit-adjust", "tau-norm")
 DEFAULT_GRID = tuple(round(0.1 * i, 10) for i in range(21))
-FIXED_TAU = 1.0
+FIXED_BY_USER = "fixed by the user"
+NO_VALIDATION = (
+    "no validation split to choose tau on: train with --val-fraction 0.1 (ImageNet-LT: its "
+    "val file) or give --tau T (the row is then labelled tau fixed)"
+)
 SELECTION_METRIC = "val_balanced_error"
 ECE_LOGITS = {
     "raw": "eval_logits: scores x the loss's scale",
@@ -211,9 +222,12 @@ def split_features(run: FinishedRun, split: str) -> SplitFeatures | None:
 # Scores and rules
 
 
-def head_scores(run: FinishedRun, features: torch.Tensor, tau: float | None = None):
+def head_scores(
+    run: FinishedRun, features: torch.Tensor, tau: float | None = None, bias: bool = True
+):
     """The classifier's scores of `features`, its weight rows divided by ||w_j||^tau (None: as
-    trained); a linear head keeps its bias; a learnt class scale multiplies the scores."""
+    trained); a linear head adds its bias unless `bias` is False (τ-norm); a learnt class scale
+    multiplies the scores."""
     clf = run.model.classifier
     w = clf.weight.detach().float()
     if isinstance(clf, CosineClassifier):
@@ -223,8 +237,8 @@ def head_scores(run: FinishedRun, features: torch.Tensor, tau: float | None = No
     else:
         if tau:
             w = w / w.norm(dim=1, keepdim=True).pow(tau)
-        bias = None if clf.bias is None else clf.bias.detach().float()
-        scores = F.linear(features, w, bias)
+        b = None if clf.bias is None or not bias else clf.bias.detach().float()
+        scores = F.linear(features, w, b)
     scale = getattr(run.model, "class_scale", None)
     return scores if scale is None else scores * scale.detach().float()
 
@@ -238,8 +252,8 @@ def log_prior(run: FinishedRun) -> torch.Tensor:
 def rule_logits(run: FinishedRun, rule: str, features: torch.Tensor, tau: float | None):
     """The logits of `rule` (their argmax is its prediction; their softmax its confidences)."""
     with torch.no_grad():
-        if rule == "tau-norm":
-            return run.plugin.eval_logits(head_scores(run, features, tau))
+        if rule == "tau-norm":  # the official rule: normalised rows, no bias
+            return run.plugin.eval_logits(head_scores(run, features, tau, bias=False))
         scores = head_scores(run, features)
         if rule == "raw":
             return run.plugin.eval_logits(scores)
@@ -265,13 +279,31 @@ def balanced_error(ev: Evaluator) -> float:
     return float(100.0 - acc.mean()) if acc.size else math.nan
 
 
+def fixed_tau_rule(rule: str, tau: float) -> str:
+    """The results row name of a rule whose τ the user fixed: `logit-adjust (τ=1 fixed)`."""
+    return f"{rule} (τ={tau:g} fixed)"
+
+
+def check_tau(value: Any) -> float:
+    """A τ the user gives: a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise LtbenchError(f"tau {value!r} must be a finite number >= 0")
+    return float(value)
+
+
 def choose_tau(
-    run: FinishedRun, rule: str, val: SplitFeatures | None, grid: Sequence[float]
+    run: FinishedRun,
+    rule: str,
+    val: SplitFeatures | None,
+    grid: Sequence[float],
+    tau: float | None = None,
 ) -> dict[str, Any]:
-    """τ of a rule: the grid point with the lowest balanced validation error (the first of
-    equal ones), or FIXED_TAU without a validation split. Reads only `val`."""
+    """τ of a rule: `tau` when the user fixed it, else the grid point with the lowest balanced
+    validation error (the first of equal ones). Reads only `val`; refused without one."""
+    if tau is not None:
+        return {"tau": check_tau(tau), "tau_selected_on": FIXED_BY_USER}
     if val is None:
-        return {"tau": FIXED_TAU, "tau_selected_on": "fixed (no validation split)"}
+        raise LtbenchError(f"{run.run_dir}: rule {rule!r} needs tau, and there is {NO_VALIDATION}")
     errors = [balanced_error(_evaluate(run, rule, val, tau)) for tau in grid]
     best = min(range(len(grid)), key=lambda i: (errors[i], i))
     return {
@@ -282,13 +314,23 @@ def choose_tau(
 
 
 def evaluate_rules(
-    run: FinishedRun, rules: Sequence[str], grid: Sequence[float] = DEFAULT_GRID
+    run: FinishedRun,
+    rules: Sequence[str],
+    grid: Sequence[float] = DEFAULT_GRID,
+    tau: float | None = None,
 ) -> dict[str, Any]:
     """The `posthoc` block of result.json for `rules` on the finished `run`.
 
-    Every τ is fixed on the validation split (or at 1) before the test features are computed.
+    Every τ is fixed on the validation split (or given as `tau`) before the test features are
+    computed; a rule with τ on a run without a validation split and without `tau` is refused.
     """
     rules = parse_rules(list(rules))
+    if tau is None and run.bundle.val is None:
+        needs = [r for r in rules if r in TAU_RULES]
+        if needs:  # before any feature is computed
+            raise LtbenchError(
+                f"{run.run_dir}: rule {needs[0]!r} needs tau, and there is {NO_VALIDATION}"
+            )
     val = split_features(run, "val")
     counts = list(run.bundle.cls_num_list)
     cosine = isinstance(run.model.classifier, CosineClassifier)
@@ -296,7 +338,7 @@ def evaluate_rules(
     for rule in rules:
         entry: dict[str, Any] = {"tau": None, "ece_logits": ECE_LOGITS[rule]}
         if rule in TAU_RULES:
-            entry.update(choose_tau(run, rule, val, grid))
+            entry.update(choose_tau(run, rule, val, grid, tau))
         if rule == "tau-norm" and cosine:
             entry["note"] = "cosine head: the weight rows are normalised anyway; tau has no effect"
         if val is not None:
@@ -313,12 +355,12 @@ def evaluate_rules(
     return {
         "rules": out_rules,
         "tau_grid": [float(t) for t in grid],
-        "selection_metric": SELECTION_METRIC if val is not None else None,
-        "selection_split": "val" if val is not None else None,
-        "fixed_tau": FIXED_TAU,
+        "selection_metric": SELECTION_METRIC if val is not None and tau is None else None,
+        "selection_split": "val" if val is not None and tau is None else None,
+        "fixed_tau": tau,
         "precision": precision_name(run.amp),
         "device": run.device.type,
-        "tau_norm_bias": "kept (tau = 0 is raw exactly; the official code drops it)",
+        "tau_norm_bias": "dropped, as the official tau_norm.py (tau = 0 is raw without bias)",
     }
 
 
@@ -328,14 +370,24 @@ def posthoc(
     grid: str | Sequence[float] | None = None,
     *,
     device: str = "auto",
+    tau: float | None = None,
 ) -> dict[str, Any]:
-    """Evaluate `rules` on the finished run in `run_dir` and store them in its result.json
-    under `posthoc` (atomically; everything else in the file is kept). Returns the block."""
+    """Evaluate `rules` (None: every rule the run allows) on the finished run in `run_dir` and
+    store them in its result.json under `posthoc` (atomically; everything else in the file is
+    kept). `tau` fixes τ instead of choosing it. Returns the block."""
     run_dir = Path(run_dir)
+    asked = rules is not None
     rules = parse_rules(rules)
     grid_values = parse_grid(grid)
+    tau = None if tau is None else check_tau(tau)
     run = load_finished_run(run_dir, device)
-    block = evaluate_rules(run, rules, grid_values)
+    skipped = {}
+    if not asked and tau is None and run.bundle.val is None:  # the default set: what can run
+        skipped = {r: NO_VALIDATION for r in rules if r in TAU_RULES}
+        rules = [r for r in rules if r not in TAU_RULES]
+    block = evaluate_rules(run, rules, grid_values, tau)
+    if skipped:
+        block["skipped"] = skipped
     with hold(run_dir):  # no other writer in the run's folder meanwhile
         try:
             result = json.loads((run_dir / "result.json").read_text())

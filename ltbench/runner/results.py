@@ -23,6 +23,7 @@ import pandas as pd
 import yaml
 
 from ltbench.data.registry import DATASETS
+from ltbench.engine.posthoc import FIXED_BY_USER, fixed_tau_rule
 from ltbench.errors import LtbenchError
 from ltbench.runner.trials import TrialSpec, format_point, load_trials
 from ltbench.schema import (
@@ -112,11 +113,14 @@ def _posthoc_rules(result: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     rules = block.get("rules") if isinstance(block, dict) else None
     if not isinstance(rules, dict):
         return {}
-    return {
-        rule: {**r, "precision": block.get("precision", "")}
-        for rule, r in rules.items()
-        if rule != RAW_RULE and isinstance(r, dict)
-    }
+    out = {}
+    for rule, r in rules.items():
+        if rule == RAW_RULE or not isinstance(r, dict):
+            continue
+        if r.get("tau_selected_on") == FIXED_BY_USER:  # never taken for the paper's row
+            rule = fixed_tau_rule(rule, r["tau"])
+        out[rule] = {**r, "precision": block.get("precision", "")}
+    return out
 
 
 def _class_rows(

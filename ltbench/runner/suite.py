@@ -452,6 +452,31 @@ def apply_overrides(
     return dataclasses.replace(suite, **changes), overrides
 
 
+# A trial whose post-hoc rules choose a τ gets this validation split unless its suite, method
+# or preset sets `val_fraction` (the same 0.1, at least 5 images per class, as elsewhere).
+POSTHOC_VAL_FRACTION = 0.1
+
+
+def posthoc_val_fraction(suite: Suite, m: Method, rules, layers) -> float | None:
+    """The `val_fraction` a trial with post-hoc `rules` must get (None: leave it as it is):
+    `POSTHOC_VAL_FRACTION` where a rule chooses τ and no layer of the trial sets it; a layer that
+    sets it to 0 for such a rule is a one-line error."""
+    from ltbench.engine.posthoc import TAU_RULES
+
+    tau_rules = [r for r in rules if r in TAU_RULES]
+    if not tau_rules:
+        return None
+    given = [layer["val_fraction"] for layer in layers if "val_fraction" in layer]
+    if not given:
+        return POSTHOC_VAL_FRACTION
+    if not given[-1]:
+        raise LtbenchError(
+            f"{suite.source}: method {m.name!r}: post-hoc rule {tau_rules[0]!r} chooses tau on "
+            "a validation split, and val_fraction is 0; leave val_fraction unset (0.1) or > 0"
+        )
+    return None
+
+
 def expand(suite: Suite, preset_overrides: dict[str, Any] | None = None) -> list[TrialSpec]:
     """One TrialSpec per (method, dataset, rho, seed, subset_seed), in suite order."""
     preset_overrides = dict(preset_overrides or {})
@@ -478,6 +503,10 @@ def expand(suite: Suite, preset_overrides: dict[str, Any] | None = None) -> list
                         )
                         key = trial_key(m.name, dataset, rho, seed, ss if tag_subset else None)
                         rules = tuple(dict.fromkeys([*suite.posthoc, *m.posthoc]))
+                        layers = (suite.config, m.config, preset_overrides)
+                        val = posthoc_val_fraction(suite, m, rules, layers)
+                        if val is not None:
+                            cfg["val_fraction"] = val
                         workers = suite.workers(m, dataset)
                         trials.append(TrialSpec(key, m.name, cfg, rules, workers))
     return trials
