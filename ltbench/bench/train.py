@@ -6,10 +6,10 @@ A step is everything between two batches: fetching and augmenting the batch (ran
 4 pixels of zero padding, horizontal flip, normalisation), forward, loss, backward and the
 optimizer update.
 
-- ltbench: `train_one_epoch` over `make_loaders(...).train` (a `TensorBatches` on the device,
+- ltbench: `epoch_steps` over `make_loaders(...).train` (a `TensorBatches` on the device,
   augmenting whole batches at once), with the model, optimizer, layout (channels-last), precision
   (bf16 autocast on CUDA) and `torch.compile` choice built by the same `step_options` and
-  `build_step` that `train()` uses.
+  `build_step`, whose network is `build_network`'s, as `train()` builds it.
 - reference: the loop of the public long-tail repositories (LDAM-DRW and the code derived from
   it): a torch `Dataset` that turns each image into a PIL image and applies torchvision's
   RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor and Normalize, a `DataLoader` with
@@ -100,10 +100,10 @@ class LtbenchRun:
 
     def epoch(self, epoch: int) -> int:
         """Train one epoch and read its sums back as `train()` does; the number of images."""
-        from ltbench.engine.step import epoch_batches, train_one_epoch
+        from ltbench.engine.step import epoch_batches, epoch_steps
 
         batches = epoch_batches(self.loader, epoch, self.channels_last)
-        stats = train_one_epoch(
+        stats = epoch_steps(
             self.step_model, batches, self.plugin, self.optimizer, self.device, amp=self.amp
         )
         int(stats.first_bad_step)  # the end-of-epoch reads of train(): one host sync per epoch

@@ -32,29 +32,33 @@ from typing import Any
 
 import torch
 
-from ltbench.engine.checkpoint import (
-    append_row,
-    environment,
-    load_checkpoint,
-    prepare_out_dir,
-    read_rows,
-    save_checkpoint,
-    write_json,
-    write_rows,
-)
+from ltbench.engine.checkpoint import load_checkpoint, prepare_out_dir, read_rows, write_rows
 from ltbench.engine.config import RUNTIME_KEYS, TrainConfig, save_yaml
 from ltbench.engine.fuse import check_fusion, silence
-from ltbench.engine.identity import precision_name
 from ltbench.engine.locks import check_out_dir, hold
-from ltbench.engine.metrics import Evaluator, validation_metrics
+from ltbench.engine.metrics import Evaluator
 from ltbench.engine.pack_step import (
     Member,
     build_pack,
-    fit_pack_epoch,
     member_batches,
+    pack_epoch_steps,
     start_epoch,
 )
+from ltbench.engine.record import (
+    add_precision,
+    add_test,
+    add_validation,
+    checkpoint_state,
+    epoch_row,
+    evaluated,
+    final_result,
+    kept_history,
+    save_epoch,
+    stage_epochs_done,
+    write_result,
+)
 from ltbench.errors import LtbenchError, os_error_message
+from ltbench.runfiles import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RESULT_FILE
 from ltbench.sdk.stages import Stage
 
 # What the members of a pack may differ in (all else, but the runtime settings, must be equal).
@@ -139,15 +143,15 @@ def train_pack(
                 stack.enter_context(hold(m.out_dir))
             todo = []
             for m in members:
-                done = m.out_dir / "result.json"
+                done = m.out_dir / RESULT_FILE
                 if done.exists() and resume:
                     m.result = json.loads(done.read_text())
                     continue
                 prepare_out_dir(m.out_dir, resume=resume, overwrite=False)
-                ckpt = m.out_dir / "checkpoint.pt"
+                ckpt = m.out_dir / CHECKPOINT_FILE
                 if resume and ckpt.exists():
                     m.state = load_checkpoint(ckpt, m.cfg)
-                    m.start = int(m.state.get("stage_epoch", m.state["epoch"]))
+                    m.start = stage_epochs_done(m.state)
                 todo.append(m)
             for start in sorted({m.start for m in todo}):
                 group = [m for m in todo if m.start == start]
@@ -187,7 +191,7 @@ def _train_group(
     members: list[Member], hooks: list, progress: bool | None, fusion: str = "auto"
 ) -> None:
     """Train members that are all at the same epoch as one fused network, to the end."""
-    from ltbench.engine.loop import build_result, stage_learning_rate, validation_split_record
+    from ltbench.engine.schedule import stage_learning_rate
     from ltbench.engine.step import nonfinite_loss, pick_device, step_options
 
     start_time = time.perf_counter()
@@ -225,9 +229,9 @@ def _train_group(
 
     # -- resume: each member's metrics lines up to its checkpoint ------------------------------
     for m in members:
-        m.history = [r for r in read_rows(m.out_dir / "metrics.jsonl") if r["epoch"] <= start]
-        write_rows(m.out_dir / "metrics.jsonl", m.history)
-        save_yaml(m.cfg, m.out_dir / "config.yaml")
+        m.history = kept_history(read_rows(m.out_dir / METRICS_FILE), None, start)
+        write_rows(m.out_dir / METRICS_FILE, m.history)
+        save_yaml(m.cfg, m.out_dir / CONFIG_FILE)
 
     bar = None
     if progress:
@@ -241,12 +245,12 @@ def _train_group(
         for group in optimizer.param_groups:
             group["lr"] = lr
         start_epoch(members, epoch, device)
-        stats = fit_pack_epoch(
-            step_model, members, alive, optimizer, fused("train", epoch), joined, autocast, device
+        stats = pack_epoch_steps(
+            step_model, members, alive, optimizer, fused("train", epoch), joined, amp, device
         )
-        bad_steps = stats["first_bad_step"].tolist()
-        seen = max(int(stats["seen"]), 1)
-        loss_sum, correct = stats["loss_sum"].tolist(), stats["correct"].tolist()
+        bad_steps = stats.first_bad_step.tolist()
+        seen = max(int(stats.seen), 1)
+        loss_sum, correct = stats.loss_sum.tolist(), stats.correct.tolist()
         for k, m in enumerate(members):
             if m in alive and bad_steps[k] >= 0:
                 m.error = nonfinite_loss(epoch + 1, bad_steps[k] + 1, lr)
@@ -257,19 +261,17 @@ def _train_group(
         rows = {}
         for k, m in enumerate(members):
             if m in alive:
-                rows[k] = {
-                    "epoch": epoch + 1,
-                    "lr": lr * stage0.lr_factor,
+                train = {
                     "train_loss": loss_sum[k] / seen,
                     "train_acc": 100.0 * correct[k] / seen,
                 }
-        if epoch + 1 == stage0.epochs or (epoch + 1) % cfg0.eval_every == 0:
+                rows[k] = epoch_row(epoch + 1, None, lr * stage0.lr_factor, train)
+        if evaluated(epoch, stage0.epochs, cfg0.eval_every):
             for k, record in assess("test", alive).items():
-                rows[k]["test_top1_error"] = record["top1_error"]
+                add_test(rows[k], record)
         if lead.loaders.val is not None:
             for k, record in assess("val", alive).items():
-                rows[k].update(validation_metrics(record["confusion_matrix"]))
-                del rows[k]["val_classes_without_images"]
+                add_validation(rows[k], record)
         seconds = time.perf_counter() - tick
         packed_state = model.state_dict()
         optimizer_state = optimizer.state_dict()
@@ -277,18 +279,17 @@ def _train_group(
             m = members[k]
             row["epoch_seconds"] = seconds
             m.history.append(row)
-            state = {
-                "config": m.cfg.to_dict(),
-                "epoch": epoch + 1,
-                "stage": m.stage.name,
-                "stage_epoch": epoch + 1,
-                "model": layout.member_state(packed_state, k),
-                "optimizer": layout.member_optimizer(optimizer_state, k),
-            }
-            append_row(m.out_dir / "metrics.jsonl", row)
-            save_checkpoint(m.out_dir / "checkpoint.pt", state)
+            state = checkpoint_state(
+                m.cfg,
+                epoch=epoch + 1,
+                stage=m.stage.name,
+                stage_epoch=epoch + 1,
+                model=layout.member_state(packed_state, k),
+                optimizer=layout.member_optimizer(optimizer_state, k),
+            )
+            save_epoch(m.out_dir, row, state)
             if hooks[k] is not None:
-                hooks[k].on_epoch_end(row["epoch"], row, m.out_dir / "checkpoint.pt")
+                hooks[k].on_epoch_end(row["epoch"], row, m.out_dir / CHECKPOINT_FILE)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -303,20 +304,24 @@ def _train_group(
     for k, m in enumerate(members):
         if m not in alive:
             continue
-        result = build_result(m.cfg, m.bundle, finals[k], m.history)
-        if k in vals:
-            result.update(validation_metrics(vals[k]["confusion_matrix"]))
-            result.update(validation_split_record(m.bundle))
-        result["wall_seconds"] = elapsed + sum(
-            r.get("epoch_seconds", 0.0) for r in m.history[:start]
+        result = final_result(
+            m.cfg,
+            m.bundle,
+            test=finals[k],
+            val=vals.get(k),
+            history=m.history,
+            start=start,
+            seconds=elapsed,
+            device=device,
+            amp=amp,
+            channels_last=channels_last,
         )
-        result["env"] = environment(device, amp=amp, channels_last=channels_last)
-        result["precision"] = precision_name(amp)
+        add_precision(result, amp)
         result["stage_plan"] = [m.stage.describe()]
         result["pack"] = {
             "size": k_all,
             "fusion": check_fusion(fusion, device),
             "members": [x.out_dir.name for x in members],
         }
-        write_json(m.out_dir / "result.json", result)
+        write_result(m.out_dir, result)
         m.result = result

@@ -47,7 +47,7 @@ from ltbench.engine.identity import precision_name
 from ltbench.engine.locks import hold
 from ltbench.engine.metrics import Evaluator, per_class_accuracy
 from ltbench.engine.models import CosineClassifier
-from ltbench.engine.stages import StageModel, plan_stages, stage_classifier
+from ltbench.engine.stages import plan_stages
 from ltbench.engine.step import (
     hold_out_meta,
     load_run_data,
@@ -56,6 +56,7 @@ from ltbench.engine.step import (
     step_options,
 )
 from ltbench.errors import LtbenchError
+from ltbench.runfiles import CHECKPOINT_FILE, CONFIG_FILE, RESULT_FILE
 
 RULES = ("raw", "train-logits", "logit-adjust", "tau-norm")
 TAU_RULES = ("logit-adjust", "tau-norm")
@@ -134,14 +135,14 @@ class FinishedRun:
 
 def load_finished_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
     """Rebuild a finished run's final network and its data (one-line errors)."""
-    from ltbench.engine.models import build_model
+    from ltbench.engine.network import build_stages_network
     from ltbench.sdk.registry import build_loss, get_spec
 
     run_dir = Path(run_dir)
-    for name in ("config.yaml", "checkpoint.pt", "result.json"):
+    for name in (CONFIG_FILE, CHECKPOINT_FILE, RESULT_FILE):
         if not (run_dir / name).is_file():
             raise LtbenchError(f"{run_dir} is not a finished run: it has no {name}")
-    cfg = resolve(load_yaml(run_dir / "config.yaml"))
+    cfg = resolve(load_yaml(run_dir / CONFIG_FILE))
     cfg.device = device
     stages = plan_stages(cfg)
     stage = stages[-1]
@@ -150,30 +151,14 @@ def load_finished_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
     bundle, _ = hold_out_meta(load_run_data(cfg, download=False), stage.meta_per_class, cfg.seed)
     counts = list(bundle.cls_num_list)
     plugin = build_loss(stage.loss, counts, **stage.loss_params)
-
-    def standard(head: str) -> torch.nn.Module:
-        return build_model(cfg.model, bundle.num_classes, head=head, width=cfg.width)
-
-    if len(stages) == 1:
-        model = stage.model(standard, bundle.num_classes, plugin.head) if stage.model else None
-        model = model if model is not None else standard(plugin.head)
-    else:
-        net = standard(get_spec(stages[0].loss).head)
-        model = StageModel(
-            net.backbone,
-            stage_classifier(net.classifier, plugin.head, reinit=True),
-            bundle.num_classes,
-            frozen=stage.trainable in ("classifier", "class-scale"),
-            bn_follows_data=stage.batchnorm == "train",
-            class_scale=stage.class_scale,
-            frozen_classifier=stage.trainable == "class-scale",
-        )
+    heads = [get_spec(s.loss).head for s in stages[:-1]] + [plugin.head]
+    model = build_stages_network(cfg, stages, bundle.num_classes, heads)
     if not (hasattr(model, "backbone") and hasattr(model, "classifier")):
         raise LtbenchError(
             f"loss {cfg.loss!r}: its network has no backbone and classifier; "
             "post-hoc rules need both"
         )
-    state = load_checkpoint(run_dir / "checkpoint.pt", cfg)
+    state = load_checkpoint(run_dir / CHECKPOINT_FILE, cfg)
     model.load_state_dict(state["model"])
     model.to(dev).eval()
     plugin.to(dev)
@@ -338,9 +323,9 @@ def posthoc(
     block = evaluate_rules(run, rules, grid_values)
     with hold(run_dir):  # no other writer in the run's folder meanwhile
         try:
-            result = json.loads((run_dir / "result.json").read_text())
+            result = json.loads((run_dir / RESULT_FILE).read_text())
         except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
-            raise LtbenchError(f"{run_dir / 'result.json'} is not readable ({exc})") from None
+            raise LtbenchError(f"{run_dir / RESULT_FILE} is not readable ({exc})") from None
         result["posthoc"] = block
-        write_json(run_dir / "result.json", result)
+        write_json(run_dir / RESULT_FILE, result)
     return block

@@ -4,9 +4,11 @@ save (or compare) their result.json and metrics.jsonl, timing and paths left out
     OMP_NUM_THREADS=1 python tests/tools/bit_identity.py save  DIR   # before the change
     OMP_NUM_THREADS=1 python tests/tools/bit_identity.py check DIR   # after: exit 1 on a diff
 
-The runs: a one-stage method (kps-ga), a two-stage method (crt), BBN, a meta method (meta-ce),
-each through `ltbench train` with one seed, and a pack of three (ce, ldam-drw, kps-ga) through
-`ltbench.engine.pack.train_pack`, the call `ltbench run --pack 3` makes per pack. Not a pytest
+The runs: a one-stage method (kps-ga, without and with a validation split), a two-stage method
+(crt), BBN, a meta method (meta-ce), each through `ltbench train` with one seed, and a pack of
+three (ce, ldam-drw, kps-ga, with a validation split) through `ltbench.engine.pack.train_pack`,
+the call `ltbench run --pack 3` makes per pack. To take the "before" outputs from an older
+commit: `git archive COMMIT | tar -x -C OLD` and run `save` with `PYTHONPATH=OLD`. Not a pytest
 module: it takes minutes and compares against outputs of an older checkout kept outside the
 repository.
 """
@@ -25,7 +27,14 @@ TINY = [
     "--batch-size", "32", "--epochs", "2", "--eval-every", "1", "--device", "cpu", "--no-amp",
     "--seed", "3",
 ]  # fmt: skip
-SOLO = ["kps-ga", "crt", "bbn", "meta-ce"]
+# (folder, loss, further flags): kps-ga twice, with and without a validation split
+SOLO = [
+    ("kps-ga", "kps-ga", []),
+    ("kps-ga-val", "kps-ga", ["--val-fraction", "0.2"]),
+    ("crt", "crt", []),
+    ("bbn", "bbn", []),
+    ("meta-ce", "meta-ce", []),
+]
 PACK = ["ce", "ldam-drw", "kps-ga"]
 # What differs between two identical runs: clocks, machine, folders.
 VOLATILE = {"wall_seconds", "epoch_seconds", "env", "stage1_dir", "out_dir", "run_dir"}
@@ -35,7 +44,7 @@ import sys
 from ltbench.engine.config import TrainConfig
 from ltbench.engine.pack import train_pack
 kw = dict(dataset="synthetic-lt", n_max=60, imb_factor=0.1, width=0.125, batch_size=32,
-          epochs=2, eval_every=1, device="cpu", amp=False)
+          epochs=2, eval_every=1, device="cpu", amp=False, val_fraction=0.2)
 cfgs = [TrainConfig(loss=name, seed=k, **kw) for k, name in enumerate(sys.argv[2].split(","))]
 out = [f"{sys.argv[1]}/pack-{c.loss}" for c in cfgs]
 for r in train_pack(cfgs, out, fusion="grouped", progress=False):
@@ -54,9 +63,12 @@ def strip(value):
 
 def run_all(work: Path) -> dict[str, dict]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    probe = [sys.executable, "-c", "import ltbench; print(ltbench.__file__)"]
+    where = subprocess.run(probe, env=env, capture_output=True, text=True, check=True).stdout
+    print(f"ltbench from {where.strip()}")
     ltbench = [sys.executable, "-m", "ltbench.cli"]
-    for name in SOLO:
-        cmd = [*ltbench, "train", "--loss", name, *TINY, "--out", str(work / name)]
+    for folder, name, flags in SOLO:
+        cmd = [*ltbench, "train", "--loss", name, *TINY, *flags, "--out", str(work / folder)]
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run([sys.executable, "-c", PACK_SCRIPT, str(work), ",".join(PACK)], check=True,
                    env=env)  # fmt: skip
