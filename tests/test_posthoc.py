@@ -9,15 +9,22 @@ from ltbench.cli import main
 from ltbench.engine.config import TrainConfig
 from ltbench.engine.loop import train
 from ltbench.engine.posthoc import (
-    TAU_RULES,
     evaluate_rules,
     load_finished_run,
     parse_grid,
     rule_logits,
     split_features,
+    tuned_rules,
 )
 from ltbench.errors import LtbenchError
 from ltbench.sdk.registry import build_loss
+
+TAU_RULES = ("logit-adjust", "tau-norm")
+
+
+def test_the_built_in_rules_whose_tau_is_tuned_are_logit_adjust_and_tau_norm():
+    assert tuned_rules() == list(TAU_RULES)
+
 
 TINY = dict(
     dataset="synthetic-lt",

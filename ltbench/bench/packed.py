@@ -46,7 +46,7 @@ class PackedRun:
 
 def packed_run(cfg, data, device: torch.device, pack: int, fusion: str = "auto") -> PackedRun:
     """Build the pack: members with seeds 0..pack-1 and the shared recipe of `cfg`."""
-    from ltbench.bench.train import NUM_CLASSES, bench_bundle
+    from ltbench.bench.inputs import NUM_CLASSES, bench_bundle
     from ltbench.engine.pack_step import Member, build_pack
     from ltbench.engine.stages import plan_stages
     from ltbench.engine.step import make_loaders, step_options

@@ -18,6 +18,9 @@ rule then turns them into logits and is evaluated with the engine's metrics:
   `raw`; a learnt class scale (LWS) still multiplies the scores. A cosine head normalises its
   rows anyway: τ has no effect there (the result says so). The ECE uses `eval_logits`.
 
+The rules are registered by name (`ltbench.sdk.posthoc`, entry-point group `ltbench.posthoc`;
+these four are `BUILT_IN_RULES`), so a third-party package adds its own the same way.
+
 τ is chosen on the validation split when the run has one, over a grid (default 0, 0.1, ..., 2)
 by the lowest balanced validation error (the mean per-class error over the classes that have
 validation images; ties: the smallest τ), and is 1 otherwise. The test split is never read
@@ -57,18 +60,12 @@ from ltbench.engine.step import (
 )
 from ltbench.errors import LtbenchError
 from ltbench.runfiles import CHECKPOINT_FILE, CONFIG_FILE, RESULT_FILE
+from ltbench.sdk.posthoc import RULES as _RULES
+from ltbench.sdk.posthoc import PosthocRule
 
-RULES = ("raw", "train-logits", "logit-adjust", "tau-norm")
-TAU_RULES = ("logit-adjust", "tau-norm")
 DEFAULT_GRID = tuple(round(0.1 * i, 10) for i in range(21))
 FIXED_TAU = 1.0
 SELECTION_METRIC = "val_balanced_error"
-ECE_LOGITS = {
-    "raw": "eval_logits: scores x the loss's scale",
-    "train-logits": "train_logits",
-    "logit-adjust": "train_logits - tau log prior",
-    "tau-norm": "eval_logits of the tau-normalised scores",
-}
 _CHUNK = 4096
 
 
@@ -77,17 +74,19 @@ _CHUNK = 4096
 
 
 def parse_rules(rules: str | Iterable[str] | None) -> list[str]:
-    """Rule names from a comma-separated string or a list (default: all), checked."""
+    """Rule names from a comma-separated string or a list (default: every registered rule),
+    checked against the registry (`ltbench.sdk.posthoc`)."""
+    known = _RULES.names()
     if rules is None:
-        return list(RULES)
+        return known
     if isinstance(rules, str):
         rules = [r.strip() for r in rules.split(",") if r.strip()]
     out = list(dict.fromkeys(rules))
     if not out:
-        raise LtbenchError(f"no post-hoc rule given; allowed: {', '.join(RULES)}")
+        raise LtbenchError(f"no post-hoc rule given; allowed: {', '.join(known)}")
     for rule in out:
-        if rule not in RULES:
-            raise LtbenchError(f"unknown post-hoc rule {rule!r}; allowed: {', '.join(RULES)}")
+        if rule not in known:
+            raise LtbenchError(f"unknown post-hoc rule {rule!r}; allowed: {', '.join(known)}")
     return out
 
 
@@ -220,18 +219,74 @@ def log_prior(run: FinishedRun) -> torch.Tensor:
     return torch.log(n / n.sum()).float().to(run.device)
 
 
+@dataclass
+class RuleContext:
+    """What a rule's `logits(ctx, tau)` sees of one chunk of features (`ltbench.sdk.posthoc`)."""
+
+    run: FinishedRun
+    features: torch.Tensor
+
+    def scores(self, tau: float | None = None) -> torch.Tensor:
+        """The classifier's scores (weight rows divided by ||w_j||^tau when tau is given)."""
+        return head_scores(self.run, self.features, tau)
+
+    def eval_logits(self, scores: torch.Tensor) -> torch.Tensor:
+        return self.run.plugin.eval_logits(scores)
+
+    def train_logits(self, scores: torch.Tensor) -> torch.Tensor:
+        return self.run.plugin.train_logits(scores)
+
+    def log_prior(self) -> torch.Tensor:
+        return log_prior(self.run)
+
+
+def tuned_rules() -> list[str]:
+    """The registered rules whose tau is chosen on the validation split."""
+    return [name for name in _RULES.names() if _RULES.get(name).tuned]
+
+
 def rule_logits(run: FinishedRun, rule: str, features: torch.Tensor, tau: float | None):
     """The logits of `rule` (their argmax is its prediction; their softmax its confidences)."""
     with torch.no_grad():
-        if rule == "tau-norm":
-            return run.plugin.eval_logits(head_scores(run, features, tau))
-        scores = head_scores(run, features)
-        if rule == "raw":
-            return run.plugin.eval_logits(scores)
-        logits = run.plugin.train_logits(scores)
-        if rule == "logit-adjust":
-            logits = logits - tau * log_prior(run)
-        return logits
+        return _RULES.get(rule).logits(RuleContext(run, features), tau)
+
+
+def _cosine_note(run: FinishedRun) -> str | None:
+    if isinstance(run.model.classifier, CosineClassifier):
+        return "cosine head: the weight rows are normalised anyway; tau has no effect"
+    return None
+
+
+# ltbench's own rules (entry point `built-in` of `ltbench.posthoc`; see the module docstring)
+BUILT_IN_RULES = [
+    PosthocRule(
+        "raw",
+        lambda ctx, tau: ctx.eval_logits(ctx.scores()),
+        ece_logits="eval_logits: scores x the loss's scale",
+        description="the trained decision: argmax of the scores",
+    ),
+    PosthocRule(
+        "train-logits",
+        lambda ctx, tau: ctx.train_logits(ctx.scores()),
+        ece_logits="train_logits",
+        description="argmax of the logits the loss trains with, without its margins",
+    ),
+    PosthocRule(
+        "logit-adjust",
+        lambda ctx, tau: ctx.train_logits(ctx.scores()) - tau * ctx.log_prior(),
+        ece_logits="train_logits - tau log prior",
+        tuned=True,
+        description="train logits minus tau log prior (Menon et al. 2021, post hoc)",
+    ),
+    PosthocRule(
+        "tau-norm",
+        lambda ctx, tau: ctx.eval_logits(ctx.scores(tau)),
+        ece_logits="eval_logits of the tau-normalised scores",
+        tuned=True,
+        description="classifier rows divided by their norm to the power tau (Kang et al. 2020)",
+        note=_cosine_note,
+    ),
+]
 
 
 def _evaluate(run: FinishedRun, rule: str, data: SplitFeatures, tau: float | None) -> Evaluator:
@@ -276,14 +331,15 @@ def evaluate_rules(
     rules = parse_rules(list(rules))
     val = split_features(run, "val")
     counts = list(run.bundle.cls_num_list)
-    cosine = isinstance(run.model.classifier, CosineClassifier)
     chosen: dict[str, dict[str, Any]] = {}
     for rule in rules:
-        entry: dict[str, Any] = {"tau": None, "ece_logits": ECE_LOGITS[rule]}
-        if rule in TAU_RULES:
+        spec = _RULES.get(rule)
+        entry: dict[str, Any] = {"tau": None, "ece_logits": spec.ece_logits}
+        if spec.tuned:
             entry.update(choose_tau(run, rule, val, grid))
-        if rule == "tau-norm" and cosine:
-            entry["note"] = "cosine head: the weight rows are normalised anyway; tau has no effect"
+        note = spec.note(run) if spec.note is not None else None
+        if note is not None:
+            entry["note"] = note
         if val is not None:
             ev = _evaluate(run, rule, val, entry["tau"])
             entry["val_top1_error"] = ev.compute(counts)["top1_error"]

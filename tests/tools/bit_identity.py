@@ -7,7 +7,8 @@ save (or compare) their result.json and metrics.jsonl, timing and paths left out
 The runs: a one-stage method (kps-ga, without and with a validation split), a two-stage method
 (crt), BBN, a meta method (meta-ce), each through `ltbench train` with one seed, and a pack of
 three (ce, ldam-drw, kps-ga, with a validation split) through `ltbench.engine.pack.train_pack`,
-the call `ltbench run --pack 3` makes per pack. To take the "before" outputs from an older
+the call `ltbench run --pack 3` makes per pack; then `ltbench eval` (every post-hoc rule) on
+kps-ga-val and crt. To take the "before" outputs from an older
 commit: `git archive COMMIT | tar -x -C OLD` and run `save` with `PYTHONPATH=OLD`. Not a pytest
 module: it takes minutes and compares against outputs of an older checkout kept outside the
 repository.
@@ -36,6 +37,7 @@ SOLO = [
     ("meta-ce", "meta-ce", []),
 ]
 PACK = ["ce", "ldam-drw", "kps-ga"]
+POSTHOC = ["kps-ga-val", "crt"]  # `ltbench eval`: result.json gets its `posthoc` block
 # What differs between two identical runs: clocks, machine, folders.
 VOLATILE = {"wall_seconds", "epoch_seconds", "env", "stage1_dir", "out_dir", "run_dir"}
 
@@ -69,6 +71,9 @@ def run_all(work: Path) -> dict[str, dict]:
     ltbench = [sys.executable, "-m", "ltbench.cli"]
     for folder, name, flags in SOLO:
         cmd = [*ltbench, "train", "--loss", name, *TINY, *flags, "--out", str(work / folder)]
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+    for folder in POSTHOC:  # every post-hoc rule, tau chosen on validation where there is one
+        cmd = [*ltbench, "eval", str(work / folder), "--device", "cpu"]
         subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     subprocess.run([sys.executable, "-c", PACK_SCRIPT, str(work), ",".join(PACK)], check=True,
                    env=env)  # fmt: skip
