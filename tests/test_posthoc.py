@@ -123,7 +123,7 @@ def test_grid_and_train_logits():
 
 
 def test_results_csv_gets_one_row_per_posthoc_rule(tmp_path):
-    from ltbench.runner.results import collect
+    from ltbench.runner.results import results_frames
     from ltbench.runner.trials import TrialSpec, save_trials
 
     cfg = TrainConfig(loss="ce", dataset="synthetic-lt", imb_factor=0.05).to_dict()
@@ -143,7 +143,7 @@ def test_results_csv_gets_one_row_per_posthoc_rule(tmp_path):
         }},
     }  # fmt: skip
     (tdir / "result.json").write_text(json.dumps(result))
-    results, per_class = collect(tmp_path)
+    results, per_class = results_frames(tmp_path)
     assert list(results["rule"]) == ["raw", "logit-adjust"]
     assert list(results["top1_error"]) == [50.0, 45.0]
     assert list(results["label"]) == ["ce", "ce"] and results["setup"][0] == "none"

@@ -21,12 +21,12 @@ from ltbench.errors import Interrupted, LtbenchError
 from ltbench.runner import ray_adapter
 from ltbench.runner.cluster import ClusterOptions, check_address, check_cluster
 from ltbench.runner.outdir import (
-    build_report,
     check_run_dir,
     check_sweep_dir,
     default_out,
     driver_hold,
     end_leftovers,
+    write_suite_report,
     write_suite_yaml,
 )
 from ltbench.runner.packs import check_pack_size, plan_packs
@@ -298,7 +298,7 @@ def run_suite(planned: Plan, train_fn=None) -> int:
             raise Interrupted(hint)
         if len(missing):
             print(f"  {len(missing)} trial(s) did not finish; {hint}", flush=True)
-        build_report(out_dir, req.formats)
+        write_suite_report(out_dir, req.formats)
     return 1 if len(failed) or len(missing) else 0
 
 
@@ -455,7 +455,7 @@ def run_sweep(planned: Plan, train_fn=None) -> int:
             )
         best = best_line(sweep, params)  # selected on the balanced validation error alone
         print(best or "best: no trial finished", flush=True)
-        build_report(out_dir, req.formats)
+        write_suite_report(out_dir, req.formats)
     failed = (sweep["status"] == FAILED).sum()
     return 1 if failed or best is None else 0
 
