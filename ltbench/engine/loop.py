@@ -16,6 +16,12 @@ counting, so stage-2 epoch k is line E1 + k, and `lr` of a stage-2 line is the c
 stage2: <the same record without stages>}`, `stage1_dir`, `epochs` = E1 + E2 and
 `wall_seconds` = stage 1's + stage 2's. `hooks` hear the epochs this process trains (numbered in
 the whole run). `overwrite` clears the run's folder only, never the shared stage 1.
+
+A run of more stages goes on the same way: each later stage trains in `out_dir` from the final
+network of the one before, its lines follow, and `stages` holds every stage's record. From the
+third stage on the checkpoint also carries `done_stages` (the records of the stages finished in
+`out_dir`), so a run resumed there skips them. What a run writes and when is
+`ltbench.engine.record`'s; which network a stage trains, `ltbench.engine.network`'s.
 """
 
 from __future__ import annotations
