@@ -159,7 +159,7 @@ def train(
     """
     plan = plan_run(cfg, out_dir, cache_dir)
     out_dir = plan.out_dir
-    start_from = Resume.of(resume, out_dir, plan.cfg)  # a given checkpoint: loaded and checked now
+    start_from = Resume.of(resume, plan.cfg)  # a given checkpoint: loaded and checked now
     try:
         first = lambda: prepare_out_dir(out_dir, resume=bool(resume), overwrite=overwrite)  # noqa: E731
         with distributed.hold_all(out_dir, hold, first=first):
@@ -179,7 +179,7 @@ class Resume:
     state: dict | None = None
 
     @classmethod
-    def of(cls, resume: bool | str | Path, out_dir: Path, cfg: TrainConfig) -> Resume:
+    def of(cls, resume: bool | str | Path, cfg: TrainConfig) -> Resume:
         """`train`'s `resume` argument: False, True, or the path of a checkpoint."""
         if resume is True or resume is False:
             return cls(latest=resume)
