@@ -66,6 +66,7 @@ def _epochs(text: str) -> list[int]:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
+    """The arguments of `ltbench train`: data, method, model and schedule, run."""
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None, help="dataset name (see `ltbench list datasets`)")
     g.add_argument("--data-root", default=None, help="folder holding the dataset")
@@ -133,6 +134,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         metavar="E1,E2",
     )
     g.add_argument("--lr-decay-factor", type=float, default=None)
+    _add_run_group(p)
+
+
+def _add_run_group(p: argparse.ArgumentParser) -> None:
+    """The `run` group of `ltbench train`: seed, device, precision, evaluation."""
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
@@ -168,6 +174,14 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="also keep the best-on-validation epoch's checkpoint (checkpoint-best-val.pt)",
     )
     g.add_argument(
+        "--threads",
+        type=_threads,
+        default=None,
+        metavar="N",
+        help="CPU threads torch uses for this run (torch.set_num_threads; default: torch's, one "
+        "per core); several runs side by side on one machine want 1 each",
+    )
+    g.add_argument(
         "--config",
         type=Path,
         default=None,
@@ -190,10 +204,25 @@ def config_from_args(args: argparse.Namespace):
     return TrainConfig.from_dict(data, source="command line")
 
 
+def _threads(text: str) -> int:
+    """`--threads N`: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from ltbench.engine.loop import train
 
     cfg = config_from_args(args)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / f"{cfg.loss}-{cfg.dataset}-seed{cfg.seed}"
     resume: Any = False
     if args.resume is not None:
@@ -235,6 +264,14 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"  {name:<13} {d.model:<9} {d.epochs:>4} {d.batch_size:>4} {d.lr:<5} "
                 f"{d.imb_factor:g}"
             )
+    if what in ("all", "rules"):
+        from ltbench.sdk.posthoc import RULES
+
+        print("post-hoc rules (`ltbench eval`; name: tau, what it does):")
+        for name in RULES.names():
+            rule = RULES.get(name)
+            tau = "tuned" if rule.tuned else "-"
+            print(f"  {name:<13} {tau:<6} {rule.description}")
     if what in ("all", "models"):
         from ltbench.engine.models import list_models
 
@@ -326,82 +363,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_train_command(args)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every sub-command."""
-    import ltbench
-
-    parser = Parser(
-        prog="ltbench", description="Benchmark harness for long-tailed recognition losses."
-    )
-    parser.add_argument("--version", action="version", version=f"ltbench {ltbench.__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("train", help="train one method on one dataset")
-    _add_train_args(p)
-    p.add_argument("--out", type=Path, default=None, help="output directory of the run")
-    p.add_argument(
-        "--resume",
-        nargs="?",
-        const="auto",
-        default=None,
-        metavar="CHECKPOINT",
-        help="continue from OUT/checkpoint.pt, or from the given checkpoint",
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("eval", help="post-hoc decision rules on a finished run (no retraining)")
-    p.add_argument("run_dir", type=Path, help="a finished `ltbench train` output directory")
-    p.add_argument(
-        "--rules",
-        default=None,
-        help="comma-separated: raw, train-logits, logit-adjust, tau-norm (default: all)",
-    )
-    p.add_argument(
-        "--tau-grid",
-        default=None,
-        metavar="START:STOP:STEP",
-        help="tau values tried on the validation split (default 0:2:0.1; both ends included)",
-    )
-    p.add_argument(
-        "--tau",
-        type=float,
-        default=None,
-        help="fix tau instead of choosing it on the validation split (the rows are labelled "
-        "'tau fixed'); a run without a validation split needs it for logit-adjust and tau-norm",
-    )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("list", help="list losses, datasets, models and suites")
-    p.add_argument(
-        "what", nargs="?", default="all", choices=["all", "losses", "datasets", "models", "suites"]
-    )
-    p.add_argument("--pattern", default="*", help="wildcard on loss names, e.g. 'kps*'")
-    p.set_defaults(func=cmd_list)
-
-    p = sub.add_parser("run", help="run a suite of trials on Ray Tune")
-    from ltbench.runner.args import add_run_args, add_sweep_args
-
-    add_run_args(p)
-    p.set_defaults(func=cmd_run)
-
-    p = sub.add_parser("sweep", help="search KPS hyper-parameters on Ray Tune")
-    add_sweep_args(p)
-    p.set_defaults(func=cmd_sweep)
-
-    p = sub.add_parser("collect", help="gather finished `ltbench train` runs into a results folder")
-    p.add_argument("out", type=Path, help="the results folder to write (new or empty)")
-    p.add_argument("runs", nargs="+", type=Path, help="finished `ltbench train --out` folders")
-    p.set_defaults(func=cmd_collect)
-
-    p = sub.add_parser("report", help="write the markdown / PDF report of a results folder")
-    p.add_argument("dir", type=Path)
-    p.add_argument("--format", default="md,pdf", help="comma-separated: md, pdf")
-    p.add_argument("--out", type=Path, default=None, help="output folder or file prefix")
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("bench", help="measure loss, training-step and data-loading speed")
+def _add_bench_args(p: argparse.ArgumentParser) -> None:
+    """The arguments of `ltbench bench`."""
     p.add_argument("what", choices=["losses", "train", "data"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument(
@@ -446,9 +409,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="CUDA only, unmeasured: replay ltbench's step as CUDA graphs (default: off)",
     )
-    g.add_argument("--pack", type=int, metavar="K", help="also time K runs as one fused pack")
-    fusions = ["auto", "grouped", "serial"]  # auto: grouped convolutions on CUDA, serial on CPU
-    g.add_argument("--pack-fusion", choices=fusions, help="how the pack is fused (auto)")
+    g.add_argument(
+        "--pack",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also train K runs as one fused pack and report its images per second",
+    )
+    g.add_argument(
+        "--pack-fusion",
+        choices=["auto", "grouped", "serial"],
+        default=None,
+        help="how the pack is fused (default auto: grouped convolutions on CUDA, serial on CPU)",
+    )
     g = p.add_argument_group("data (the file loader against the model step, generated JPEGs)")
     g.add_argument("--images", type=int, default=512, help="JPEG files to generate (512)")
     g.add_argument("--classes", type=int, default=16, help="long-tailed classes (16)")
@@ -456,10 +429,98 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batches", type=int, default=6, help="loader batches timed (6)")
     g.add_argument("--loader-workers", type=int, default=2, help="DataLoader worker processes (2)")
     g.add_argument("--model", default="resnet50", help="the model of the step (resnet50)")
-    decode = "decode JPEGs in the DataLoader workers (default, as `train`) or in batches on the "
-    decode += "device with torchvision.io.decode_jpeg (nvJPEG on CUDA)"
-    g.add_argument("--decode", choices=["workers", "device"], default="workers", help=decode)
+    g.add_argument(
+        "--decode",
+        choices=["workers", "device"],
+        default="workers",
+        help="decode JPEGs in the DataLoader workers (default, as `train`) or in batches on the "
+        "device with torchvision.io.decode_jpeg (nvJPEG on CUDA)",
+    )
     p.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    import ltbench
+
+    parser = Parser(
+        prog="ltbench", description="Benchmark harness for long-tailed recognition losses."
+    )
+    parser.add_argument("--version", action="version", version=f"ltbench {ltbench.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one method on one dataset")
+    _add_train_args(p)
+    p.add_argument("--out", type=Path, default=None, help="output directory of the run")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="auto",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from OUT/checkpoint.pt, or from the given checkpoint",
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="post-hoc decision rules on a finished run (no retraining)")
+    p.add_argument("run_dir", type=Path, help="a finished `ltbench train` output directory")
+    p.add_argument(
+        "--rules",
+        default=None,
+        help="comma-separated post-hoc rules (see `ltbench list rules`; default: all)",
+    )
+    p.add_argument(
+        "--tau-grid",
+        default=None,
+        metavar="START:STOP:STEP",
+        help="tau values tried on the validation split (default 0:2:0.1; both ends included)",
+    )
+    p.add_argument(
+        "--tau",
+        type=float,
+        default=None,
+        help="fix tau instead of choosing it on the validation split (the rows are labelled "
+        "'tau fixed'); a run without a validation split needs it for logit-adjust and tau-norm",
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "list", help="list losses, datasets, post-hoc rules, models and suites (the registries)"
+    )
+    p.add_argument(
+        "what",
+        nargs="?",
+        default="all",
+        choices=["all", "losses", "datasets", "rules", "models", "suites"],
+    )
+    p.add_argument("--pattern", default="*", help="wildcard on loss names, e.g. 'kps*'")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="run a suite of trials on Ray Tune")
+    from ltbench.runner.args import add_run_args, add_sweep_args
+
+    add_run_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sweep", help="search KPS hyper-parameters on Ray Tune")
+    add_sweep_args(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("collect", help="gather finished `ltbench train` runs into a results folder")
+    p.add_argument("out", type=Path, help="the results folder to write (new or empty)")
+    p.add_argument("runs", nargs="+", type=Path, help="finished `ltbench train --out` folders")
+    p.set_defaults(func=cmd_collect)
+
+    p = sub.add_parser("report", help="write the markdown / PDF report of a results folder")
+    p.add_argument("dir", type=Path)
+    p.add_argument("--format", default="md,pdf", help="comma-separated: md, pdf")
+    p.add_argument("--out", type=Path, default=None, help="output folder or file prefix")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="measure loss, training-step and data-loading speed")
+    _add_bench_args(p)
     return parser
 
 

@@ -27,19 +27,20 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-# ----------------------------------------------------------------------------------------------
-# File names
-
-SUITE_FILE = "suite.yaml"
-TRIALS_FILE = "trials.json"
-TRIALS_DIR = "trials"
-RESULT_FILE = "result.json"
-METRICS_FILE = "metrics.jsonl"
-ERROR_FILE = "error.txt"
-TRIAL_SPEC_FILE = "trial.json"
-RESULTS_FILE = "results.csv"
-PER_CLASS_FILE = "per_class.csv"
-SWEEP_FILE = "sweep.csv"
+# The names live in `ltbench.runfiles` (the engine writes a run's files too); re-exported here.
+from ltbench.runfiles import (  # noqa: F401  (re-exported)
+    CONFIG_FILE,
+    ERROR_FILE,
+    METRICS_FILE,
+    PER_CLASS_FILE,
+    RESULT_FILE,
+    RESULTS_FILE,
+    SUITE_FILE,
+    SWEEP_FILE,
+    TRIAL_SPEC_FILE,
+    TRIALS_DIR,
+    TRIALS_FILE,
+)
 
 # ----------------------------------------------------------------------------------------------
 # Statuses

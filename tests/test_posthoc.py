@@ -9,15 +9,22 @@ from ltbench.cli import main
 from ltbench.engine.config import TrainConfig
 from ltbench.engine.loop import train
 from ltbench.engine.posthoc import (
-    TAU_RULES,
     evaluate_rules,
     load_finished_run,
     parse_grid,
     rule_logits,
     split_features,
+    tuned_rules,
 )
 from ltbench.errors import LtbenchError
 from ltbench.sdk.registry import build_loss
+
+TAU_RULES = ("logit-adjust", "tau-norm")
+
+
+def test_the_built_in_rules_whose_tau_is_tuned_are_logit_adjust_and_tau_norm():
+    assert tuned_rules() == list(TAU_RULES)
+
 
 TINY = dict(
     dataset="synthetic-lt",
@@ -121,7 +128,7 @@ def test_grid_and_train_logits():
 
 
 def test_results_csv_gets_one_row_per_posthoc_rule(tmp_path):
-    from ltbench.runner.results import collect
+    from ltbench.runner.results import results_frames
     from ltbench.runner.trials import TrialSpec, save_trials
 
     cfg = TrainConfig(loss="ce", dataset="synthetic-lt", imb_factor=0.05).to_dict()
@@ -141,7 +148,7 @@ def test_results_csv_gets_one_row_per_posthoc_rule(tmp_path):
         }},
     }  # fmt: skip
     (tdir / "result.json").write_text(json.dumps(result))
-    results, per_class = collect(tmp_path)
+    results, per_class = results_frames(tmp_path)
     assert list(results["rule"]) == ["raw", "logit-adjust"]
     assert list(results["top1_error"]) == [50.0, 45.0]
     assert list(results["label"]) == ["ce", "ce"] and results["setup"][0] == "none"

@@ -419,9 +419,9 @@ def test_corrupt_image_run_resumes_once_the_file_is_replaced(tmp_path, capsys, m
 def test_unwritable_mid_run_then_resume(tmp_path, capsys, monkeypatch):
     """The folder becomes unwritable after the first epoch: one line naming the file; the run
     resumes from its last checkpoint (test_train.py: a resumed run matches an uninterrupted one)."""
-    import ltbench.engine.loop as loop
+    import ltbench.engine.record as record  # the one writer of a run's epoch lines
 
-    real, calls = loop.append_row, []
+    real, calls = record.append_row, []
 
     def failing(path, row):
         calls.append(row["epoch"])
@@ -430,13 +430,13 @@ def test_unwritable_mid_run_then_resume(tmp_path, capsys, monkeypatch):
         real(path, row)
 
     argv = [*TRAIN[:4], "2", *TRAIN[5:], "--eval-every", "9", "--out", str(tmp_path / "cut")]
-    monkeypatch.setattr(loop, "append_row", failing)
+    monkeypatch.setattr(record, "append_row", failing)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert f"cannot write {tmp_path / 'cut' / 'metrics.jsonl'}: Permission denied; the run so " \
         f"far is kept in {tmp_path / 'cut'}: continue it with --resume" in err  # fmt: skip
-    monkeypatch.setattr(loop, "append_row", real)
+    monkeypatch.setattr(record, "append_row", real)
     assert main([*argv, "--resume"]) == 0  # epoch 2 again, from the epoch-1 checkpoint
     assert json.loads((tmp_path / "cut" / "result.json").read_text())["epochs"] == 2
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
@@ -444,12 +444,12 @@ def test_unwritable_mid_run_then_resume(tmp_path, capsys, monkeypatch):
 
 
 def test_ctrl_c_in_train_exits_130_with_the_resume_hint(tmp_path, capsys, monkeypatch):
-    import ltbench.engine.loop as loop
+    import ltbench.engine.record as record
 
     def interrupt(path, row):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "append_row", interrupt)
+    monkeypatch.setattr(record, "append_row", interrupt)
     assert main([*TRAIN, "--out", str(tmp_path / "o")]) == 130
     err = capsys.readouterr().err
     assert err == (
@@ -472,9 +472,9 @@ def test_second_writer_is_refused_with_the_holders_pid(tmp_path, capsys):
     out = tmp_path / "run"
     argv = [*TRAIN[:4], "4", *TRAIN[5:], "--eval-every", "9", "--out", str(out)]
     slow_epochs = (  # each epoch of the first writer lasts at least a second, on any machine
-        "import time, ltbench.engine.loop as loop\n"
-        "append = loop.append_row\n"
-        "loop.append_row = lambda path, row: (append(path, row), time.sleep(1))\n"
+        "import time, ltbench.engine.record as record\n"
+        "append = record.append_row\n"
+        "record.append_row = lambda path, row: (append(path, row), time.sleep(1))\n"
         "from ltbench.cli import main\n"
         f"raise SystemExit(main({argv!r}))\n"
     )

@@ -13,7 +13,7 @@ import pytest
 from ltbench.errors import LtbenchError
 from ltbench.runner.args import add_run_args, add_sweep_args
 from ltbench.runner.presets import PRESETS
-from ltbench.runner.results import collect, write_results, write_sweep
+from ltbench.runner.results import results_frames, write_results, write_sweep
 from ltbench.runner.suite import (
     apply_overrides,
     check_methods,
@@ -440,10 +440,10 @@ def test_collect_results_from_trial_dirs(tmp_path):
 
 def test_collect_needs_trials_json(tmp_path):
     with pytest.raises(LtbenchError, match="no trials.json"):
-        collect(tmp_path)
+        results_frames(tmp_path)
 
 
-def test_collect_sweep(tmp_path):
+def test_sweep_frame(tmp_path):
     base = expand(load_suite("kps-search"))[0]
     specs = []
     for i, (m, s) in enumerate([(0.2, 10), (0.5, 30), (0.7, 20)]):

@@ -133,7 +133,7 @@ def loader_rate(
 def step_rate(model_name: str, batch: int, steps: int, device: torch.device, classes: int):
     """Images per second of the training step on a batch already on the device."""
     from ltbench.engine.config import TrainConfig, resolve
-    from ltbench.engine.step import build_step, step_options, train_one_epoch
+    from ltbench.engine.step import build_step, epoch_steps, step_options
 
     cfg = TrainConfig(dataset="imagenet-lt", loss="ce", model=model_name, device=device.type)
     cfg = resolve(cfg)
@@ -148,7 +148,7 @@ def step_rate(model_name: str, batch: int, steps: int, device: torch.device, cla
     y = torch.arange(batch, device=device) % classes
 
     def run(n: int) -> None:
-        train_one_epoch(step_model, [(x, y)] * n, plugin, optimizer, device, amp=amp)
+        epoch_steps(step_model, [(x, y)] * n, plugin, optimizer, device, amp=amp)
 
     run(1)  # untimed
     _sync(device)

@@ -7,7 +7,6 @@ recipe with seeds 0..K-1 on the same images, one epoch at a time through the pac
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -28,29 +27,26 @@ class PackedRun:
 
     def epoch(self, epoch: int) -> int:
         """Train one epoch of the pack as `train_pack` does; the images of all K runs."""
-        from ltbench.engine.pack_step import fit_pack_epoch, member_batches, start_epoch
+        from ltbench.engine.pack_step import member_batches, pack_epoch_steps, start_epoch
 
         start_epoch(self.members, 0, self.device)  # the loss schedule stays at epoch 0
-        autocast = (
-            torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
-        )
-        stats = fit_pack_epoch(
+        stats = pack_epoch_steps(
             self.step_model,
             self.members,
             self.members,
             self.optimizer,
             member_batches([m.loaders for m in self.members], epoch),
             self.join,
-            autocast,
+            self.amp,
             self.device,
         )
-        stats["first_bad_step"].tolist()  # the end-of-epoch read of train_pack
-        return int(stats["seen"]) * len(self.members)
+        stats.first_bad_step.tolist()  # the end-of-epoch read of train_pack
+        return int(stats.seen) * len(self.members)
 
 
 def packed_run(cfg, data, device: torch.device, pack: int, fusion: str = "auto") -> PackedRun:
     """Build the pack: members with seeds 0..pack-1 and the shared recipe of `cfg`."""
-    from ltbench.bench.train import NUM_CLASSES, bench_bundle
+    from ltbench.bench.inputs import NUM_CLASSES, bench_bundle
     from ltbench.engine.pack_step import Member, build_pack
     from ltbench.engine.stages import plan_stages
     from ltbench.engine.step import make_loaders, step_options

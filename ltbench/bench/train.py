@@ -6,10 +6,10 @@ A step is everything between two batches: fetching and augmenting the batch (ran
 4 pixels of zero padding, horizontal flip, normalisation), forward, loss, backward and the
 optimizer update.
 
-- ltbench: `train_one_epoch` over `make_loaders(...).train` (a `TensorBatches` on the device,
+- ltbench: `epoch_steps` over `make_loaders(...).train` (a `TensorBatches` on the device,
   augmenting whole batches at once), with the model, optimizer, layout (channels-last), precision
   (bf16 autocast on CUDA) and `torch.compile` choice built by the same `step_options` and
-  `build_step` that `train()` uses.
+  `build_step`, whose network is `build_network`'s, as `train()` builds it.
 - reference: the loop of the public long-tail repositories (LDAM-DRW and the code derived from
   it): a torch `Dataset` that turns each image into a PIL image and applies torchvision's
   RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor and Normalize, a `DataLoader` with
@@ -36,29 +36,23 @@ from typing import Any
 
 import torch
 
+from ltbench.bench.inputs import (  # noqa: F401 (the bench's inputs, also imported from here)
+    CLASS_COUNTS,
+    DATA_SEED,
+    IMAGE_SHAPE,
+    NUM_CLASSES,
+    bench_bundle,
+    cifar_shaped_images,
+)
 from ltbench.errors import LtbenchError
 
 LOSS = "kps-ga"
 MODEL = "resnet32"
-NUM_CLASSES = 10
-IMAGE_SHAPE = (3, 32, 32)
-# CIFAR-10-LT at rho = 100: the class counts the loss is built for (its margins depend on them)
-CLASS_COUNTS = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
-DATA_SEED = 0
 DEFAULTS = dict(batch_sizes=(64, 128), repeats=5, steps=20, warmup=1, workers=2)
 
 
 # ----------------------------------------------------------------------------------------------
 # The shared images and configuration
-
-
-def cifar_shaped_images(n: int, seed: int = DATA_SEED):
-    """`n` random uint8 images (n, 3, 32, 32) with labels cycling over the 10 classes."""
-    from ltbench.data import TensorData
-
-    gen = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, *IMAGE_SHAPE), generator=gen, dtype=torch.uint8)
-    return TensorData(images, torch.arange(n) % NUM_CLASSES)
 
 
 def bench_config(batch_size: int, device: str, **overrides: Any):
@@ -100,33 +94,14 @@ class LtbenchRun:
 
     def epoch(self, epoch: int) -> int:
         """Train one epoch and read its sums back as `train()` does; the number of images."""
-        from ltbench.engine.step import epoch_batches, train_one_epoch
+        from ltbench.engine.step import epoch_batches, epoch_steps
 
         batches = epoch_batches(self.loader, epoch, self.channels_last)
-        stats = train_one_epoch(
+        stats = epoch_steps(
             self.step_model, batches, self.plugin, self.optimizer, self.device, amp=self.amp
         )
         int(stats.first_bad_step)  # the end-of-epoch reads of train(): one host sync per epoch
         return int(stats.seen)
-
-
-def bench_bundle(data):
-    """The benchmark's images as a dataset bundle (CIFAR-10-LT's class counts for the loss)."""
-    from ltbench.data import CIFAR_MEAN, CIFAR_STD, DatasetBundle
-
-    return DatasetBundle(
-        name="bench",
-        num_classes=NUM_CLASSES,
-        class_names=[str(c) for c in range(NUM_CLASSES)],
-        cls_num_list=list(CLASS_COUNTS),
-        train=data,
-        val=None,
-        test=data,
-        image_size=IMAGE_SHAPE[-1],
-        in_memory=True,
-        mean=CIFAR_MEAN,
-        std=CIFAR_STD,
-    )
 
 
 def ltbench_run(cfg, data, device: torch.device) -> LtbenchRun:

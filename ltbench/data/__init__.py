@@ -52,11 +52,13 @@ _EXPORTS = {
     "registry": (
         "DATASETS",
         "DatasetSpec",
+        "LoadRequest",
         "Recipe",
         "get_dataset_spec",
         "list_datasets",
         "load_dataset",
     ),
+    "loaders": ("in_memory_bundle",),
     "bundle": ("CIFAR_MEAN", "CIFAR_STD", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetBundle"),
     "batches": (
         "SAMPLING_MODES",

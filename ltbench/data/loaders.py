@@ -1,8 +1,9 @@
 """The loader of each dataset in the registry: `_load_synthetic`, `_load_cifar` (torchvision
 pickles or image folders) and `_load_split_files` (ImageNet-LT, iNaturalist 2018).
 
-Each takes the dataset's name, the common options of `load_dataset` (checked there already) and
-its own keyword options, and returns a `DatasetBundle`. torch and the file readers are imported
+Each takes the `LoadRequest` of `load_dataset` (the common settings, checked there already) and
+its own keyword options, and returns a `DatasetBundle` (`in_memory_bundle` builds one from
+arrays, for the built-in loaders and for a plugin's). torch and the file readers are imported
 when a loader runs, so that the registry (and the configuration, which reads it) stays light.
 """
 
@@ -28,26 +29,31 @@ def _first_per_class(labels: np.ndarray, n_max: int | None) -> np.ndarray:
     return np.where(keep)[0]
 
 
-def _in_memory_bundle(
-    name,
+def in_memory_bundle(
+    request,
     class_names,
     train_x,
     train_y,
     test_x,
     test_y,
     *,
-    imb_factor,
-    profile,
-    subset_seed,
-    val_fraction,
-    val_seed,
     mean,
     std,
 ) -> DatasetBundle:
-    """Long-tailed subset + validation hold-out of a balanced in-memory training set."""
+    """The bundle of a dataset held in arrays: the long-tailed subset (`request.imb_factor`,
+    `profile`, `subset_seed`) and the validation hold-out (`val_fraction`, `val_seed`) of a
+    balanced training set. Images are uint8 arrays (N, 3, H, W), labels int64 (N,); `mean` and
+    `std` normalise the channels. `request` is the loader's `ltbench.sdk.datasets.LoadRequest`."""
     import torch
 
     from ltbench.data.batches import TensorData
+
+    name, imb_factor, profile = request.name, request.imb_factor, request.profile
+    subset_seed, val_fraction, val_seed = (
+        request.subset_seed,
+        request.val_fraction,
+        request.val_seed,
+    )
 
     num_classes = len(class_names)
     kept, _ = long_tailed_indices(train_y, imb_factor, subset_seed, profile)
@@ -75,38 +81,15 @@ def _in_memory_bundle(
     )
 
 
-def _load_synthetic(
-    name,
-    *,
-    root,
-    imb_factor,
-    profile,
-    subset_seed,
-    download,
-    n_max,
-    val_fraction,
-    val_seed,
-    n_test_max=None,
-) -> DatasetBundle:
-    n_train = n_max or synthetic.DEFAULT_TRAIN_PER_CLASS
+def _load_synthetic(request, n_test_max=None) -> DatasetBundle:
+    n_train = request.n_max or synthetic.DEFAULT_TRAIN_PER_CLASS
     n_test = n_test_max or synthetic.DEFAULT_TEST_PER_CLASS
     train_x, train_y = synthetic.generate("train", n_train)
     test_x, test_y = synthetic.generate("test", n_test)
-    return _in_memory_bundle(
-        name,
-        synthetic.CLASS_NAMES,
-        train_x,
-        train_y,
-        test_x,
-        test_y,
-        imb_factor=imb_factor,
-        profile=profile,
-        subset_seed=subset_seed,
-        val_fraction=val_fraction,
-        val_seed=val_seed,
-        mean=synthetic.MEAN,
-        std=synthetic.STD,
-    )
+    return in_memory_bundle(
+        request, synthetic.CLASS_NAMES, train_x, train_y, test_x, test_y,
+        mean=synthetic.MEAN, std=synthetic.STD,
+    )  # fmt: skip
 
 
 _CIFAR = {
@@ -115,21 +98,10 @@ _CIFAR = {
 }
 
 
-def _load_cifar(
-    name,
-    *,
-    root,
-    imb_factor,
-    profile,
-    subset_seed,
-    download,
-    n_max,
-    val_fraction,
-    val_seed,
-    n_test_max=None,
-    cache_dir=None,
-) -> DatasetBundle:
+def _load_cifar(request, n_test_max=None, cache_dir=None) -> DatasetBundle:
     from ltbench.data.files import load_image_folder
+
+    name, root, download, n_max = request.name, request.root, request.download, request.n_max
 
     tv_class = _CIFAR[name][0]
     source = _check_cifar(name, root=root, download=download)
@@ -157,20 +129,8 @@ def _load_cifar(
         train_x = np.ascontiguousarray(tv_train.data[keep].transpose(0, 3, 1, 2))
         test_x = np.ascontiguousarray(tv_test.data[keep_test].transpose(0, 3, 1, 2))
         train_y, test_y = train_y_all[keep], test_y_all[keep_test]
-    return _in_memory_bundle(
-        name,
-        class_names,
-        train_x,
-        train_y,
-        test_x,
-        test_y,
-        imb_factor=imb_factor,
-        profile=profile,
-        subset_seed=subset_seed,
-        val_fraction=val_fraction,
-        val_seed=val_seed,
-        mean=CIFAR_MEAN,
-        std=CIFAR_STD,
+    return in_memory_bundle(
+        request, class_names, train_x, train_y, test_x, test_y, mean=CIFAR_MEAN, std=CIFAR_STD
     )
 
 
@@ -267,16 +227,7 @@ def _check_split_files(name, *, image_root=None, image_size=224, **settings) -> 
 
 
 def _load_split_files(
-    name,
-    *,
-    root,
-    imb_factor,
-    profile,
-    subset_seed,
-    download,
-    n_max,
-    val_fraction,
-    val_seed,
+    request,
     train_split=None,
     test_split=None,
     val_split=None,
@@ -284,6 +235,10 @@ def _load_split_files(
     image_size=224,
 ) -> DatasetBundle:
     from ltbench.data.files import SplitFileDataset, imagenet_transform
+
+    name, root, imb_factor, n_max = request.name, request.root, request.imb_factor, request.n_max
+    download, val_fraction, val_seed = request.download, request.val_fraction, request.val_seed
+    profile = request.profile
 
     root, train_path, test_path = _split_paths(
         name,

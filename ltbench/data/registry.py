@@ -1,10 +1,9 @@
-"""The dataset registry: one `DatasetSpec` per dataset, and `load_dataset`.
+"""The dataset registry's front: ltbench's own datasets, `get_dataset_spec` and `load_dataset`.
 
-A spec holds everything ltbench knows about a dataset: its loader, number of classes, whether it
-is held in memory, whether it is built in (needs no data_root), and the paper's Table 2 recipe
-for it (`Recipe`: model, schedule, optimiser settings, default imbalance, and the loss parameters
-whose paper value depends on the dataset). The training configuration fills its defaults from
-`get_dataset_spec(name).recipe`. Importing this module does not import torch.
+The spec (`DatasetSpec`, `Recipe`) and the registry are the SDK's (`ltbench.sdk.datasets`): a
+third-party package registers a dataset through the entry-point group `ltbench.datasets` as
+ltbench's own are (`BUILT_IN`, entry point `built-in`). The training configuration fills its
+defaults from `get_dataset_spec(name).recipe`. Importing this module does not import torch.
 """
 
 from __future__ import annotations
@@ -12,9 +11,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from types import MappingProxyType
+from collections.abc import Mapping
 from typing import Any
 
 from ltbench.data.bundle import DatasetBundle
@@ -27,40 +24,8 @@ from ltbench.data.loaders import (
 )
 from ltbench.data.longtail import check_imb_factor, check_profile, check_val_fraction
 from ltbench.errors import LtbenchError
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The paper's recipe for one dataset (Table 2). Loss parameters whose paper value
-    depends on the dataset (KPS's m_max) are declared by their plugins, not here."""
-
-    model: str
-    batch_size: int
-    lr: float
-    weight_decay: float
-    warmup_epochs: int
-    epochs: int
-    lr_decay_epochs: tuple[int, ...]
-    lr_decay_factor: float
-    imb_factor: float
-    width: float = 1.0
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What the dataset registry knows about one dataset."""
-
-    name: str
-    loader: Callable[..., DatasetBundle]
-    num_classes: int
-    in_memory: bool
-    description: str
-    recipe: Recipe
-    built_in: bool = False  # drawn by ltbench itself: needs no data_root
-    # check(name, root=, imb_factor=, n_max=, download=, val_fraction=, **options): the cheap
-    # checks of the files before a run writes anything (folders and split files; no image read)
-    check: Callable[..., Any] | None = None
-
+from ltbench.sdk.datasets import DATASETS as _REGISTRY
+from ltbench.sdk.datasets import DatasetSpec, LoadRequest, Recipe  # noqa: F401 (re-exported)
 
 _CIFAR_RECIPE = Recipe(
     model="resnet32",
@@ -85,93 +50,74 @@ _IMAGENET_RECIPE = Recipe(
     imb_factor=1.0,  # already long-tailed: no further subsampling
 )
 
-DATASETS: Mapping[str, DatasetSpec] = MappingProxyType(
-    {
-        spec.name: spec
-        for spec in (
-            DatasetSpec(
-                name="synthetic-lt",
-                loader=_load_synthetic,
-                num_classes=10,
-                in_memory=True,
-                description="procedural 10-class 16x16 coloured shapes and textures; built in",
-                # CIFAR's recipe on a shorter schedule, a half-width network and half CIFAR's
-                # learning rate: the settings whose seed spread BENCHMARKS.md records
-                recipe=dataclasses.replace(
-                    _CIFAR_RECIPE,
-                    epochs=30,
-                    lr_decay_epochs=(24, 27),
-                    width=0.5,
-                    lr=0.05,
-                ),
-                built_in=True,
-            ),
-            DatasetSpec(
-                name="cifar10-lt",
-                loader=_load_cifar,
-                num_classes=10,
-                in_memory=True,
-                description="CIFAR-10, long-tailed subset",
-                recipe=_CIFAR_RECIPE,
-                check=_check_cifar,
-            ),
-            DatasetSpec(
-                name="cifar100-lt",
-                loader=_load_cifar,
-                num_classes=100,
-                in_memory=True,
-                description="CIFAR-100, long-tailed subset",
-                recipe=_CIFAR_RECIPE,
-                check=_check_cifar,
-            ),
-            DatasetSpec(
-                name="imagenet-lt",
-                loader=_load_split_files,
-                num_classes=1000,
-                in_memory=False,
-                description="ImageNet-LT (Liu et al. 2019) from its split files",
-                recipe=_IMAGENET_RECIPE,
-                check=_check_split_files,
-            ),
-            DatasetSpec(
-                name="inat2018",
-                loader=_load_split_files,
-                num_classes=8142,
-                in_memory=False,
-                description="iNaturalist 2018 from its split files (val used as the test set)",
-                recipe=dataclasses.replace(_IMAGENET_RECIPE, batch_size=512, lr=0.2),
-                check=_check_split_files,
-            ),
-        )
-    }
-)
-
-
-_COMMON_OPTIONS = (
-    "root",
-    "imb_factor",
-    "profile",
-    "subset_seed",
-    "download",
-    "n_max",
-    "val_fraction",
-    "val_seed",
-)
+# ltbench's own datasets: registered through the entry point `built-in` of the group
+# `ltbench.datasets` (pyproject.toml), like any third-party dataset.
+BUILT_IN = [
+    DatasetSpec(
+        name="synthetic-lt",
+        loader=_load_synthetic,
+        num_classes=10,
+        in_memory=True,
+        description="procedural 10-class 16x16 coloured shapes and textures; built in",
+        # CIFAR's recipe on a shorter schedule, a half-width network and half CIFAR's
+        # learning rate: the settings whose seed spread BENCHMARKS.md records
+        recipe=dataclasses.replace(
+            _CIFAR_RECIPE,
+            epochs=30,
+            lr_decay_epochs=(24, 27),
+            width=0.5,
+            lr=0.05,
+        ),
+        built_in=True,
+    ),
+    DatasetSpec(
+        name="cifar10-lt",
+        loader=_load_cifar,
+        num_classes=10,
+        in_memory=True,
+        description="CIFAR-10, long-tailed subset",
+        recipe=_CIFAR_RECIPE,
+        check=_check_cifar,
+    ),
+    DatasetSpec(
+        name="cifar100-lt",
+        loader=_load_cifar,
+        num_classes=100,
+        in_memory=True,
+        description="CIFAR-100, long-tailed subset",
+        recipe=_CIFAR_RECIPE,
+        check=_check_cifar,
+    ),
+    DatasetSpec(
+        name="imagenet-lt",
+        loader=_load_split_files,
+        num_classes=1000,
+        in_memory=False,
+        description="ImageNet-LT (Liu et al. 2019) from its split files",
+        recipe=_IMAGENET_RECIPE,
+        check=_check_split_files,
+    ),
+    DatasetSpec(
+        name="inat2018",
+        loader=_load_split_files,
+        num_classes=8142,
+        in_memory=False,
+        description="iNaturalist 2018 from its split files (val used as the test set)",
+        recipe=dataclasses.replace(_IMAGENET_RECIPE, batch_size=512, lr=0.2),
+        check=_check_split_files,
+    ),
+]
+DATASETS: Mapping[str, DatasetSpec] = _REGISTRY.view()  # every registered dataset, read-only
 
 
 def list_datasets() -> list[str]:
     """Names accepted by `load_dataset`."""
-    return list(DATASETS)
+    return _REGISTRY.names()
 
 
 def get_dataset_spec(name: str) -> DatasetSpec:
     """The registry record for `name`, or a one-line error listing the known names."""
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise LtbenchError(
-            f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}"
-        ) from None
+    return _REGISTRY.get(name)
 
 
 def check_files(
@@ -242,15 +188,15 @@ def load_dataset(
     n_max = _check_n("n_max", n_max)
     if "n_test_max" in options:
         options["n_test_max"] = _check_n("n_test_max", options["n_test_max"])
-    accepted = set(inspect.signature(spec.loader).parameters) - set(_COMMON_OPTIONS)
+    accepted = set(list(inspect.signature(spec.loader).parameters)[1:])  # after the request
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise LtbenchError(
             f"dataset {name!r} has no option {unknown[0]!r}; its options: "
-            f"{', '.join(sorted(accepted - {'name'})) or 'none'}"
+            f"{', '.join(sorted(accepted)) or 'none'}"
         )
-    return spec.loader(
-        name,
+    request = LoadRequest(
+        name=name,
         root=root,
         imb_factor=imb_factor,
         profile=profile,
@@ -259,5 +205,5 @@ def load_dataset(
         n_max=n_max,
         val_fraction=val_fraction,
         val_seed=int(val_seed),
-        **options,
     )
+    return spec.loader(request, **options)

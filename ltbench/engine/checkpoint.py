@@ -22,9 +22,7 @@ import torch
 import ltbench
 from ltbench.engine.config import RUNTIME_KEYS, TrainConfig
 from ltbench.errors import LtbenchError
-
-CHECKPOINT_FORMAT = "ltbench-checkpoint-1"
-RUN_FILES = ("config.yaml", "metrics.jsonl", "checkpoint.pt", "result.json")
+from ltbench.runfiles import CHECKPOINT_FORMAT, RESULT_FILE, RUN_FILES
 
 
 def prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
@@ -37,7 +35,7 @@ def prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
         for name in present:
             (out_dir / name).unlink()
         return
-    if (out_dir / "result.json").exists() and not resume:
+    if (out_dir / RESULT_FILE).exists() and not resume:
         raise LtbenchError(
             f"output directory {out_dir} already holds a finished run; "
             "choose another --out or pass --overwrite"

@@ -27,35 +27,28 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ltbench.engine.checkpoint import (
-    append_row,
-    environment,
-    load_checkpoint,
-    prepare_out_dir,
-    read_rows,
-    save_checkpoint,
-    write_json,
-    write_rows,
-)
+from ltbench.engine import record
+from ltbench.engine.checkpoint import load_checkpoint, prepare_out_dir, read_rows, write_rows
 from ltbench.engine.config import RUNTIME_KEYS, TrainConfig, save_yaml
 from ltbench.engine.fuse import check_fusion, silence
-from ltbench.engine.identity import precision_name
 from ltbench.engine.locks import check_out_dir, hold
-from ltbench.engine.metrics import Evaluator, validation_metrics
+from ltbench.engine.metrics import Evaluator
 from ltbench.engine.pack_step import (
     Member,
     build_pack,
-    fit_pack_epoch,
     member_batches,
+    pack_epoch_steps,
     start_epoch,
 )
-from ltbench.engine.protocols import BEST_VAL_CHECKPOINT, due_for_test, new_validation_minimum
+from ltbench.engine.protocols import due_for_test, new_validation_minimum
 from ltbench.errors import LtbenchError, os_error_message
+from ltbench.runfiles import CHECKPOINT_FILE, CONFIG_FILE, METRICS_FILE, RESULT_FILE
 from ltbench.sdk.stages import Stage
 
 # What the members of a pack may differ in (all else, but the runtime settings, must be equal).
@@ -140,15 +133,15 @@ def train_pack(
                 stack.enter_context(hold(m.out_dir))
             todo = []
             for m in members:
-                done = m.out_dir / "result.json"
+                done = m.out_dir / RESULT_FILE
                 if done.exists() and resume:
                     m.result = json.loads(done.read_text())
                     continue
                 prepare_out_dir(m.out_dir, resume=resume, overwrite=False)
-                ckpt = m.out_dir / "checkpoint.pt"
+                ckpt = m.out_dir / CHECKPOINT_FILE
                 if resume and ckpt.exists():
                     m.state = load_checkpoint(ckpt, m.cfg)
-                    m.start = int(m.state.get("stage_epoch", m.state["epoch"]))
+                    m.start = record.stage_epochs_done(m.state)
                 todo.append(m)
             for start in sorted({m.start for m in todo}):
                 group = [m for m in todo if m.start == start]
@@ -187,146 +180,206 @@ def _load_data(members: list[Member], device: torch.device) -> None:
 def _train_group(
     members: list[Member], hooks: list, progress: bool | None, fusion: str = "auto"
 ) -> None:
-    """Train members that are all at the same epoch as one fused network, to the end."""
-    from ltbench.engine.loop import build_result, stage_learning_rate, validation_split_record
-    from ltbench.engine.step import nonfinite_loss, pick_device, step_options
-
+    """Train members that are all at the same epoch as one fused network, to the end: build,
+    resume each member's lines, train the epochs left, write the living members' results."""
     start_time = time.perf_counter()
-    lead = members[0]
-    cfg0, stage0, start = lead.cfg, lead.stage, lead.start
-    k_all = len(members)
-    device = pick_device(cfg0.device)
-    amp, channels_last = step_options(cfg0, device)
-    _load_data(members, device)
-    num_classes = lead.bundle.num_classes
-
-    model, layout, step_model, optimizer, joined = build_pack(
-        members, num_classes, device, channels_last, fusion
-    )
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
-
-    def fused(split: str, epoch: int):
-        return member_batches([getattr(m.loaders, split) for m in members], epoch)
-
-    @torch.no_grad()
-    def assess(split: str, alive: list[Member]) -> dict[int, dict[str, Any]]:
-        model.eval()
-        evaluators = [Evaluator(num_classes, device) for _ in members]
-        for images, labels in fused(split, 0):
-            with autocast:
-                scores = step_model(joined(images))
-            scores = scores.float()
-            for k, m in enumerate(members):
-                if m in alive:
-                    to_logits = getattr(m.plugin, "eval_logits", None)
-                    s = scores[:, k]
-                    evaluators[k].update(to_logits(s) if to_logits else s, labels[k])
-        counts = {k: list(m.bundle.cls_num_list) for k, m in enumerate(members)}
-        return {k: evaluators[k].compute(counts[k]) for k, m in enumerate(members) if m in alive}
-
-    # -- resume: each member's metrics lines up to its checkpoint ------------------------------
-    for m in members:
-        m.history = [r for r in read_rows(m.out_dir / "metrics.jsonl") if r["epoch"] <= start]
-        write_rows(m.out_dir / "metrics.jsonl", m.history)
-        save_yaml(m.cfg, m.out_dir / "config.yaml")
-
+    group = _Group.build(members, hooks, fusion)
+    for m in members:  # resume: each member's metrics lines up to its checkpoint
+        m.history = record.kept_history(read_rows(m.out_dir / METRICS_FILE), None, group.start)
+        write_rows(m.out_dir / METRICS_FILE, m.history)
+        save_yaml(m.cfg, m.out_dir / CONFIG_FILE)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=stage0.epochs, initial=start, desc=f"pack of {k_all}", unit="epoch")
-    alive = list(members)
-    for epoch in range(start, stage0.epochs):
-        tick = time.perf_counter()
-        lr = stage_learning_rate(cfg0, stage0, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        start_epoch(members, epoch, device)
-        stats = fit_pack_epoch(
-            step_model, members, alive, optimizer, fused("train", epoch), joined, autocast, device
-        )
-        bad_steps = stats["first_bad_step"].tolist()
-        seen = max(int(stats["seen"]), 1)
-        loss_sum, correct = stats["loss_sum"].tolist(), stats["correct"].tolist()
-        for k, m in enumerate(members):
-            if m in alive and bad_steps[k] >= 0:
-                m.error = nonfinite_loss(epoch + 1, bad_steps[k] + 1, lr)
-                alive.remove(m)
-                silence(model, optimizer, layout, k)
-        if not alive:
+        bar = tqdm(
+            total=group.stage.epochs, initial=group.start, desc=f"pack of {len(members)}",
+            unit="epoch",
+        )  # fmt: skip
+    for epoch in range(group.start, group.stage.epochs):
+        if not group.train_epoch(epoch):
             break
-        rows = {}
-        for k, m in enumerate(members):
-            if m in alive:
-                rows[k] = {
-                    "epoch": epoch + 1,
-                    "lr": lr * stage0.lr_factor,
-                    "train_loss": loss_sum[k] / seen,
-                    "train_acc": 100.0 * correct[k] / seen,
-                }
-        if lead.loaders.val is not None:
-            for k, record in assess("val", alive).items():
-                rows[k].update(validation_metrics(record["confusion_matrix"]))
-                del rows[k]["val_classes_without_images"]
-        due = {  # each member's own cadence, as if it ran alone
-            k
-            for k in rows
-            if due_for_test(epoch + 1, stage0.epochs, cfg0.eval_every, rows[k], members[k].history)
-        }
-        if due:  # the fused network is evaluated for every member at once
-            for k, record in assess("test", alive).items():
-                if k in due:
-                    rows[k]["test_top1_error"] = record["top1_error"]
-        seconds = time.perf_counter() - tick
-        packed_state = model.state_dict()
-        optimizer_state = optimizer.state_dict()
-        for k, row in rows.items():
-            m = members[k]
-            row["epoch_seconds"] = seconds
-            keep_best = m.cfg.keep_best_val and new_validation_minimum(row, m.history)
-            m.history.append(row)
-            state = {
-                "config": m.cfg.to_dict(),
-                "epoch": epoch + 1,
-                "stage": m.stage.name,
-                "stage_epoch": epoch + 1,
-                "model": layout.member_state(packed_state, k),
-                "optimizer": layout.member_optimizer(optimizer_state, k),
-            }
-            append_row(m.out_dir / "metrics.jsonl", row)
-            save_checkpoint(m.out_dir / "checkpoint.pt", state)
-            if keep_best:
-                save_checkpoint(m.out_dir / BEST_VAL_CHECKPOINT, state)
-            if hooks[k] is not None:
-                hooks[k].on_epoch_end(row["epoch"], row, m.out_dir / "checkpoint.pt")
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
-    if not alive:
-        return
+    if group.alive:
+        group.finish(start_time)
 
-    # -- final metrics of the members still alive -----------------------------------------------
-    finals = assess("test", alive)
-    vals = assess("val", alive) if lead.loaders.val is not None else {}
-    elapsed = time.perf_counter() - start_time
-    for k, m in enumerate(members):
-        if m not in alive:
-            continue
-        result = build_result(m.cfg, m.bundle, finals[k], m.history)
-        if k in vals:
-            result.update(validation_metrics(vals[k]["confusion_matrix"]))
-            result.update(validation_split_record(m.bundle))
-        result["wall_seconds"] = elapsed + sum(
-            r.get("epoch_seconds", 0.0) for r in m.history[:start]
+
+@dataclass
+class _Group:
+    """Members at the same epoch, fused into one network (`build_pack`), and the living ones."""
+
+    members: list[Member]
+    hooks: list
+    fusion: str
+    device: torch.device
+    amp: bool
+    channels_last: bool
+    model: Any
+    layout: Any
+    step_model: Any
+    optimizer: Any
+    joined: Any
+    alive: list[Member]
+
+    @classmethod
+    def build(cls, members: list[Member], hooks: list, fusion: str) -> _Group:
+        from ltbench.engine.step import pick_device, step_options
+
+        device = pick_device(members[0].cfg.device)
+        amp, channels_last = step_options(members[0].cfg, device)
+        _load_data(members, device)
+        num_classes = members[0].bundle.num_classes
+        model, layout, step_model, optimizer, joined = build_pack(
+            members, num_classes, device, channels_last, fusion
         )
-        result["env"] = environment(device, amp=amp, channels_last=channels_last)
-        result["precision"] = precision_name(amp)
-        result["stage_plan"] = [m.stage.describe()]
-        result["pack"] = {
-            "size": k_all,
-            "fusion": check_fusion(fusion, device),
-            "members": [x.out_dir.name for x in members],
+        return cls(
+            members, hooks, fusion, device, amp, channels_last, model, layout, step_model,
+            optimizer, joined, list(members),
+        )  # fmt: skip
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.members[0].cfg
+
+    @property
+    def stage(self) -> Stage:
+        return self.members[0].stage
+
+    @property
+    def start(self) -> int:
+        return self.members[0].start
+
+    @property
+    def has_val(self) -> bool:
+        return self.members[0].loaders.val is not None
+
+    def fused(self, split: str, epoch: int):
+        return member_batches([getattr(m.loaders, split) for m in self.members], epoch)
+
+    @torch.no_grad()
+    def assess(self, split: str) -> dict[int, dict[str, Any]]:
+        """The metrics of each living member on `split`, by member index."""
+        self.model.eval()
+        num_classes = self.members[0].bundle.num_classes
+        evaluators = [Evaluator(num_classes, self.device) for _ in self.members]
+        autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else nullcontext()
+        )
+        for images, labels in self.fused(split, 0):
+            with autocast:
+                scores = self.step_model(self.joined(images))
+            scores = scores.float()
+            for k, m in enumerate(self.members):
+                if m in self.alive:
+                    to_logits = getattr(m.plugin, "eval_logits", None)
+                    s = scores[:, k]
+                    evaluators[k].update(to_logits(s) if to_logits else s, labels[k])
+        return {
+            k: evaluators[k].compute(list(m.bundle.cls_num_list))
+            for k, m in enumerate(self.members)
+            if m in self.alive
         }
-        write_json(m.out_dir / "result.json", result)
-        m.result = result
+
+    def train_epoch(self, epoch: int) -> bool:
+        """Train 0-based `epoch`; write the living members' lines and checkpoints. False when
+        no member is left alive."""
+        from ltbench.engine.schedule import stage_learning_rate
+        from ltbench.engine.step import nonfinite_loss
+
+        tick = time.perf_counter()
+        lr = stage_learning_rate(self.cfg, self.stage, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        start_epoch(self.members, epoch, self.device)
+        stats = pack_epoch_steps(
+            self.step_model, self.members, self.alive, self.optimizer,
+            self.fused("train", epoch), self.joined, self.amp, self.device,
+        )  # fmt: skip
+        bad_steps = stats.first_bad_step.tolist()
+        seen = max(int(stats.seen), 1)
+        loss_sum, correct = stats.loss_sum.tolist(), stats.correct.tolist()
+        for k, m in enumerate(self.members):
+            if m in self.alive and bad_steps[k] >= 0:
+                m.error = nonfinite_loss(epoch + 1, bad_steps[k] + 1, lr)
+                self.alive.remove(m)
+                silence(self.model, self.optimizer, self.layout, k)
+        if not self.alive:
+            return False
+        rows = {}
+        for k, m in enumerate(self.members):
+            if m in self.alive:
+                train = {"train_loss": loss_sum[k] / seen, "train_acc": 100.0 * correct[k] / seen}
+                rows[k] = record.epoch_row(epoch + 1, None, lr * self.stage.lr_factor, train)
+        if self.has_val:
+            for k, metrics in self.assess("val").items():
+                record.add_validation(rows[k], metrics)
+        due = {  # each member's own cadence, as if it ran alone
+            k
+            for k in rows
+            if due_for_test(
+                epoch + 1, self.stage.epochs, self.cfg.eval_every, rows[k], self.members[k].history
+            )
+        }
+        if due:  # the fused network is evaluated for every member at once
+            for k, metrics in self.assess("test").items():
+                if k in due:
+                    record.add_test(rows[k], metrics)
+        self.save(epoch, rows, time.perf_counter() - tick)
+        return True
+
+    def save(self, epoch: int, rows: dict[int, dict[str, Any]], seconds: float) -> None:
+        """Each living member's line and checkpoint of `epoch`, then its hooks."""
+        packed_state = self.model.state_dict()
+        optimizer_state = self.optimizer.state_dict()
+        for k, row in rows.items():
+            m = self.members[k]
+            row["epoch_seconds"] = seconds
+            keep_best = m.cfg.keep_best_val and new_validation_minimum(row, m.history)
+            m.history.append(row)
+            state = record.checkpoint_state(
+                m.cfg,
+                epoch=epoch + 1,
+                stage=m.stage.name,
+                stage_epoch=epoch + 1,
+                model=self.layout.member_state(packed_state, k),
+                optimizer=self.layout.member_optimizer(optimizer_state, k),
+            )
+            record.save_epoch(m.out_dir, row, state)
+            if keep_best:
+                record.save_best_val(m.out_dir, state)
+            if self.hooks[k] is not None:
+                self.hooks[k].on_epoch_end(row["epoch"], row, m.out_dir / CHECKPOINT_FILE)
+
+    def finish(self, start_time: float) -> None:
+        """The final metrics of the living members: their result.json (wall time counted from
+        `start_time`, the group's start)."""
+        finals = self.assess("test")
+        vals = self.assess("val") if self.has_val else {}
+        elapsed = time.perf_counter() - start_time
+        for k, m in enumerate(self.members):
+            if m not in self.alive:
+                continue
+            result = record.final_result(
+                m.cfg,
+                m.bundle,
+                test=finals[k],
+                val=vals.get(k),
+                history=m.history,
+                start=self.start,
+                seconds=elapsed,
+                device=self.device,
+                amp=self.amp,
+                channels_last=self.channels_last,
+            )
+            record.add_precision(result, self.amp)
+            result["stage_plan"] = [m.stage.describe()]
+            result["pack"] = {
+                "size": len(self.members),
+                "fusion": check_fusion(self.fusion, self.device),
+                "members": [x.out_dir.name for x in self.members],
+            }
+            record.write_result(m.out_dir, result)
+            m.result = result

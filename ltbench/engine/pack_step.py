@@ -79,7 +79,7 @@ def build_pack(
     step calls (compiled with `compile`), one SGD over it, and the function that turns the
     members' batches into the network's input: `(model, layout, step_model, optimizer, join)`."""
     from ltbench.engine.mixup import Mixup
-    from ltbench.engine.models import build_model
+    from ltbench.engine.network import build_network
     from ltbench.engine.step import float64_for_tests, sgd, step_module
     from ltbench.sdk.registry import build_loss
 
@@ -88,7 +88,7 @@ def build_pack(
         torch.manual_seed(m.cfg.seed)
         counts = list(m.bundle.cls_num_list)
         m.plugin = build_loss(m.stage.loss, counts, **m.stage.loss_params).to(device)
-        net = build_model(m.cfg.model, num_classes, head=m.plugin.head, width=m.cfg.width)
+        net = build_network(m.cfg, m.stage, num_classes, m.plugin.head)
         if m.state is not None:
             net.load_state_dict(m.state["model"])
         solos.append(net)
@@ -150,44 +150,38 @@ def side_by_side(images: Sequence[torch.Tensor], channels_last: bool) -> torch.T
     return joined.contiguous(memory_format=torch.channels_last) if channels_last else joined
 
 
-def fit_pack_epoch(model, members, alive, optimizer, batches, join, autocast, device):
-    """One epoch of the pack: per step, each member's batch (mixed with its own draws where it
-    has mixup), one forward, each member's loss, the sum of the living members' losses,
-    backward, SGD. No host synchronisation inside: the sums stay on the device."""
+def pack_epoch_steps(model, members, alive, optimizer, batches, join, amp, device):
+    """One epoch of the pack through the one epoch loop (`ltbench.engine.step.sgd_epoch`): per
+    step, each member's batch (mixed with its own draws where it has mixup), one forward, each
+    member's loss, the sum of the living members' losses, backward, SGD. The sums stay on the
+    device, one per member."""
+    from ltbench.engine.step import sgd_epoch
+
     k_all = len(members)
-    loss_sum = torch.zeros(k_all, device=device)
-    correct = torch.zeros(k_all, device=device, dtype=torch.long)
-    seen = torch.zeros((), device=device, dtype=torch.long)
-    first_bad = torch.full((k_all,), -1, device=device, dtype=torch.long)
     living = [m in alive for m in members]
-    model.train()
-    for index, (images, labels) in enumerate(batches):
-        with autocast:
-            mixed: list[Any] = [None] * k_all
-            for k, m in enumerate(members):
-                if m.mixup is not None:
-                    images[k], y_a, y_b, lam = m.mixup.mix(images[k], labels[k], m.generator)
-                    mixed[k] = (y_a, y_b, lam)
-            scores = model(join(images))
-            losses = []
-            for k, m in enumerate(members):
-                with m.draws:
-                    s = scores[:, k]
-                    if mixed[k] is not None:
-                        losses.append(m.mixup.loss(m.plugin, s, *mixed[k]))
-                    else:
-                        losses.append(m.plugin(s, labels[k]))
+
+    def forward(index: int, batch):
+        images, labels = batch
+        mixed: list[Any] = [None] * k_all
+        for k, m in enumerate(members):
+            if m.mixup is not None:
+                images[k], y_a, y_b, lam = m.mixup.mix(images[k], labels[k], m.generator)
+                mixed[k] = (y_a, y_b, lam)
+        scores = model(join(images))
+        losses = []
+        for k, m in enumerate(members):
+            with m.draws:
+                s = scores[:, k]
+                if mixed[k] is not None:
+                    losses.append(m.mixup.loss(m.plugin, s, *mixed[k]))
+                else:
+                    losses.append(m.plugin(s, labels[k]))
         total = sum(loss for loss, keep in zip(losses, living, strict=True) if keep)
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        optimizer.step()
-        with torch.no_grad():
-            values = torch.stack([loss.detach().float() for loss in losses])
-            bad = ~torch.isfinite(values) & (first_bad < 0)
-            first_bad = torch.where(bad, torch.full_like(first_bad, index), first_bad)
-            batch = labels[0].shape[0]
-            loss_sum += values * batch
-            predicted = scores.detach().argmax(dim=2)  # (B, K)
-            correct += (predicted == torch.stack(labels, dim=1)).sum(dim=0)
-            seen += batch
-    return {"loss_sum": loss_sum, "correct": correct, "seen": seen, "first_bad_step": first_bad}
+        return total, losses, scores, labels
+
+    return sgd_epoch(model, batches, forward, _hits, optimizer, device, amp=amp, runs=k_all)
+
+
+def _hits(scores: torch.Tensor, labels: list[torch.Tensor]) -> torch.Tensor:
+    predicted = scores.detach().argmax(dim=2)  # (B, K)
+    return (predicted == torch.stack(labels, dim=1)).sum(dim=0)

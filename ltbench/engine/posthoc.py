@@ -19,6 +19,9 @@ rule then turns them into logits and is evaluated with the engine's metrics:
   scores. A cosine head normalises its rows anyway: τ has no effect there (the result says so).
   The ECE uses `eval_logits`.
 
+The rules are registered by name (`ltbench.sdk.posthoc`, entry-point group `ltbench.posthoc`;
+these four are `BUILT_IN_RULES`), so a third-party package adds its own the same way.
+
 τ is chosen on the validation split, over a grid (default 0, 0.1, ..., 2) by the lowest
 balanced validation error (the mean per-class error over the classes that have validation
 images; ties: the smallest τ). The test split is never read before τ is fixed. A run without a
@@ -54,7 +57,7 @@ from ltbench.engine.identity import precision_name
 from ltbench.engine.locks import hold
 from ltbench.engine.metrics import Evaluator, per_class_accuracy
 from ltbench.engine.models import CosineClassifier
-from ltbench.engine.stages import StageModel, plan_stages, stage_classifier
+from ltbench.engine.stages import plan_stages
 from ltbench.engine.step import (
     hold_out_meta,
     load_run_data,
@@ -63,9 +66,10 @@ from ltbench.engine.step import (
     step_options,
 )
 from ltbench.errors import LtbenchError
+from ltbench.runfiles import CHECKPOINT_FILE, CONFIG_FILE, RESULT_FILE
+from ltbench.sdk.posthoc import RULES as _RULES
+from ltbench.sdk.posthoc import PosthocRule
 
-RULES = ("raw", "train-logits", "logit-adjust", "tau-norm")
-TAU_RULES = ("logit-adjust", "tau-norm")
 DEFAULT_GRID = tuple(round(0.1 * i, 10) for i in range(21))
 FIXED_BY_USER = "fixed by the user"
 NO_VALIDATION = (
@@ -73,12 +77,6 @@ NO_VALIDATION = (
     "val file) or give --tau T (the row is then labelled tau fixed)"
 )
 SELECTION_METRIC = "val_balanced_error"
-ECE_LOGITS = {
-    "raw": "eval_logits: scores x the loss's scale",
-    "train-logits": "train_logits",
-    "logit-adjust": "train_logits - tau log prior",
-    "tau-norm": "eval_logits of the tau-normalised scores",
-}
 _CHUNK = 4096
 
 
@@ -87,17 +85,19 @@ _CHUNK = 4096
 
 
 def parse_rules(rules: str | Iterable[str] | None) -> list[str]:
-    """Rule names from a comma-separated string or a list (default: all), checked."""
+    """Rule names from a comma-separated string or a list (default: every registered rule),
+    checked against the registry (`ltbench.sdk.posthoc`)."""
+    known = _RULES.names()
     if rules is None:
-        return list(RULES)
+        return known
     if isinstance(rules, str):
         rules = [r.strip() for r in rules.split(",") if r.strip()]
     out = list(dict.fromkeys(rules))
     if not out:
-        raise LtbenchError(f"no post-hoc rule given; allowed: {', '.join(RULES)}")
+        raise LtbenchError(f"no post-hoc rule given; allowed: {', '.join(known)}")
     for rule in out:
-        if rule not in RULES:
-            raise LtbenchError(f"unknown post-hoc rule {rule!r}; allowed: {', '.join(RULES)}")
+        if rule not in known:
+            raise LtbenchError(f"unknown post-hoc rule {rule!r}; allowed: {', '.join(known)}")
     return out
 
 
@@ -145,14 +145,14 @@ class FinishedRun:
 
 def load_finished_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
     """Rebuild a finished run's final network and its data (one-line errors)."""
-    from ltbench.engine.models import build_model
+    from ltbench.engine.network import build_stages_network
     from ltbench.sdk.registry import build_loss, get_spec
 
     run_dir = Path(run_dir)
-    for name in ("config.yaml", "checkpoint.pt", "result.json"):
+    for name in (CONFIG_FILE, CHECKPOINT_FILE, RESULT_FILE):
         if not (run_dir / name).is_file():
             raise LtbenchError(f"{run_dir} is not a finished run: it has no {name}")
-    cfg = resolve(load_yaml(run_dir / "config.yaml"))
+    cfg = resolve(load_yaml(run_dir / CONFIG_FILE))
     cfg.device = device
     stages = plan_stages(cfg)
     stage = stages[-1]
@@ -161,30 +161,14 @@ def load_finished_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
     bundle, _ = hold_out_meta(load_run_data(cfg, download=False), stage.meta_per_class, cfg.seed)
     counts = list(bundle.cls_num_list)
     plugin = build_loss(stage.loss, counts, **stage.loss_params)
-
-    def standard(head: str) -> torch.nn.Module:
-        return build_model(cfg.model, bundle.num_classes, head=head, width=cfg.width)
-
-    if len(stages) == 1:
-        model = stage.model(standard, bundle.num_classes, plugin.head) if stage.model else None
-        model = model if model is not None else standard(plugin.head)
-    else:
-        net = standard(get_spec(stages[0].loss).head)
-        model = StageModel(
-            net.backbone,
-            stage_classifier(net.classifier, plugin.head, reinit=True),
-            bundle.num_classes,
-            frozen=stage.trainable in ("classifier", "class-scale"),
-            bn_follows_data=stage.batchnorm == "train",
-            class_scale=stage.class_scale,
-            frozen_classifier=stage.trainable == "class-scale",
-        )
+    heads = [get_spec(s.loss).head for s in stages[:-1]] + [plugin.head]
+    model = build_stages_network(cfg, stages, bundle.num_classes, heads)
     if not (hasattr(model, "backbone") and hasattr(model, "classifier")):
         raise LtbenchError(
             f"loss {cfg.loss!r}: its network has no backbone and classifier; "
             "post-hoc rules need both"
         )
-    state = load_checkpoint(run_dir / "checkpoint.pt", cfg)
+    state = load_checkpoint(run_dir / CHECKPOINT_FILE, cfg)
     model.load_state_dict(state["model"])
     model.to(dev).eval()
     plugin.to(dev)
@@ -249,18 +233,75 @@ def log_prior(run: FinishedRun) -> torch.Tensor:
     return torch.log(n / n.sum()).float().to(run.device)
 
 
+@dataclass
+class RuleContext:
+    """What a rule's `logits(ctx, tau)` sees of one chunk of features (`ltbench.sdk.posthoc`)."""
+
+    run: FinishedRun
+    features: torch.Tensor
+
+    def scores(self, tau: float | None = None, bias: bool = True) -> torch.Tensor:
+        """The classifier's scores (weight rows divided by ||w_j||^tau when tau is given; a
+        linear head's bias left out when `bias` is False)."""
+        return head_scores(self.run, self.features, tau, bias)
+
+    def eval_logits(self, scores: torch.Tensor) -> torch.Tensor:
+        return self.run.plugin.eval_logits(scores)
+
+    def train_logits(self, scores: torch.Tensor) -> torch.Tensor:
+        return self.run.plugin.train_logits(scores)
+
+    def log_prior(self) -> torch.Tensor:
+        return log_prior(self.run)
+
+
+def tuned_rules() -> list[str]:
+    """The registered rules whose tau is chosen on the validation split."""
+    return [name for name in _RULES.names() if _RULES.get(name).tuned]
+
+
 def rule_logits(run: FinishedRun, rule: str, features: torch.Tensor, tau: float | None):
     """The logits of `rule` (their argmax is its prediction; their softmax its confidences)."""
     with torch.no_grad():
-        if rule == "tau-norm":  # the official rule: normalised rows, no bias
-            return run.plugin.eval_logits(head_scores(run, features, tau, bias=False))
-        scores = head_scores(run, features)
-        if rule == "raw":
-            return run.plugin.eval_logits(scores)
-        logits = run.plugin.train_logits(scores)
-        if rule == "logit-adjust":
-            logits = logits - tau * log_prior(run)
-        return logits
+        return _RULES.get(rule).logits(RuleContext(run, features), tau)
+
+
+def _cosine_note(run: FinishedRun) -> str | None:
+    if isinstance(run.model.classifier, CosineClassifier):
+        return "cosine head: the weight rows are normalised anyway; tau has no effect"
+    return None
+
+
+# ltbench's own rules (entry point `built-in` of `ltbench.posthoc`; see the module docstring)
+BUILT_IN_RULES = [
+    PosthocRule(
+        "raw",
+        lambda ctx, tau: ctx.eval_logits(ctx.scores()),
+        ece_logits="eval_logits: scores x the loss's scale",
+        description="the trained decision: argmax of the scores",
+    ),
+    PosthocRule(
+        "train-logits",
+        lambda ctx, tau: ctx.train_logits(ctx.scores()),
+        ece_logits="train_logits",
+        description="argmax of the logits the loss trains with, without its margins",
+    ),
+    PosthocRule(
+        "logit-adjust",
+        lambda ctx, tau: ctx.train_logits(ctx.scores()) - tau * ctx.log_prior(),
+        ece_logits="train_logits - tau log prior",
+        tuned=True,
+        description="train logits minus tau log prior (Menon et al. 2021, post hoc)",
+    ),
+    PosthocRule(
+        "tau-norm",
+        lambda ctx, tau: ctx.eval_logits(ctx.scores(tau, bias=False)),  # official: no bias
+        ece_logits="eval_logits of the tau-normalised scores",
+        tuned=True,
+        description="classifier rows divided by their norm to the power tau (Kang et al. 2020)",
+        note=_cosine_note,
+    ),
+]
 
 
 def _evaluate(run: FinishedRun, rule: str, data: SplitFeatures, tau: float | None) -> Evaluator:
@@ -326,21 +367,22 @@ def evaluate_rules(
     """
     rules = parse_rules(list(rules))
     if tau is None and run.bundle.val is None:
-        needs = [r for r in rules if r in TAU_RULES]
+        needs = [r for r in rules if r in tuned_rules()]
         if needs:  # before any feature is computed
             raise LtbenchError(
                 f"{run.run_dir}: rule {needs[0]!r} needs tau, and there is {NO_VALIDATION}"
             )
     val = split_features(run, "val")
     counts = list(run.bundle.cls_num_list)
-    cosine = isinstance(run.model.classifier, CosineClassifier)
     chosen: dict[str, dict[str, Any]] = {}
     for rule in rules:
-        entry: dict[str, Any] = {"tau": None, "ece_logits": ECE_LOGITS[rule]}
-        if rule in TAU_RULES:
+        spec = _RULES.get(rule)
+        entry: dict[str, Any] = {"tau": None, "ece_logits": spec.ece_logits}
+        if spec.tuned:
             entry.update(choose_tau(run, rule, val, grid, tau))
-        if rule == "tau-norm" and cosine:
-            entry["note"] = "cosine head: the weight rows are normalised anyway; tau has no effect"
+        note = spec.note(run) if spec.note is not None else None
+        if note is not None:
+            entry["note"] = note
         if val is not None:
             ev = _evaluate(run, rule, val, entry["tau"])
             entry["val_top1_error"] = ev.compute(counts)["top1_error"]
@@ -383,16 +425,16 @@ def posthoc(
     run = load_finished_run(run_dir, device)
     skipped = {}
     if not asked and tau is None and run.bundle.val is None:  # the default set: what can run
-        skipped = {r: NO_VALIDATION for r in rules if r in TAU_RULES}
-        rules = [r for r in rules if r not in TAU_RULES]
+        skipped = {r: NO_VALIDATION for r in rules if r in tuned_rules()}
+        rules = [r for r in rules if r not in skipped]
     block = evaluate_rules(run, rules, grid_values, tau)
     if skipped:
         block["skipped"] = skipped
     with hold(run_dir):  # no other writer in the run's folder meanwhile
         try:
-            result = json.loads((run_dir / "result.json").read_text())
+            result = json.loads((run_dir / RESULT_FILE).read_text())
         except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
-            raise LtbenchError(f"{run_dir / 'result.json'} is not readable ({exc})") from None
+            raise LtbenchError(f"{run_dir / RESULT_FILE} is not readable ({exc})") from None
         result["posthoc"] = block
-        write_json(run_dir / "result.json", result)
+        write_json(run_dir / RESULT_FILE, result)
     return block

@@ -30,6 +30,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ltbench.runfiles import BEST_VAL_CHECKPOINT_FILE
+
 FINAL = "final"
 BEST_ON_VALIDATION = "best-on-validation"
 BEST_ON_TEST = "best-on-test"
@@ -37,7 +39,7 @@ PROTOCOLS = (FINAL, BEST_ON_VALIDATION, BEST_ON_TEST)
 
 VAL_METRIC = "val_balanced_error"
 TEST_METRIC = "test_top1_error"
-BEST_VAL_CHECKPOINT = "checkpoint-best-val.pt"  # kept with `keep_best_val`
+BEST_VAL_CHECKPOINT = BEST_VAL_CHECKPOINT_FILE  # kept with `keep_best_val`
 
 NO_VALIDATION = "no validation split (--val-fraction 0)"
 ON_TEST_USE = "chosen on the test set: for comparison with published numbers only, never to rank"

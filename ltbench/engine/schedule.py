@@ -135,3 +135,13 @@ def step_learning_rate(
 def cosine_learning_rate(base: float, epoch: int, epochs: int) -> float:
     """`base * (1 + cos(pi * epoch / epochs)) / 2` for 0-based `epoch`, set once per epoch."""
     return base * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+
+
+def stage_learning_rate(cfg, stage, epoch: int) -> float:
+    """The learning rate of 0-based `epoch` of `stage` (a `Stage`) of the resolved run `cfg`:
+    the stage's cosine schedule, or the run's step schedule at the stage's base rate (and its
+    own decay factor, where it has one)."""
+    if stage.schedule == "cosine":
+        return cosine_learning_rate(stage.lr, epoch, stage.epochs)
+    factor = cfg.lr_decay_factor if stage.lr_decay_factor is None else stage.lr_decay_factor
+    return step_learning_rate(stage.lr, epoch, cfg.warmup_epochs, cfg.lr_decay_epochs, factor)

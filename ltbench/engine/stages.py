@@ -2,9 +2,10 @@
 
 `plan_stages(cfg)` turns a resolved configuration into its list of `ltbench.sdk.stages.Stage`
 records: one stage for a plain loss, the method's own list for a multi-stage method (its spec's
-`stages` function). The engine supports one stage, or two where the first is a plain stage
-(every weight trained, instance sampling, the step schedule, no hooks): that first stage is then
-an ordinary run of its loss, kept in a cache shared by every trial that needs the same one.
+`stages` function). The engine runs any number of stages; in a run of several the first is a
+plain stage (every weight trained, instance sampling, the step schedule, no hooks): it is an
+ordinary run of its loss, kept in a cache shared by every trial that needs the same one, and
+each later stage is trained in the run's folder from the network of the stage before.
 
 The stage-1 cache: `<cache>/<loss>-<dataset>-seed<seed>-<hash>/`, where `<hash>` digests the
 stage-1 configuration without the settings that leave its numbers alone (`RUNTIME_KEYS`). The
@@ -36,11 +37,11 @@ from ltbench.engine.config import RUNTIME_KEYS, TrainConfig, resolve
 from ltbench.engine.locks import hold
 from ltbench.engine.models import CosineClassifier, build_head, check_model
 from ltbench.errors import LtbenchError
+from ltbench.runfiles import RESULT_FILE, STAGE_CACHE_DIR
 from ltbench.sdk.registry import build_loss, get_spec, resolve_params
 from ltbench.sdk.stages import RunSettings, Stage, single_stage
 
 CACHE_ENV = "LTBENCH_STAGE1_CACHE"
-MAX_STAGES = 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -85,10 +86,11 @@ def plan_stages(cfg: TrainConfig) -> list[Stage]:
             f"loss {cfg.loss!r}: settings {dict(cfg.loss_params)} refused "
             f"({type(exc).__name__}: {' '.join(str(exc).split())})"
         ) from None
-    if not 1 <= len(stages) <= MAX_STAGES:
-        raise LtbenchError(
-            f"loss {cfg.loss!r} declares {len(stages)} stages; the engine runs 1 to {MAX_STAGES}"
-        )
+    if not stages:
+        raise LtbenchError(f"loss {cfg.loss!r} declares no stage; a method runs one or more")
+    names = [stage.name for stage in stages]
+    if len(set(names)) != len(names):
+        raise LtbenchError(f"loss {cfg.loss!r}: its stages need distinct names, got {names}")
     for index, stage in enumerate(stages):
         # a one-stage method with its own step may train with its own plugin (its factory)
         own = len(stages) == 1 and stage.loss == cfg.loss
@@ -179,7 +181,9 @@ def stage1_key(cfg1: TrainConfig) -> str:
 
 def stage1_dir(cfg1: TrainConfig, out_dir: Path, cache_dir: str | Path | None = None) -> Path:
     """The cache folder of a stage-1 run (see the module docstring for where the cache is)."""
-    cache = cache_dir or os.environ.get(CACHE_ENV) or Path(out_dir).resolve().parent / "_stage1"
+    cache = (
+        cache_dir or os.environ.get(CACHE_ENV) or Path(out_dir).resolve().parent / STAGE_CACHE_DIR
+    )
     return Path(cache) / f"{cfg1.loss}-{cfg1.dataset}-seed{cfg1.seed}-{stage1_key(cfg1)[:16]}"
 
 
@@ -190,7 +194,7 @@ def ensure_stage1(run_dir: Path, train_it) -> dict:
     from ltbench.engine import distributed
 
     with distributed.hold_all(run_dir, hold, wait=True):
-        done = run_dir / "result.json"
+        done = run_dir / RESULT_FILE
         if not distributed.agree(done.exists()):
             train_it()
         distributed.barrier()  # process 0 wrote result.json

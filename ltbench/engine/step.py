@@ -119,14 +119,17 @@ def build_step(
     *,
     channels_last: bool,
 ):
-    """The loss plugin, the model, the module the step calls (the model compiled when
-    `cfg.compile`) and the SGD optimizer of a plain run (`ltbench bench train`). Seed torch
-    first: the initial weights come from it."""
-    from ltbench.engine.models import build_model
+    """The loss plugin, the model (`ltbench.engine.network.build_network`, as a run builds it),
+    the module the step calls (the model compiled when `cfg.compile`) and the SGD optimizer of
+    a plain run (`ltbench bench train`). Seed torch first: the initial weights come from it."""
+    from ltbench.engine.network import build_network
+    from ltbench.engine.stages import run_settings
     from ltbench.sdk.registry import build_loss
+    from ltbench.sdk.stages import single_stage
 
     plugin = build_loss(cfg.loss, counts, **cfg.loss_params).to(device)
-    model = build_model(cfg.model, num_classes, head=plugin.head, width=cfg.width).to(device)
+    stage = single_stage(cfg.loss, cfg.loss_params, run_settings(cfg))[0]
+    model = build_network(cfg, stage, num_classes, plugin.head).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     step_model = step_module(model, cfg, device)
@@ -271,7 +274,57 @@ def default_step(ctx: StepContext, images: torch.Tensor, labels: torch.Tensor):
     return ctx.loss_fn(scores, labels), scores
 
 
-def train_one_epoch(
+def sgd_epoch(
+    model: torch.nn.Module,
+    batches: Iterable,
+    forward: Callable[[int, Any], tuple[torch.Tensor, Any, torch.Tensor, Any]],
+    hits: Callable[[torch.Tensor, Any], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    *,
+    amp: bool,
+    runs: int | None = None,
+) -> EpochStats:
+    """The one epoch loop, of a run alone and of a pack: per batch, `forward(index, batch)`
+    (under bf16 autocast with `amp`) gives `(loss, losses, scores, labels)`; `loss` is
+    backpropagated (scaled over the processes of a data-parallel run) and SGD steps; `losses`
+    (one per run: a scalar, or a list of `runs` for a pack) and `hits(scores, labels)` (the
+    correct predictions per run) are summed on the device. No host synchronisation inside: a
+    non-finite loss is recorded on the device and reported by the caller at the epoch's end.
+    """
+    model.train()
+    shape = () if runs is None else (runs,)
+    stats = EpochStats(
+        torch.zeros(shape, device=device),
+        torch.zeros(shape, device=device, dtype=torch.long),
+        torch.zeros((), device=device, dtype=torch.long),
+        torch.full(shape, -1, device=device, dtype=torch.long),
+    )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
+    for index, batch in enumerate(batches):
+        with autocast:
+            loss, losses, scores, labels = forward(index, batch)
+        size = labels.shape[0] if runs is None else labels[0].shape[0]
+        scale = distributed.loss_scale(size, device)  # None in one process
+        optimizer.zero_grad(set_to_none=True)
+        (loss if scale is None else loss * scale.to(loss.dtype)).backward()
+        optimizer.step()
+        with torch.no_grad():
+            if runs is None:
+                values = losses.detach().float()
+            else:
+                values = torch.stack([x.detach().float() for x in losses])
+            bad = ~torch.isfinite(values) & (stats.first_bad_step < 0)
+            stats.first_bad_step = torch.where(
+                bad, torch.full_like(stats.first_bad_step, index), stats.first_bad_step
+            )
+            stats.loss_sum += values * size
+            stats.correct += hits(scores, labels)
+            stats.seen += size
+    return stats
+
+
+def epoch_steps(
     model: torch.nn.Module,
     batches: Iterable,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
@@ -288,47 +341,31 @@ def train_one_epoch(
     lr: float = 0.0,
     meta: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> EpochStats:
-    """Train over `batches` (pairs of augmented, normalised images and labels on `device`).
+    """The steps of one epoch of a run alone over `batches` (pairs of augmented, normalised
+    images and labels on `device`), through `sgd_epoch`.
 
     `step` (default `default_step`) computes the loss; `extra` are batch streams of further
-    samplers, handed to it step by step; `meta` draws a batch of the stage's meta set. No host
-    synchronisation happens inside: a non-finite loss is recorded on the device and reported by
-    the caller at the end of the epoch.
+    samplers, handed to it step by step; `meta` draws a batch of the stage's meta set.
     """
-    model.train()
-    zero = torch.zeros((), device=device)
-    stats = EpochStats(
-        zero.clone(),
-        zero.clone().long(),
-        zero.clone().long(),
-        torch.full((), -1, device=device, dtype=torch.long),
-    )
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if amp else nullcontext()
     ctx = StepContext(model, loss_fn, epoch, epochs, mixup, generator, lr=lr, meta=meta)
     step = step or default_step
     streams = zip(*extra, strict=False) if extra else None
-    for index, (images, labels) in enumerate(batches):
+
+    def forward(index: int, batch):
+        images, labels = batch
         if streams is not None:
             ctx.extra = list(next(streams))
-        with autocast:
-            loss, scores = step(ctx, images, labels)
-        scale = distributed.loss_scale(labels.shape[0], device)  # None in one process
-        optimizer.zero_grad(set_to_none=True)
-        (loss if scale is None else loss * scale.to(loss.dtype)).backward()
-        optimizer.step()
-        with torch.no_grad():
-            loss = loss.detach().float()
-            bad = ~torch.isfinite(loss) & (stats.first_bad_step < 0)
-            stats.first_bad_step = torch.where(
-                bad, torch.full_like(stats.first_bad_step, index), stats.first_bad_step
-            )
-            stats.loss_sum += loss * labels.shape[0]
-            stats.correct += (scores.argmax(dim=1) == labels).sum()
-            stats.seen += labels.shape[0]
-    return stats
+        loss, scores = step(ctx, images, labels)
+        return loss, loss, scores, labels
+
+    return sgd_epoch(model, batches, forward, _hits, optimizer, device, amp=amp)
 
 
-def fit_epoch(
+def _hits(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return (scores.argmax(dim=1) == labels).sum()
+
+
+def train_epoch(
     model,
     loader,
     plugin,
@@ -363,7 +400,7 @@ def fit_epoch(
     if meta_loader is not None:
         stream = meta_batches(meta_loader, epoch, channels_last)
         meta = lambda: next(stream)  # noqa: E731
-    stats = train_one_epoch(
+    stats = epoch_steps(
         model,
         epoch_batches(loader, epoch, channels_last),
         plugin,

@@ -21,12 +21,12 @@ from ltbench.errors import Interrupted, LtbenchError
 from ltbench.runner import ray_adapter
 from ltbench.runner.cluster import ClusterOptions, check_address, check_cluster
 from ltbench.runner.outdir import (
-    build_report,
     check_run_dir,
     check_sweep_dir,
     default_out,
     driver_hold,
     end_leftovers,
+    write_suite_report,
     write_suite_yaml,
 )
 from ltbench.runner.packs import check_pack_size, plan_packs
@@ -234,7 +234,8 @@ def run_suite(planned: Plan, train_fn=None) -> int:
         if pending and suite.pack > 1:
             plan = plan_packs([every[k] for k in pending], suite.pack)
             units, packs = list(plan.units), plan.packs
-            print("\n".join(plan.describe(suite.pack)), flush=True)
+            for line in plan.describe(suite.pack):
+                print(line, flush=True)
 
         interrupted = False
         if not pending:
@@ -254,10 +255,13 @@ def run_suite(planned: Plan, train_fn=None) -> int:
             )
 
             def announce(resources: dict[str, float]) -> None:
-                spread = ", ".join(map(str, sorted({every[k].workers for k in pending} - {1})))
-                note = f" (per worker of the trials on {spread} workers)" if spread else ""
-                line = f"resources per trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU"
-                print(line + note, flush=True)
+                spread = sorted({every[k].workers for k in pending} - {1})
+                note = f" (per worker of the trials on {', '.join(map(str, spread))} workers)"
+                print(
+                    f"resources per trial: {resources['cpu']:g} CPU, {resources['gpu']:g} GPU"
+                    + (note if spread else ""),
+                    flush=True,
+                )
                 write_plan()  # only once Ray took the resources: a refusal writes nothing
 
             try:
@@ -294,7 +298,7 @@ def run_suite(planned: Plan, train_fn=None) -> int:
             raise Interrupted(hint)
         if len(missing):
             print(f"  {len(missing)} trial(s) did not finish; {hint}", flush=True)
-        build_report(out_dir, req.formats)
+        write_suite_report(out_dir, req.formats)
     return 1 if len(failed) or len(missing) else 0
 
 
@@ -334,8 +338,10 @@ def plan_sweep(req: SweepRequest) -> tuple[Suite, dict[str, Any], TrialSpec]:
             suite, search=suite.search.with_num_samples(req.num_samples, suite.name)
         )
     if suite.pack > 1:
-        why = "is for `ltbench run`; a sweep trains its points alone (remove pack)"
-        raise LtbenchError(f"{suite.source}: pack: {suite.pack} {why}")
+        raise LtbenchError(
+            f"{suite.source}: pack: {suite.pack} is for `ltbench run`; a sweep trains its points "
+            "alone (remove pack)"
+        )
     check_methods(suite)
     trials = expand(suite, overrides)
     if len(trials) != 1:
@@ -449,7 +455,7 @@ def run_sweep(planned: Plan, train_fn=None) -> int:
             )
         best = best_line(sweep, params)  # selected on the balanced validation error alone
         print(best or "best: no trial finished", flush=True)
-        build_report(out_dir, req.formats)
+        write_suite_report(out_dir, req.formats)
     failed = (sweep["status"] == FAILED).sum()
     return 1 if failed or best is None else 0
 

@@ -19,9 +19,8 @@ from ltbench.errors import LtbenchError
 from ltbench.runner.outdir import has_results
 from ltbench.runner.results import write_results
 from ltbench.runner.trials import TrialSpec, save_trials
-from ltbench.schema import METRICS_FILE, RESULT_FILE, TRIALS_DIR, read_result
+from ltbench.schema import CONFIG_FILE, METRICS_FILE, RESULT_FILE, TRIALS_DIR, read_result
 
-CONFIG_FILE = "config.yaml"
 COPIED = (RESULT_FILE, METRICS_FILE, CONFIG_FILE)
 
 

@@ -133,7 +133,7 @@ def write_suite_yaml(
     tmp.replace(path)
 
 
-def build_report(out_dir: Path, formats: tuple[str, ...]) -> None:
+def write_suite_report(out_dir: Path, formats: tuple[str, ...]) -> None:
     """The report of DIR in `formats` (none for ()), its paths printed."""
     if not formats:
         return

@@ -1,8 +1,9 @@
 """Ray Tune for suites and sweeps: with `ray_train` (Ray Train), the only modules importing Ray.
 
 It receives plain data (the suite directory, trial keys or a base trial and a search space,
-cluster options, a `Progress`) and leaves its results in the suite directory; the command
-layer (`ltbench.runner.commands`) plans before and collects after. Ray is imported lazily.
+cluster options and a `Progress` to feed) and leaves its results in the suite directory;
+the command layer (`ltbench.runner.commands`) plans before and collects after. Ray is imported
+inside the functions, so importing this module is cheap.
 
 `run_suite_trials` runs one Tune trial per planned trial key; `run_search` searches a method's
 parameters with Optuna (random search without it) and stops poor points early with ASHA on the
@@ -15,10 +16,11 @@ the source of truth (docs/DESIGN.md):
 * Each trial trains with `ltbench.engine.loop.train(cfg, DIR/trials/<key>, resume=True)`, which
   writes a checkpoint every epoch. A retry after a failure (`--max-failures`) or a `--resume`
   after a crash continues from that checkpoint; Tune checkpoints are not used.
-* A trial with a `result.json` is never trained again (`--resume` leaves it out; a relaunched
-  trainable reports the stored result).
+* A trial whose `result.json` exists is never trained again: `--resume` leaves it out, and the
+  trainable itself reports the stored result if Tune relaunches it.
 * On a multi-node cluster, DIR must be on a filesystem every node can write (NFS, ...), and
-  ltbench must be installed in the same environment on every node."""
+  ltbench must be installed in the same environment on every node.
+"""
 
 from __future__ import annotations
 
@@ -141,7 +143,9 @@ def ray_session(address: str | None, out_dir: Path | None = None):
                 orphans.forget(out_dir)
 
 
-def plan_resources(cpus: float | None, gpus: float | None, workers=()) -> dict[str, float]:
+def plan_resources(
+    cpus: float | None, gpus: float | None, workers: list[int] = ()
+) -> dict[str, float]:
     """Per-trial resources on the connected cluster (see `share_resources`); per worker for a
     data-parallel trial, each of whose `workers` must fit the cluster (`check_workers`)."""
     import ray
@@ -158,7 +162,7 @@ def plan_resources(cpus: float | None, gpus: float | None, workers=()) -> dict[s
 
 
 # ----------------------------------------------------------------------------------------------
-# The trainables: a suite's unit (`run_unit`), a sweep's point (`run_trial`; ltbench.runner.worker)
+# The trainables: look up or build the trial's spec, then `run_trial` (ltbench.runner.worker)
 
 
 def _suite_trainable(config: dict[str, Any], *, out_dir: str, **options) -> None:
@@ -197,6 +201,10 @@ def _sweep_trainable(
     run_trial(spec, out_dir, resources, tune.report, train_fn)
 
 
+def _trial_dirname(trial) -> str:
+    return str(trial.config.get("key", trial.trial_id))
+
+
 # ----------------------------------------------------------------------------------------------
 # Progress: a Tune callback that forwards Tune's events to a `Progress` (ltbench.runner.progress)
 
@@ -228,13 +236,15 @@ def _tune_callback(progress: Progress, key_of: Callable[[Any], str | None], pack
             progress.reported()
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            if not members_ended(trial):
-                result = trial.last_result or {}
-                progress.completed(trial.trial_id, key_of(trial), point(trial), result)
+            if members_ended(trial):
+                return
+            result = trial.last_result or {}
+            progress.completed(trial.trial_id, key_of(trial), point(trial), result)
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            if not members_ended(trial):
-                progress.errored(trial.trial_id, key_of(trial), point(trial), trial.get_error)
+            if members_ended(trial):
+                return
+            progress.errored(trial.trial_id, key_of(trial), point(trial), trial.get_error)
 
         def on_experiment_end(self, trials, **info):
             progress.ended()
@@ -265,7 +275,7 @@ def _fit(
         tune_config=tune.TuneConfig(
             max_concurrent_trials=cluster.max_concurrent,
             reuse_actors=False,
-            trial_dirname_creator=lambda trial: str(trial.config.get("key", trial.trial_id)),
+            trial_dirname_creator=_trial_dirname,
             **tune_config,
         ),
         run_config=tune.RunConfig(
@@ -324,11 +334,14 @@ def run_suite_trials(
     packs: dict[str, list[str]] | None = None,
     workers: dict[str, int] | None = None,
 ) -> None:
-    """Train the units `keys` on Ray, one Tune trial each: a trial of DIR/trials.json, or a
-    name in `packs` (its trial keys, trained as one pack: `ltbench.runner.worker.run_pack`).
-    `workers`: the data-parallel trials' workers (absent: 1; never in a pack). `on_start`
-    hears the per-trial resources once Ray is up. Every trial leaves result.json or error.txt
-    in DIR/trials/<key> (or nothing, if interrupted)."""
+    """Train the trials `keys` of DIR/trials.json on Ray, one Tune trial each; `workers`
+    gives the data-parallel trials' numbers of workers (absent: 1).
+
+    `packs` maps a name among `keys` to the trial keys it trains as one pack (one Tune trial,
+    `ltbench.runner.worker.run_pack`). `on_start(resources)` hears the per-trial resources once
+    Ray is up. Every trial leaves result.json or error.txt in DIR/trials/<key> (or nothing, if
+    interrupted).
+    """
     from ray import tune
 
     with ray_session(cluster.address, out_dir):

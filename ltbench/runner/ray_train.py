@@ -35,7 +35,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
     import torch
 
     from ltbench.engine.loop import train
-    from ltbench.runner.worker import TuneHooks
+    from ltbench.runner.hooks import TuneHooks
 
     torch.set_num_threads(config["threads"])
     cfg = TrainConfig.from_dict(config["cfg"], source="trial")

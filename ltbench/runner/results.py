@@ -157,7 +157,7 @@ def _protocol_cells(result: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def collect(
+def results_frames(
     out_dir: str | Path, notes: dict[str, str] | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(results, per_class) frames of every trial planned in DIR/trials.json.
@@ -219,7 +219,7 @@ def write_results(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Collect and write DIR/results.csv and DIR/per_class.csv; returns the frames."""
     out_dir = Path(out_dir)
-    results, per_class = collect(out_dir, notes)
+    results, per_class = results_frames(out_dir, notes)
     _write_csv(results, out_dir / RESULTS_FILE)
     _write_csv(per_class, out_dir / PER_CLASS_FILE)
     return results, per_class
@@ -240,7 +240,7 @@ def _recorded_params(out_dir: Path) -> list[str]:
     return sweep_params(suite if isinstance(suite, dict) else {}, [])
 
 
-def collect_sweep(
+def sweep_frame(
     out_dir: str | Path,
     params: Iterable[str] | None = None,
     stopped: set[str] | None = None,
@@ -287,7 +287,7 @@ def write_sweep(
     stopped: set[str] | None = None,
 ) -> pd.DataFrame:
     """Collect and write DIR/sweep.csv."""
-    df = collect_sweep(out_dir, params, stopped)
+    df = sweep_frame(out_dir, params, stopped)
     _write_csv(df, Path(out_dir) / SWEEP_FILE)
     return df
 

@@ -154,6 +154,30 @@ def _grid_values(dim: dict[str, Any], pat: str) -> list[int | float]:
     return [int(v) if dim["type"] == "int" else float(v) for v in values]
 
 
+def _parse_dimension(dim: Any, pat: str, grid: bool) -> dict[str, Any]:
+    """One checked dimension of a search space (`pat` names it in errors)."""
+    if not isinstance(dim, dict):
+        raise LtbenchError(f"{pat} must be a mapping with keys {', '.join(SPACE_KEYS)}")
+    check_keys(dim, SPACE_KEYS, pat)
+    if dim.get("type") not in SPACE_TYPES:
+        raise LtbenchError(
+            f"{pat}: type must be one of {', '.join(SPACE_TYPES)}, got {dim.get('type')!r}"
+        )
+    extra = [k for k in GRID_ONLY_KEYS if k in dim]
+    if extra and not grid:
+        raise LtbenchError(f"{pat}: {extra[0]} needs a grid search (search: type: grid)")
+    check = is_int if dim["type"] == "int" else is_number
+    if not (grid and "values" in dim):
+        for bound in ("low", "high"):
+            if not check(dim.get(bound)):
+                raise LtbenchError(f"{pat}: {bound} must be {dim['type']}, got {dim.get(bound)!r}")
+        if not dim["low"] < dim["high"]:
+            raise LtbenchError(f"{pat}: low must be < high, got {dim['low']!r}..{dim['high']!r}")
+    if grid:
+        return {"type": dim["type"], "values": _grid_values(dim, pat)}
+    return dict(dim)
+
+
 def parse_search(block: Any, where: str) -> SearchSpace:
     """The checked `search` block of the suite file `where`; one-line errors."""
     at = f"{where}: search"
@@ -167,34 +191,9 @@ def parse_search(block: Any, where: str) -> SearchSpace:
     space = block.get("space")
     if not isinstance(space, dict) or not space:
         raise LtbenchError(f"{at}: space must map parameter names to {{type, low, high}}")
-    out_space: dict[str, dict[str, Any]] = {}
-    for pname, dim in space.items():
-        pat = f"{at}: space: {pname}"
-        if not isinstance(dim, dict):
-            raise LtbenchError(f"{pat} must be a mapping with keys {', '.join(SPACE_KEYS)}")
-        check_keys(dim, SPACE_KEYS, pat)
-        if dim.get("type") not in SPACE_TYPES:
-            raise LtbenchError(
-                f"{pat}: type must be one of {', '.join(SPACE_TYPES)}, got {dim.get('type')!r}"
-            )
-        extra = [k for k in GRID_ONLY_KEYS if k in dim]
-        if extra and not grid:
-            raise LtbenchError(f"{pat}: {extra[0]} needs a grid search (search: type: grid)")
-        check = is_int if dim["type"] == "int" else is_number
-        if not (grid and "values" in dim):
-            for bound in ("low", "high"):
-                if not check(dim.get(bound)):
-                    raise LtbenchError(
-                        f"{pat}: {bound} must be {dim['type']}, got {dim.get(bound)!r}"
-                    )
-            if not dim["low"] < dim["high"]:
-                raise LtbenchError(
-                    f"{pat}: low must be < high, got {dim['low']!r}..{dim['high']!r}"
-                )
-        if grid:
-            out_space[pname] = {"type": dim["type"], "values": _grid_values(dim, pat)}
-        else:
-            out_space[pname] = dict(dim)
+    out_space = {
+        pname: _parse_dimension(dim, f"{at}: space: {pname}", grid) for pname, dim in space.items()
+    }
     if grid:
         for key in ("num_samples", "grace_fraction", "reduction_factor"):
             if key in block:

@@ -14,19 +14,23 @@ checked key by key when the file is loaded:
         params: {tau: 1.5}                         # loss parameters (default: the paper's)
         mixup_alpha: 1.0                           # 0 (default) disables mixup
         config: {stage2: {epochs: 10}}             # TrainConfig keys for this method only
-        posthoc: [tau-norm]                        # post-hoc rules for this method only
-                                                   # (`ce [tau-norm]` is Decoupling's τ-norm)
-        workers_per_trial: 4                       # this method's own (default: the suite's)
+        posthoc: [tau-norm]                        # post-hoc rules for this method only (its
+                                                   # rows `name [rule]`: `ce [tau-norm]` is
+                                                   # Decoupling's τ-norm)
     datasets: [cifar10-lt, cifar100-lt]           # required
     rhos: [100, 50]                               # imbalance ratios max(n)/min(n), required
     seeds: [0, 1, 2]                              # training seeds, required
     subset_seeds: [0]                             # draws of the long-tailed subset (0: standard)
     config: {val_fraction: 0.1}                   # TrainConfig keys for every trial
-    posthoc: [logit-adjust, tau-norm]             # post-hoc rules run after each trial
-    pack: 3                                       # up to 3 trials sharing data and schedule as
-                                                  # one fused network (`ltbench.runner.packs`)
-    workers_per_trial: 1                          # data-parallel workers of a trial (the batch
-                                                  # split over them), or {imagenet-lt: 4, ...}
+    posthoc: [logit-adjust, tau-norm]             # post-hoc rules evaluated after each trial
+                                                  # (`ltbench eval`; tau chosen on val)
+    pack: 3                                       # train up to 3 trials that share data and
+                                                  # schedule as one fused network (1: alone;
+                                                  # `ltbench.runner.packs`)
+    workers_per_trial: 1                          # data-parallel workers of one trial (the
+                                                  # recipe's batch split over them), or per
+                                                  # dataset: {imagenet-lt: 4, inat2018: 8};
+                                                  # a method entry may set its own
     search:                                       # sweep suites only (`ltbench sweep`); the
       space:                                      # format: ltbench.runner.search
         tau: {type: float, low: 0.5, high: 2.0}
@@ -35,8 +39,10 @@ checked key by key when the file is loaded:
 The trial grid is methods x datasets x rhos x seeds x subset_seeds. A trial's settings are
 layered: TrainConfig defaults (the paper's schedule) < the suite's `config` < the method's
 `config` < the preset (`ltbench.runner.presets`; `smoke` shrinks everything) < the axis values.
-Method names are checked against the loss registry when a suite is run (`check_methods`), so a
-suite may name a method whose plugin is installed later. Trials: `ltbench.runner.trials`."""
+Method names are checked against the loss registry when a suite is run (`check_methods`), not
+when it is loaded, so a suite may name a method whose plugin is installed later. The trials
+themselves (`TrialSpec`, DIR/trials.json) are defined in `ltbench.runner.trials`.
+"""
 
 from __future__ import annotations
 
@@ -143,8 +149,9 @@ class Suite:
 
     def workers(self, method: Method, dataset: str) -> int:
         """The workers of a trial: the method's, else the suite's for the dataset, else 1."""
-        per_dataset = self.workers_per_trial.get(dataset, self.workers_per_trial.get("*", 1))
-        return per_dataset if method.workers_per_trial is None else method.workers_per_trial
+        if method.workers_per_trial is not None:
+            return method.workers_per_trial
+        return self.workers_per_trial.get(dataset, self.workers_per_trial.get("*", 1))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data, as written to DIR/suite.yaml."""
@@ -461,9 +468,9 @@ def posthoc_val_fraction(suite: Suite, m: Method, rules, layers) -> float | None
     """The `val_fraction` a trial with post-hoc `rules` must get (None: leave it as it is):
     `POSTHOC_VAL_FRACTION` where a rule chooses τ and no layer of the trial sets it; a layer that
     sets it to 0 for such a rule is a one-line error."""
-    from ltbench.engine.posthoc import TAU_RULES
+    from ltbench.engine.posthoc import tuned_rules
 
-    tau_rules = [r for r in rules if r in TAU_RULES]
+    tau_rules = [r for r in rules if r in tuned_rules()]
     if not tau_rules:
         return None
     given = [layer["val_fraction"] for layer in layers if "val_fraction" in layer]

@@ -16,6 +16,7 @@ from typing import Any
 
 from ltbench.engine.locks import hold
 from ltbench.errors import LtbenchError, one_line
+from ltbench.runner.hooks import TuneHooks
 from ltbench.runner.trials import TrialSpec, load_trials
 from ltbench.schema import (
     ERROR_FILE,
@@ -25,23 +26,6 @@ from ltbench.schema import (
     read_result,
     trial_dir,
 )
-
-
-class TuneHooks:
-    """`train` hooks: report each epoch's scalars to Tune (ASHA and the progress lines).
-
-    The last epoch is not reported here: the report after `train` returns stands for it, so a
-    scheduler that stops the trial at its last report cannot cut off the final evaluation and
-    `result.json`.
-    """
-
-    def __init__(self, report, last_epoch: int):
-        self.report = report
-        self.last_epoch = last_epoch
-
-    def on_epoch_end(self, epoch: int, metrics: dict[str, Any], checkpoint: Path) -> None:
-        if epoch < self.last_epoch:
-            self.report({k: v for k, v in metrics.items() if isinstance(v, int | float)})
 
 
 def final_metrics(result: dict[str, Any]) -> dict[str, Any]:

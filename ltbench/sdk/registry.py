@@ -2,21 +2,22 @@
 
 Every loss ltbench knows is a `LossSpec`. Our own losses and any third-party package register
 the same way: a module-level `SPEC` (or a list of specs) named by an entry point in the group
-`ltbench.losses`. Entry points are loaded once, on first use; a broken plugin is skipped with a
-warning naming it, and an unknown name is answered with the list of known ones.
+`ltbench.losses` (the mechanism every extension point shares: `ltbench.sdk.plugins`). Entry
+points are loaded once, on first use; a broken plugin is skipped with a warning naming it, and
+an unknown name is answered with the list of known ones.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from ltbench.errors import LtbenchError
+from ltbench.sdk.plugins import Registry
 
 ENTRY_POINT_GROUP = "ltbench.losses"
 HEADS = ("linear", "cosine")
@@ -128,59 +129,23 @@ class LossSpec:
             )
 
 
-_REGISTRY: dict[str, LossSpec] = {}
-_ENTRY_POINTS_LOADED = False
+LOSSES: Registry[LossSpec] = Registry("loss", "losses", ENTRY_POINT_GROUP, LossSpec)
+_REGISTRY = LOSSES.specs  # the registered specs by name (tests save and restore it)
 
 
 def register(spec: LossSpec) -> LossSpec:
     """Add a spec; a second spec under the same name is an error, not a silent override."""
-    if spec.name in _REGISTRY and _REGISTRY[spec.name] is not spec:
-        raise LtbenchError(f"loss {spec.name!r} is registered twice")
-    _REGISTRY[spec.name] = spec
-    return spec
-
-
-def _specs_from(obj: Any) -> Iterable[LossSpec]:
-    if isinstance(obj, LossSpec):
-        return [obj]
-    if isinstance(obj, list | tuple) and all(isinstance(s, LossSpec) for s in obj):
-        return obj
-    raise TypeError(f"expected a LossSpec or a list of LossSpec, got {type(obj).__name__}")
+    return LOSSES.register(spec)
 
 
 def load_entry_points(force: bool = False) -> None:
     """Import every plugin of the `ltbench.losses` group once; skip a broken one with a warning."""
-    global _ENTRY_POINTS_LOADED
-    if _ENTRY_POINTS_LOADED and not force:
-        return
-    from importlib.metadata import entry_points  # imported here: `import ltbench` stays fast
-
-    _ENTRY_POINTS_LOADED = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            specs = _specs_from(ep.load())
-        except Exception as exc:  # a broken third-party plugin must not take ltbench down
-            warnings.warn(
-                f"ltbench: skipping loss plugin {ep.name!r} ({ep.value}): {exc}", stacklevel=2
-            )
-            continue
-        for spec in specs:
-            if _REGISTRY.get(spec.name) is spec:
-                continue
-            try:
-                register(spec)
-            except LtbenchError as exc:
-                warnings.warn(f"ltbench: skipping loss plugin {ep.name!r}: {exc}", stacklevel=2)
+    LOSSES.load_entry_points(force)
 
 
 def get_spec(name: str) -> LossSpec:
     """The spec registered under `name`, or a one-line error listing the known names."""
-    load_entry_points()
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(sorted(_REGISTRY)) or "(none)"
-        raise LtbenchError(f"unknown loss {name!r}; known losses: {known}") from None
+    return LOSSES.get(name)
 
 
 def all_defaults(spec: LossSpec) -> dict[str, Any]:

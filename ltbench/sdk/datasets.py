@@ -1,0 +1,90 @@
+"""Datasets as plugins: a `DatasetSpec` per dataset, registered by name (entry-point group
+`ltbench.datasets`, the mechanism of `ltbench.sdk.plugins`).
+
+A spec holds everything ltbench knows about a dataset: its loader, number of classes, whether it
+is held in memory, whether it is built in (needs no data_root), and the paper's Table 2 recipe
+for it (`Recipe`: model, schedule, optimiser settings, default imbalance); a run's configuration
+fills its defaults from the recipe. ltbench's own datasets (ltbench.data.registry) and a
+third-party package's register the same way, e.g.
+
+    [project.entry-points."ltbench.datasets"]
+    my-data = "my_package.data:SPEC"
+
+The loader is `loader(request: LoadRequest, **options) -> DatasetBundle`: the request carries
+the settings every dataset takes (checked already), `options` the dataset's own keyword options
+(named in its signature; `load_dataset` refuses others). It returns the long-tailed training
+split, the validation split and the test split as a `ltbench.data.DatasetBundle`;
+`ltbench.data.in_memory_bundle` builds one from a balanced training set held in arrays (the
+long-tailed draw and the validation hold-out done as for the built-in datasets). `check`, when
+given, is `check(name, root=, imb_factor=, n_max=, download=, val_fraction=, **options)`: the
+cheap checks of the files before a run writes anything (one-line `LtbenchError`s).
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ltbench.sdk.plugins import Registry
+
+ENTRY_POINT_GROUP = "ltbench.datasets"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The paper's recipe for one dataset (Table 2). Loss parameters whose paper value
+    depends on the dataset (KPS's m_max) are declared by their plugins, not here."""
+
+    model: str
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    epochs: int
+    lr_decay_epochs: tuple[int, ...]
+    lr_decay_factor: float
+    imb_factor: float
+    width: float = 1.0
+
+
+@dataclass(frozen=True)
+class LoadRequest:
+    """The settings every dataset's loader receives (checked by `load_dataset`)."""
+
+    name: str
+    root: Any  # the dataset's folder (str or path), None for a built-in dataset
+    imb_factor: float  # 1/rho in (0, 1]
+    profile: str  # "exp" or "step"
+    subset_seed: int  # the seed of the long-tailed draw
+    download: bool
+    n_max: int | None  # images per class before the long-tailed draw (None: all)
+    val_fraction: float  # share of each class held out for validation
+    val_seed: int  # the seed of the validation hold-out (the run's seed)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the dataset registry knows about one dataset."""
+
+    name: str
+    loader: Callable[..., Any]  # loader(request: LoadRequest, **options) -> DatasetBundle
+    num_classes: int
+    in_memory: bool
+    description: str
+    recipe: Recipe
+    built_in: bool = False  # drawn by ltbench itself: needs no data_root
+    # check(name, root=, imb_factor=, n_max=, download=, val_fraction=, **options): the cheap
+    # checks of the files before a run writes anything (folders and split files; no image read)
+    check: Callable[..., Any] | None = None
+
+
+DATASETS: Registry[DatasetSpec] = Registry(
+    "dataset", "datasets", ENTRY_POINT_GROUP, DatasetSpec, sort_known=False
+)
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add a dataset at run time (a name registered twice is an error)."""
+    return DATASETS.register(spec)
