@@ -1,4 +1,4 @@
-"""The `ltbench` command: train, eval, run, sweep, report, bench, list.
+"""The `ltbench` command: train, eval, run, sweep, report, bench, list, doctor.
 
 Every mistake in the user's input ends as one line, `ltbench: error: ...`, exit status 2;
 no traceback from deep inside torch or Ray.
@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ltbench.doctor.args import add_doctor_parser
 from ltbench.errors import Interrupted, LtbenchError, one_line, os_error_message
 
 # OSErrors that the user's environment causes (permissions, a full or read-only disk, a path
@@ -430,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode += "device with torchvision.io.decode_jpeg (nvJPEG on CUDA)"
     g.add_argument("--decode", choices=["workers", "device"], default="workers", help=decode)
     p.set_defaults(func=cmd_bench)
+    add_doctor_parser(sub)
     return parser
 
 
