@@ -9,6 +9,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -141,4 +142,26 @@ def test_result_json_and_the_report_name_the_machine(tmp_path):
     rc, _, err = run_cli(["report", tmp_path / "res", "--format", "md"])
     assert rc == 0, err
     report = next((tmp_path / "res").glob("*.md")).read_text()
-    assert f"| machine | {expected} |" in report.replace("  ", " ")
+    rows = re.findall(r"^\| machine\s+\| (.*?)\s+\|$", report, flags=re.MULTILINE)
+    assert rows == [expected]
+
+
+@pytest.mark.parametrize(
+    "module, line",
+    [
+        ("ltbench/runner/commands.py", "import ltbench.doctor.report"),
+        ("ltbench/engine/loop.py", "from ltbench.doctor import selftest"),
+    ],
+)
+def test_the_doctor_sits_between_the_cli_and_the_runner(tmp_path, module, line):
+    """The runner and the engine may not import the doctor (the layers contract)."""
+    from test_architecture import PACKAGES, ROOT, lint_imports
+
+    for name in PACKAGES:
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    target = tmp_path / module
+    target.write_text(target.read_text() + f"\n{line}  # injected by the test\n")
+    done = lint_imports(tmp_path)
+    broken = [row for row in done.stdout.splitlines() if "BROKEN" in row]
+    assert done.returncode != 0 and any("Layers: CLI -> doctor ->" in r for r in broken)

@@ -198,6 +198,8 @@ def doctor_command(args: argparse.Namespace) -> int:
     from ltbench.engine.step import pick_device, step_options
 
     paths = _paths(args.paths)
+    if args.out.exists() and not args.out.is_dir():
+        raise LtbenchError(f"--out {args.out} is a file; give a folder (new or existing)")
     device = pick_device(args.device)
     amp, _ = step_options(TrainConfig(), device)
     print(f"ltbench doctor: {environment_summary(device, amp=amp)}")
