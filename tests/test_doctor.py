@@ -165,3 +165,16 @@ def test_the_doctor_sits_between_the_cli_and_the_runner(tmp_path, module, line):
     done = lint_imports(tmp_path)
     broken = [row for row in done.stdout.splitlines() if "BROKEN" in row]
     assert done.returncode != 0 and any("Layers: CLI -> doctor ->" in r for r in broken)
+
+
+@pytest.mark.ray
+def test_with_an_address_the_screen_shows_the_cluster(ray_session, tmp_path):
+    """`--address` reads the cluster's resources through the Ray adapter and shares them as
+    `ltbench run --address` would: the test session's cluster has 2 CPUs and no GPU, so 2
+    trials of one CPU run side by side."""
+    total = ray_session.cluster_resources()
+    rc, out, err = run_cli(["doctor", "--device", "cpu", "--address", "auto", "--out", tmp_path])
+    assert rc == 0, err
+    cpus = total.get("CPU", 0.0)
+    assert f"ray cluster   auto: 1 node, {cpus:g} CPUs, {total.get('GPU', 0.0):g} GPUs" in out
+    assert f"trials        {int(cpus)} side by side (1 CPU, 0 GPU each" in out

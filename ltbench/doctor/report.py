@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ltbench.errors import LtbenchError
 
+COUNT_FILES_UP_TO = 100
 PATH_NAMES = ("solo", "amp", "pack", "cuda-graphs", "data-parallel", "two-stage", "ray-tune")
 
 
@@ -86,14 +87,14 @@ def device_lines() -> list[str]:
     return lines
 
 
-def _count_files(folder: Path) -> tuple[int, int]:
-    """(class folders, files in them) of one image-folder split."""
-    classes = files = 0
-    for entry in os.scandir(folder):
-        if entry.is_dir() and not entry.name.startswith("."):
-            classes += 1
-            files += sum(1 for f in os.scandir(entry.path) if f.is_file())
-    return classes, files
+def _split_contents(folder: Path) -> str:
+    """What one image-folder split holds: its class folders, and their files where there are
+    at most `COUNT_FILES_UP_TO` classes (CIFAR; ImageNet's 1.2M files would take long)."""
+    classes = [e.path for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")]
+    if len(classes) > COUNT_FILES_UP_TO:
+        return f"{folder.name}/: {len(classes)} classes"
+    files = sum(1 for c in classes for f in os.scandir(c) if f.is_file())
+    return f"{folder.name}/: {len(classes)} classes, {files} files"
 
 
 def data_lines(roots: list[Path]) -> list[str]:
@@ -120,9 +121,7 @@ def data_lines(roots: list[Path]) -> list[str]:
                 continue
             found.append(name)
         splits = [s for s in ("train", "test") if (root / s).is_dir()]
-        counts = ", ".join(
-            "{}/: {} classes, {} files".format(s, *_count_files(root / s)) for s in splits
-        )
+        counts = ", ".join(_split_contents(root / s) for s in splits)
         held = ", ".join(found) if found else "no dataset ltbench knows"
         lines.append(f"data root     {root}: {held}" + (f" ({counts})" if counts else ""))
     cache = default_cache_dir()
@@ -157,7 +156,8 @@ def cluster_totals(address: str | None, gpus_here: int) -> tuple[float, float, f
     total, nodes = cluster_resources(address)
     cpu, gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
     node_cpu = max((n.get("CPU", 0.0) for n in nodes), default=cpu)
-    line = f"ray cluster   {address}: {len(nodes)} nodes, {cpu:g} CPUs, {gpu:g} GPUs"
+    plural = "" if len(nodes) == 1 else "s"
+    line = f"ray cluster   {address}: {len(nodes)} node{plural}, {cpu:g} CPUs, {gpu:g} GPUs"
     return cpu, gpu, node_cpu, line
 
 
