@@ -178,3 +178,19 @@ def test_with_an_address_the_screen_shows_the_cluster(ray_session, tmp_path):
     cpus = total.get("CPU", 0.0)
     assert f"ray cluster   auto: 1 node, {cpus:g} CPUs, {total.get('GPU', 0.0):g} GPUs" in out
     assert f"trials        {int(cpus)} side by side (1 CPU, 0 GPU each" in out
+
+
+def test_the_comparison_of_two_runs():
+    """The largest relative loss difference over the epochs and the top-1 difference decide;
+    a NaN anywhere fails (a NaN would slip through a plain max())."""
+    from ltbench.doctor.selftest import Run, Tolerance, compare
+
+    tol = Tolerance(1e-3, 1.0)
+    ref = Run([2.0, 1.0], 50.0)
+    text, ok = compare(Run([2.0 * (1 + 5e-4), 1.0], 50.9), ref, tol)
+    assert ok and text.startswith("loss 5.0e-04 rel, top-1 0.90 pt")
+    assert not compare(Run([2.0, 1.0 * (1 + 2e-3)], 50.0), ref, tol)[1]  # the 2nd epoch
+    assert not compare(Run([2.0, 1.0], 51.5), ref, tol)[1]
+    assert not compare(Run([float("nan"), 1.0], 50.0), ref, tol)[1]
+    assert not compare(Run([2.0, float("nan")], 50.0), ref, tol)[1]
+    assert not compare(Run([2.0], 50.0), ref, tol)[1]  # an epoch missing

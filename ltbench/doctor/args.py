@@ -27,7 +27,7 @@ def add_doctor_parser(sub) -> None:
         "--self-test",
         action="store_true",
         help="train tiny runs on every supported path and compare each with its reference "
-        "(about 2 minutes on one GPU, under 5 on 2 CPU cores)",
+        "(a few minutes; BENCHMARKS.md has the measured times)",
     )
     p.add_argument(
         "--device",

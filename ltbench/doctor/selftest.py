@@ -34,6 +34,7 @@ float64 switch: they are held to `FLOAT32_TOLERANCE`.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import socket
@@ -42,7 +43,7 @@ import time
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,9 @@ def compare(run: Run, ref: Run, tol: Tolerance, what: str = "") -> tuple[str, bo
     """(agreement text, within tolerance) of `run` against its reference `ref`."""
     if len(run.losses) != len(ref.losses):
         return f"{what}{len(run.losses)} epochs recorded, reference {len(ref.losses)}", False
+    values = [*run.losses, *ref.losses, run.top1, ref.top1]
+    if not all(math.isfinite(v) for v in values):
+        return f"{what}a loss or the top-1 error is not finite: {run} vs {ref}", False
     rel = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(run.losses, ref.losses, strict=True))
     points = abs(run.top1 - ref.top1)
     ok = rel <= tol.loss_rel and points <= tol.top1_points
@@ -332,7 +336,7 @@ def run_ranks(world: int, backend: str, cfg: TrainConfig, out: Path) -> None:
     try:
         mp.start_processes(
             _rank_main,
-            args=(world, _free_port(), backend, replace(cfg).to_dict(), str(out)),
+            args=(world, _free_port(), backend, cfg.to_dict(), str(out)),
             nprocs=world,
             join=True,
             start_method="spawn",
