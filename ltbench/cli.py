@@ -1,4 +1,4 @@
-"""The `ltbench` command: train, eval, run, sweep, report, bench, list.
+"""The `ltbench` command: train, eval, run, sweep, report, bench, list, doctor.
 
 Every mistake in the user's input ends as one line, `ltbench: error: ...`, exit status 2;
 no traceback from deep inside torch or Ray.
@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ltbench.doctor.args import add_doctor_parser
 from ltbench.errors import Interrupted, LtbenchError, one_line, os_error_message
 
 # OSErrors that the user's environment causes (permissions, a full or read-only disk, a path
@@ -521,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure loss, training-step and data-loading speed")
     _add_bench_args(p)
+    add_doctor_parser(sub)
     return parser
 
 

@@ -277,6 +277,8 @@ def run_metadata(data: RunData) -> list[tuple[str, str]]:
     host = env.get("hostname") or suite.get("hostname")
     meta.append(("run host", str(host) if host else "not recorded"))
     meta.append(("device", str(env.get("device") or "not recorded by the trials")))
+    if env.get("summary"):  # `ltbench doctor`'s line: device, versions, precision
+        meta.append(("machine", str(env["summary"])))
     if env.get("cpu_count"):
         meta.append(("CPU cores", str(env["cpu_count"])))
     for key in ("platform", "torch", "python"):

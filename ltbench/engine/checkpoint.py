@@ -21,6 +21,7 @@ import torch
 
 import ltbench
 from ltbench.engine.config import RUNTIME_KEYS, TrainConfig
+from ltbench.engine.identity import precision_name
 from ltbench.errors import LtbenchError
 from ltbench.runfiles import CHECKPOINT_FORMAT, RESULT_FILE, RUN_FILES
 
@@ -148,4 +149,27 @@ def environment(device: torch.device, *, amp: bool, channels_last: bool) -> dict
         "cpu_count": str(os.cpu_count()),
         "amp_bf16": str(amp),
         "channels_last": str(channels_last),
+        "summary": environment_summary(device, amp=amp),
     }
+
+
+def environment_summary(device: torch.device, *, amp: bool) -> str:
+    """The machine and numerics in one line, as `ltbench doctor` prints it first and every
+    result.json records it (`env.summary`; a report's title page shows it): the device (GPU
+    name, memory and count, or the CPU's cores and torch threads), torch, CUDA and cuDNN
+    versions, and the precision of the step."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        count = torch.cuda.device_count()
+        where = f"{props.name} ({props.total_memory / 2**30:.0f} GiB)" + (
+            f" x{count}" if count > 1 else ""
+        )
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        stack = f"CUDA {torch.version.cuda}, cuDNN {cudnn or 'none'}"
+        ampere = torch.cuda.get_device_capability(device)[0] >= 8
+        tf32 = ", TF32 convolutions" if ampere and torch.backends.cudnn.allow_tf32 else ""
+    else:
+        threads = torch.get_num_threads()
+        where = f"CPU {platform.machine()} ({os.cpu_count()} cores, {threads} torch threads)"
+        stack, tf32 = "no CUDA", ""
+    return f"{where}, torch {torch.__version__}, {stack}, {precision_name(amp)}{tf32}"

@@ -143,6 +143,17 @@ def ray_session(address: str | None, out_dir: Path | None = None):
                 orphans.forget(out_dir)
 
 
+def cluster_resources(address: str) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The resources of the Ray cluster at `address` (`ltbench doctor --address`): its totals
+    and each living node's, as Ray counts them."""
+    import ray
+
+    with ray_session(address):
+        total = dict(ray.cluster_resources())
+        nodes = [dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")]
+    return total, nodes
+
+
 def plan_resources(
     cpus: float | None, gpus: float | None, workers: list[int] = ()
 ) -> dict[str, float]:
