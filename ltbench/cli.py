@@ -238,7 +238,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     bad = [f for f in formats if f not in ("md", "pdf")]
     if bad:
         raise LtbenchError(f"unknown report format {bad[0]!r}; allowed: md, pdf")
-    paths = build_report(args.dir, formats=formats, out=args.out)
+    paths = build_report(args.dir, formats=formats, out=args.out, reference=args.reference)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
@@ -369,6 +369,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path)
     p.add_argument("--format", default="md,pdf", help="comma-separated: md, pdf")
     p.add_argument("--out", type=Path, default=None, help="output folder or file prefix")
+    p.add_argument(
+        "--reference",
+        default=None,
+        metavar="METHOD",
+        help="the method the tables compare every other with (Δ with 95%% intervals); "
+        "default: the one the run recorded (run --reference, the suite's `reference:`), "
+        "else ce when the run has it",
+    )
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="measure loss, training-step and data-loading speed")

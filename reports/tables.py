@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,13 @@ from reports.content import BEST, SECOND, Cell, Column, Table
 from reports.labels import paper_match, precision_note
 from reports.paper import NATURAL_LT, PAPER_SETTINGS, PaperNumbers, reference_rows
 
+if TYPE_CHECKING:
+    from reports.judge import Judge
+
 DAGGER = "†"
+DISTINCT = "*"  # Δ cell: the 95 % interval of the difference from the reference excludes 0
+NEAR_BEST = "≈"  # value cell: the interval of the difference from the column's best includes 0
+TEST_NOISE = "‡"  # Δ cell: one seed each, bootstrap over test images: test-set noise only
 NO_STD = "-"
 N_GROUPS = 10
 PART_NAMES = ("Head",) * 3 + ("Mid",) * 4 + ("Tail",) * 3
@@ -182,11 +189,15 @@ def metric_table(
     higher_is_better: bool,
     anchor: str,
     paper: PaperNumbers | None = None,
+    judge: Judge | None = None,
 ) -> Table:
     """Methods as rows; for every setting one column per metric ((column, label) pairs).
 
     With ``paper``, each setting also gets the paper's number and measured − paper (only
-    sensible for a single metric: top-1 error).
+    sensible for a single metric: top-1 error). With ``judge`` (a comparer and an optional
+    reference method), the best is marked only where it is distinguishable from the second,
+    values indistinguishable from the best carry NEAR_BEST, and a single-metric table gets a
+    "Δ vs reference" column per setting.
     """
     settings = settings_of(results)
     methods = methods_of(results)
@@ -198,6 +209,8 @@ def metric_table(
     for s in settings:
         for _, label in metrics:
             columns.append(Column(label, s.label))
+            if judge is not None and judge.reference and len(metrics) == 1:
+                columns.append(Column(f"Δ vs {judge.reference} [95% CI]", s.label))
         if paper is not None:
             columns += [Column("paper", s.label), Column("Δ", s.label)]
 
@@ -212,6 +225,8 @@ def metric_table(
                 if (meth, s.label) in st.index and st.loc[(meth, s.label), "n"] > 0
             }
             marks[(s.label, m)] = rank_marks(means, higher_is_better)
+            if judge is not None:
+                marks[(s.label, m)] = judge.settle(marks[(s.label, m)], means, s.label, m)
 
     used_tables: set[str] = set()
     why: list[str] = []
@@ -223,7 +238,12 @@ def metric_table(
             for m, _ in metrics:
                 st = stats[m]
                 rec = st.loc[(meth, s.label)] if (meth, s.label) in st.index else None
-                row.append(Cell(notes.cell(rec, meth, s.label), marks[(s.label, m)].get(meth, "")))
+                text = notes.cell(rec, meth, s.label)
+                if judge is not None and meth in judge.near_best.get((s.label, m), ()):
+                    text += f" {NEAR_BEST}"
+                row.append(Cell(text, marks[(s.label, m)].get(meth, "")))
+                if judge is not None and judge.reference and len(metrics) == 1:
+                    row.append(Cell(judge.delta_text(meth, s.label, m)))
             if paper is not None:
                 cell_rows = fin[(fin["method"] == meth) & (fin["setting"] == s.label)]
                 pv, reason, note = paper_match(cell_rows, paper, s)
@@ -242,7 +262,11 @@ def metric_table(
     table_notes = [
         f"Mean ± standard deviation (ddof=1) over seeds, in percent; "
         f"{'higher' if higher_is_better else 'lower'} is better. "
-        "Best per column: underlined bold; second best: bold."
+        + (
+            "Best per column: underlined bold; second best: bold."
+            if judge is None
+            else judge.rule_note()
+        )
     ]
     if paper is not None:
         cited = ", ".join(paper.table_title(t).split(":")[0] for t in sorted(used_tables))
@@ -257,35 +281,51 @@ def metric_table(
         if why:
             table_notes.append("Empty paper cells: " + _capped(list(dict.fromkeys(why))) + ".")
     table_notes += notes.lines()
+    if judge is not None:
+        table_notes += judge.notes([m for m, _ in metrics], len(metrics) == 1)
     if precision_note(results):
         table_notes.append(precision_note(results))
     return Table(title=title, columns=columns, rows=rows, notes=table_notes, anchor=anchor)
 
 
-def result_tables(results: pd.DataFrame, paper: PaperNumbers | None) -> list[Table]:
-    """The report's tables of measured results, in reading order."""
+def result_tables(results: pd.DataFrame, paper: PaperNumbers | None, judge_for=None) -> list[Table]:
+    """The report's tables of measured results, in reading order.
+
+    ``judge_for(labels)`` (optional) gives each table its ``reports.judge.Judge``; ``labels``
+    maps the table's metric columns to their names.
+    """
+
+    def judged(metrics):
+        return None if judge_for is None else judge_for(dict(metrics))
+
+    top1 = [("top1_error", "top-1 err")]
+    shots = [("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few")]
+    parts = [("head_error", "head"), ("mid_error", "mid"), ("tail_error", "tail")]
     tables = [
         metric_table(
             results,
-            [("top1_error", "top-1 err")],
+            top1,
             "Top-1 error (%) on the balanced test set, final epoch",
             higher_is_better=False,
             anchor="top1",
             paper=paper,
+            judge=judged(top1),
         ),
         metric_table(
             results,
-            [("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few")],
+            shots,
             "Many / medium / few-shot accuracy (%): > 100, 20-100, < 20 training images",
             higher_is_better=True,
             anchor="shots",
+            judge=judged(shots),
         ),
         metric_table(
             results,
-            [("head_error", "head"), ("mid_error", "mid"), ("tail_error", "tail")],
+            parts,
             "Head / Mid / Tail error (%): frequency groups 1-3, 4-7, 8-10 of 10",
             higher_is_better=False,
             anchor="parts",
+            judge=judged(parts),
         ),
     ]
     fin = results[results["status"] == "finished"]
@@ -297,6 +337,7 @@ def result_tables(results: pd.DataFrame, paper: PaperNumbers | None) -> list[Tab
                 "Expected calibration error (%, 15 bins)",
                 higher_is_better=False,
                 anchor="ece",
+                judge=judged([("ece", "ECE")]),
             )
         )
         tables[-1].notes.append(
