@@ -13,7 +13,13 @@ from reports.judge import Judge, choose_reference, delta_table
 from reports.markdown import write_markdown
 from reports.paper import load_paper_numbers
 from reports.pdf import write_pdf
-from reports.search import grid_tables, selected_table, sweep_table, sweep_warnings
+from reports.search import (
+    grid_tables,
+    selected_table,
+    sweep_table,
+    sweep_warnings,
+    within_noise,
+)
 from reports.search_figures import space_figures
 from reports.tables import (
     incomplete_warnings,
@@ -100,8 +106,9 @@ def assemble(run_dir: str | Path, fig_dir: Path, reference: str | None = None) -
         tables, warnings = [], ["sweep.csv lists no points: there is nothing to report."]
         if not sweep.empty:
             chosen = selected_table(sweep, results, params)
-            tables = [sweep_table(sweep, params), *([chosen] if chosen else [])]
-            tables += grid_tables(sweep, params)
+            noise = within_noise(data.run_dir, sweep)
+            tables = [sweep_table(sweep, params, noise=noise), *([chosen] if chosen else [])]
+            tables += grid_tables(sweep, params, noise)
             warnings = sweep_warnings(sweep)
         problems = problems_table(results, only=("failed",))
         figures = space_figures(data, fig_dir) + validation_figures(data, fig_dir)

@@ -151,13 +151,13 @@ def per_group_figure(
             panels = [[reference, m] for m in others]
             for ax in axes[len(panels) :]:
                 ax.set_axis_off()
-        for i, (ax, panel) in enumerate(zip(axes, panels, strict=False)):
+        for ax, panel in zip(axes, panels, strict=False):
             _draw_bars(ax, stats, panel, colours, n_groups, {reference: "//"} if paired else None)
             ticks = group_labels(n_groups, grouped)
             ax.set_xticks(np.arange(n_groups), ticks, fontsize=9 if not paired else 7)
             ax.set_xlim(-0.5, n_groups - 0.5)
             ax.set_ylim(0, top)
-            _shade_parts(ax, n_groups, labels=not paired or i < (1 if len(panels) < 3 else 2))
+            _shade_parts(ax, n_groups, labels=not paired)  # paired: the ticks name the parts
             ax.set_ylabel("top-1 error (%)")
             if paired:
                 ax.set_title(f"{panel[1]} (colour) beside {reference} (grey)", fontsize=10)

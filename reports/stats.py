@@ -151,7 +151,8 @@ def power(delta: float, sd_diff: float, n: int, paired: bool) -> float:
     if sd_diff <= 0:
         return 1.0 if delta != 0 else ALPHA
     nc = abs(delta) * math.sqrt(n) / sd_diff
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    lower = stats.nct.cdf(-crit, df, nc)  # the wrong-sign tail: tiny, NaN where it underflows
+    return float(stats.nct.sf(crit, df, nc) + (0.0 if math.isnan(lower) else lower))
 
 
 def detectable_difference(sd_diff: float, n: int, paired: bool) -> float:
