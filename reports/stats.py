@@ -106,10 +106,17 @@ def least_favourable_pairs(wrong_a, wrong_b, totals) -> tuple[np.ndarray, np.nda
 
 
 def bootstrap_interval(d, weights) -> Interval:
-    """Weighted mean of the per-image differences ``d`` (x 100: percentage points) with the
-    percentile interval of ``scipy.stats.bootstrap`` (paired: an image is resampled with both
-    methods' outcomes). ``weights`` per image make the statistic the report's metric: 1 for the
-    instance-weighted top-1 error, 1/n_c on a group's classes for a per-class mean."""
+    """Weighted mean of the per-image differences ``d`` (x 100: percentage points) with a
+    paired percentile bootstrap interval: N images drawn with replacement, each carrying both
+    methods' outcomes, N_BOOT times. ``weights`` per image make the statistic the report's
+    metric: 1 for the instance-weighted top-1 error, 1/n_c on a group's classes for a
+    per-class mean.
+
+    The statistic depends on a resample only through how often each distinct (d, weight)
+    image kind was drawn, so a resample is drawn as those counts, a multinomial over the kinds
+    (``scipy.stats.multinomial``): the same distribution as ``scipy.stats.bootstrap``'s
+    resampling of the images, at a cost that does not grow with N (50,000 ImageNet-LT test
+    images: milliseconds, not seconds)."""
     d, w = np.asarray(d, dtype=float), np.asarray(weights, dtype=float)
     keep = w > 0
     d, w = d[keep], w[keep]
@@ -118,24 +125,14 @@ def bootstrap_interval(d, weights) -> Interval:
     delta = float(100.0 * (d * w).sum() / w.sum())
     if np.ptp(d) == 0:
         return Interval(delta, delta, delta, BOOTSTRAP, len(d))
-
-    def weighted_mean(dd, ww, axis=-1):
-        return 100.0 * (dd * ww).sum(axis=axis) / ww.sum(axis=axis)
-
-    res = _quiet(
-        stats.bootstrap,
-        (d, w),
-        weighted_mean,
-        paired=True,
-        vectorized=True,
-        n_resamples=N_BOOT,
-        confidence_level=LEVEL,
-        method="percentile",
-        batch=max(1, min(N_BOOT, 20_000_000 // len(d))),
-        rng=np.random.default_rng(BOOT_SEED),
-    )
-    ci = res.confidence_interval
-    return Interval(delta, float(ci.low), float(ci.high), BOOTSTRAP, len(d))
+    kinds, counts = np.unique(np.stack([d, w], axis=1), axis=0, return_counts=True)
+    draws = stats.multinomial.rvs(
+        len(d), counts / counts.sum(), size=N_BOOT, random_state=np.random.default_rng(BOOT_SEED)
+    ).astype(float)
+    total = draws @ kinds[:, 1]
+    boot = 100.0 * (draws @ (kinds[:, 0] * kinds[:, 1]))[total > 0] / total[total > 0]
+    low, high = np.percentile(boot, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    return Interval(delta, float(low), float(high), BOOTSTRAP, len(d))
 
 
 def power(delta: float, sd_diff: float, n: int, paired: bool) -> float:

@@ -502,6 +502,8 @@ def test_sweep_report(tmp_path):
     # ranked by the balanced validation error, not by the head-heavy one nor the test error
     ranked = [float(_strip(v)[0].removesuffix(" ≈")) for v in sweep["val balanced err"]]
     assert ranked == sorted(ranked)
+    near = sum(v.endswith(" ≈") for v in sweep["val balanced err"])
+    assert f"within noise of the selected point ({near} of 8 other finished points)" in md
     sw = pd.read_csv(root / "sweep.csv")
     fin = sw[sw["status"] == "finished"]
     rho = fin["val_balanced_error"].rank().corr(fin["test_top1_error"].rank())
@@ -677,7 +679,7 @@ def test_old_results_without_new_columns_are_readable(tmp_path):
     md = paths["md"].read_text()
     table = _md_table(md, "### Table 1: Top-1 error").set_index("method")
     i = list(table.columns).index("cifar100-lt ρ=100: top-1 err")
-    assert table.iloc[0, i + 1] == "config unknown"
+    assert table.iloc[0, i + 1] == "reference" and table.iloc[0, i + 2] == "config unknown"
     assert "| precision " in md and "unknown" in md
 
 

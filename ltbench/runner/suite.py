@@ -24,6 +24,8 @@ checked key by key when the file is loaded:
                                                   # one fused network (`ltbench.runner.packs`)
     workers_per_trial: 1                          # data-parallel workers of a trial (the batch
                                                   # split over them), or {imagenet-lt: 4, ...}
+    reference: ce                                 # the report's reference (a method label;
+                                                  #   default: ce when the suite has it)
     search:                                       # sweep suites only (`ltbench sweep`); the
       space:                                      # format: ltbench.runner.search
         tau: {type: float, low: 0.5, high: 2.0}
