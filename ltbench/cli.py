@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ltbench.errors import Interrupted, LtbenchError, one_line, os_error_message
+from reports import REFERENCE_HELP
 
 # OSErrors that the user's environment causes (permissions, a full or read-only disk, a path
 # through a file): one line naming the file. Any other OSError is ltbench's bug: a traceback.
@@ -234,11 +235,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from reports import build_report
 
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    bad = [f for f in formats if f not in ("md", "pdf")]
-    if bad:
-        raise LtbenchError(f"unknown report format {bad[0]!r}; allowed: md, pdf")
-    paths = build_report(args.dir, formats=formats, out=args.out, reference=args.reference)
+    # reports.build checks the formats and the reference (one-line errors)
+    paths = build_report(args.dir, formats=args.format, out=args.out, reference=args.reference)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
@@ -369,14 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path)
     p.add_argument("--format", default="md,pdf", help="comma-separated: md, pdf")
     p.add_argument("--out", type=Path, default=None, help="output folder or file prefix")
-    p.add_argument(
-        "--reference",
-        default=None,
-        metavar="METHOD",
-        help="the method the tables compare every other with (Δ with 95%% intervals); "
-        "default: the one the run recorded (run --reference, the suite's `reference:`), "
-        "else ce when the run has it",
-    )
+    p.add_argument("--reference", metavar="METHOD", help=REFERENCE_HELP)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="measure loss, training-step and data-loading speed")

@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+REFERENCE_HELP = (  # `ltbench report --reference`
+    "the method the tables compare every other with (Δ with 95%% intervals); default: the "
+    "suite's `reference:`, else ce when the run has it"
+)
+
 
 def build_report(run_dir, formats=("md", "pdf"), out=None, reference=None) -> dict[str, Path]:
     """Write report.md and/or report.pdf (and figures/*.png) for a suite output directory.
@@ -24,4 +29,4 @@ def build_report(run_dir, formats=("md", "pdf"), out=None, reference=None) -> di
     return _build(run_dir, formats=formats, out=out, reference=reference)
 
 
-__all__ = ["build_report"]
+__all__ = ["REFERENCE_HELP", "build_report"]

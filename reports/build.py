@@ -13,6 +13,7 @@ from reports.judge import Judge, choose_reference, delta_table
 from reports.markdown import write_markdown
 from reports.paper import load_paper_numbers
 from reports.pdf import write_pdf
+from reports.problems import incomplete_warnings, problems_table
 from reports.search import (
     grid_tables,
     selected_table,
@@ -21,12 +22,7 @@ from reports.search import (
     within_noise,
 )
 from reports.search_figures import space_figures
-from reports.tables import (
-    incomplete_warnings,
-    problems_table,
-    reference_table,
-    result_tables,
-)
+from reports.tables import reference_table, result_tables
 from reports.validation_figures import validation_figures
 
 FORMATS = ("md", "pdf")
@@ -60,8 +56,8 @@ def output_prefix(run_dir: Path, out: str | Path | None) -> Path:
 
 
 def recorded_reference(suite: dict) -> str | None:
-    """The reference DIR/suite.yaml records: its suite's `reference` (the suite file's key, or
-    `ltbench run --reference`); a top-level `reference` is read too."""
+    """The reference DIR/suite.yaml records: its suite's `reference` (the suite file's key); a
+    top-level `reference` is read too."""
     inner = suite.get("suite") if isinstance(suite.get("suite"), dict) else {}
     value = suite.get("reference") or inner.get("reference")
     return str(value) if value else None

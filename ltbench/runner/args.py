@@ -134,13 +134,6 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
         "run, e.g. --with ce for a reference beside an ablation; the suite file is unchanged",
     )
     p.add_argument(
-        "--reference",
-        default=None,
-        metavar="METHOD",
-        help="the method the report's tables compare every other with (a method label of the "
-        "suite, e.g. ce); default: the suite's `reference:`, else ce when the run has it",
-    )
-    p.add_argument(
         "--resume",
         action="store_true",
         help="continue a suite in --out: run only the trials without a result",

@@ -32,14 +32,7 @@ from ltbench.runner.outdir import (
 from ltbench.runner.packs import check_pack_size, plan_packs
 from ltbench.runner.progress import Progress
 from ltbench.runner.results import best_line, finished_keys, write_results, write_sweep
-from ltbench.runner.suite import (
-    Suite,
-    apply_overrides,
-    check_methods,
-    check_reference,
-    expand,
-    load_suite,
-)
+from ltbench.runner.suite import Suite, apply_overrides, check_methods, expand, load_suite
 from ltbench.runner.trials import (
     TrialSpec,
     check_trials,
@@ -92,7 +85,6 @@ class RunRequest(Request):
     resume: bool = False
     extra_methods: tuple[str, ...] = ()  # `--with`: methods added to the suite for this run
     pack: int | None = None  # `--pack`: trials per pack; None: the suite's
-    reference: str | None = None  # `--reference`: the report's reference method
 
 
 @dataclass(frozen=True)
@@ -141,7 +133,6 @@ def request_from_args(args: argparse.Namespace, command: str) -> RunRequest | Sw
             resume=bool(args.resume),
             extra_methods=tuple(getattr(args, "extra_methods", None) or ()),
             pack=getattr(args, "pack", None),
-            reference=getattr(args, "reference", None),
         )
     if command != "sweep":
         raise ValueError(f"unknown command {command!r}")
@@ -215,11 +206,6 @@ def plan_suite(req: RunRequest) -> tuple[Suite, dict[str, Any], list[TrialSpec]]
     if req.pack is not None:
         suite = dataclasses.replace(suite, pack=check_pack_size(req.pack, "--pack"))
     check_methods(suite)
-    if req.reference is not None:
-        labels = [m.name for m in suite.methods]
-        suite = dataclasses.replace(
-            suite, reference=check_reference(req.reference, labels, "--reference")
-        )
     trials = expand(suite, overrides)
     check_trials(trials)
     return suite, overrides, trials
@@ -351,11 +337,6 @@ def plan_sweep(req: SweepRequest) -> tuple[Suite, dict[str, Any], TrialSpec]:
         why = "is for `ltbench run`; a sweep trains its points alone (remove pack)"
         raise LtbenchError(f"{suite.source}: pack: {suite.pack} {why}")
     check_methods(suite)
-    if req.reference is not None:
-        labels = [m.name for m in suite.methods]
-        suite = dataclasses.replace(
-            suite, reference=check_reference(req.reference, labels, "--reference")
-        )
     trials = expand(suite, overrides)
     if len(trials) != 1:
         raise LtbenchError(

@@ -24,8 +24,6 @@ checked key by key when the file is loaded:
                                                   # one fused network (`ltbench.runner.packs`)
     workers_per_trial: 1                          # data-parallel workers of a trial (the batch
                                                   # split over them), or {imagenet-lt: 4, ...}
-    reference: ce                                 # the report's reference (a method label;
-                                                  #   default: ce when the suite has it)
     search:                                       # sweep suites only (`ltbench sweep`); the
       space:                                      # format: ltbench.runner.search
         tau: {type: float, low: 0.5, high: 2.0}
@@ -309,30 +307,14 @@ def load_suite(name_or_path: str | Path) -> Suite:
     pack = check_pack_size(data.get("pack", 1), f"{where}: pack")
     workers = _workers(data.get("workers_per_trial"), where)
     reference = check_reference(data.get("reference"), labels, f"{where}: reference")
-    return Suite(
-        path.stem,
-        where,
-        description,
-        methods,
-        datasets,
-        [float(r) for r in rhos],
-        seeds,
-        subset_seeds,
-        config,
-        search,
-        posthoc,
-        pack,
-        workers,
-        reference,
-    )
+    return Suite(path.stem, where, description, methods, datasets, [float(r) for r in rhos],
+        seeds, subset_seeds, config, search, posthoc, pack, workers, reference)  # fmt: skip
 
 
 def check_reference(value: Any, labels: list[str], where: str) -> str | None:
-    """A reference method (the suite's `reference:`, `ltbench run --reference`): None, or
+    """The suite's `reference:` (the method its report compares every other with): None, or
     one of the suite's method labels."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or value not in labels:
+    if value is not None and (not isinstance(value, str) or value not in labels):
         raise LtbenchError(
             f"{where} {value!r} is not a method of the suite; choose one of: {', '.join(labels)}"
         )
