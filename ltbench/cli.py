@@ -16,6 +16,7 @@ import yaml
 
 from ltbench.doctor.args import add_doctor_parser
 from ltbench.errors import Interrupted, LtbenchError, one_line, os_error_message
+from reports import REFERENCE_HELP
 
 # OSErrors that the user's environment causes (permissions, a full or read-only disk, a path
 # through a file): one line naming the file. Any other OSError is ltbench's bug: a traceback.
@@ -291,11 +292,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from reports import build_report
 
-    formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    bad = [f for f in formats if f not in ("md", "pdf")]
-    if bad:
-        raise LtbenchError(f"unknown report format {bad[0]!r}; allowed: md, pdf")
-    paths = build_report(args.dir, formats=formats, out=args.out)
+    # reports.build checks the formats and the reference (one-line errors)
+    paths = build_report(args.dir, formats=args.format, out=args.out, reference=args.reference)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
@@ -518,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", type=Path)
     p.add_argument("--format", default="md,pdf", help="comma-separated: md, pdf")
     p.add_argument("--out", type=Path, default=None, help="output folder or file prefix")
+    p.add_argument("--reference", metavar="METHOD", help=REFERENCE_HELP)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="measure loss, training-step and data-loading speed")

@@ -66,66 +66,114 @@ def _std(values: pd.Series) -> float:
     return float(values.std(ddof=1)) if values.count() > 1 else math.nan
 
 
-def per_group_figure(
-    groups: pd.DataFrame, setting: Setting, methods: list[str], path: Path, grouped: bool
-) -> None:
-    """Grouped bars of error per class/group for each method; error bars: std over seeds."""
-    n_groups = int(groups["n_groups"].max())
-    stats = (
+def _group_stats(groups: pd.DataFrame) -> pd.DataFrame:
+    return (
         groups.groupby(["method", "group"])["error"]
         .agg(mean="mean", std=_std, n="count")
         .reset_index()
     )
-    methods = [m for m in methods if m in set(stats["method"])]
-    colours = _palette(methods)
+
+
+def _draw_bars(ax, stats, methods, colours, n_groups, hatch=None) -> None:
+    """Side-by-side bars of ``methods`` per group on ``ax``; error bars: std over seeds."""
     width = 0.8 / max(len(methods), 1)
-    with sns.axes_style("whitegrid"), matplotlib.rc_context(STYLE):
-        fig = new_figure(WIDE)
-        ax = fig.add_subplot()
-        x = np.arange(n_groups)
-        for i, m in enumerate(methods):
-            s = stats[stats["method"] == m].set_index("group").reindex(range(1, n_groups + 1))
-            ax.bar(
-                x - 0.4 + width * (i + 0.5),
-                s["mean"],
-                width,
-                yerr=s["std"].fillna(0.0),
-                label=m,
-                color=colours[m],
-                edgecolor="white",
-                linewidth=0.4,
-                error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "#333333"},
-            )
-        ax.set_xticks(x, group_labels(n_groups, grouped))
-        ax.set_xlim(-0.5, n_groups - 0.5)
-        ymax = float((stats["mean"] + stats["std"].fillna(0)).max())
-        ax.set_ylim(0, min(100.0, ymax * 1.15 + 1) if np.isfinite(ymax) else 100.0)
-        if n_groups == N_GROUPS:
-            for name, lo, hi, colour in PART_SPANS:
-                ax.axvspan(lo, hi, color=colour, alpha=0.07, zorder=0)
-                ax.text(
-                    (lo + hi) / 2,
-                    0.97,
-                    name,
-                    transform=ax.get_xaxis_transform(),
-                    ha="center",
-                    va="top",
-                    fontsize=11,
-                    fontweight="bold",
-                    color=colour,
-                )
-            for edge in (2.5, 6.5):
-                ax.axvline(edge, color="#555555", linestyle="--", linewidth=0.8)
-        unit = "group of classes" if grouped else "class"
-        ax.set_ylabel("top-1 error (%)")
-        ax.set_xlabel(f"{unit}, most frequent first")
-        ax.set_title(f"Per-{unit.split(' ')[0]} error, {setting.label}")
-        ax.legend(
-            loc="upper left",
-            bbox_to_anchor=(1.01, 1.0),
-            frameon=False,
-            title="method",
+    x = np.arange(n_groups)
+    for i, m in enumerate(methods):
+        s = stats[stats["method"] == m].set_index("group").reindex(range(1, n_groups + 1))
+        ax.bar(
+            x - 0.4 + width * (i + 0.5),
+            s["mean"],
+            width,
+            yerr=s["std"].fillna(0.0),
+            label=m,
+            color=colours[m],
+            edgecolor="white",
+            linewidth=0.4,
+            hatch=(hatch or {}).get(m),
+            error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "#333333"},
         )
+
+
+def _shade_parts(ax, n_groups: int, labels: bool = True) -> None:
+    """The Head / Mid / Tail spans of ten groups (nothing for another number of groups)."""
+    if n_groups != N_GROUPS:
+        return
+    for name, lo, hi, colour in PART_SPANS:
+        ax.axvspan(lo, hi, color=colour, alpha=0.07, zorder=0)
+        if labels:
+            ax.text(
+                (lo + hi) / 2,
+                0.97,
+                name,
+                transform=ax.get_xaxis_transform(),
+                ha="center",
+                va="top",
+                fontsize=11,
+                fontweight="bold",
+                color=colour,
+            )
+    for edge in (2.5, 6.5):
+        ax.axvline(edge, color="#555555", linestyle="--", linewidth=0.8)
+
+
+def per_group_figure(
+    groups: pd.DataFrame,
+    setting: Setting,
+    methods: list[str],
+    path: Path,
+    grouped: bool,
+    reference: str | None = None,
+) -> None:
+    """Bars of error per class/group; error bars: std over seeds. Without a reference (or
+    with only the reference): all methods side by side in one panel. With one: a panel per
+    other method, the reference's bars (grey, hatched) beside the method's."""
+    n_groups = int(groups["n_groups"].max())
+    stats = _group_stats(groups)
+    methods = [m for m in methods if m in set(stats["method"])]
+    others = [m for m in methods if m != reference]
+    paired = reference in methods and bool(others)
+    colours = _palette(methods)
+    unit = "group of classes" if grouped else "class"
+    ymax = float((stats["mean"] + stats["std"].fillna(0)).max())
+    top = min(100.0, ymax * 1.15 + 1) if np.isfinite(ymax) else 100.0
+    with sns.axes_style("whitegrid"), matplotlib.rc_context(STYLE):
+        if not paired:
+            fig = new_figure(WIDE)
+            axes = [fig.add_subplot()]
+            panels = [methods]
+        else:
+            colours[reference] = (0.62, 0.62, 0.62)
+            ncols = 1 if len(others) <= 2 else 2
+            nrows = math.ceil(len(others) / ncols)
+            fig = new_figure((WIDE[0], 1.0 + 2.6 * nrows))
+            grid = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+            axes = list(grid.flat)
+            panels = [[reference, m] for m in others]
+            for ax in axes[len(panels) :]:
+                ax.set_axis_off()
+        for ax, panel in zip(axes, panels, strict=False):
+            _draw_bars(ax, stats, panel, colours, n_groups, {reference: "//"} if paired else None)
+            ticks = group_labels(n_groups, grouped)
+            ax.set_xticks(np.arange(n_groups), ticks, fontsize=9 if not paired else 7)
+            ax.set_xlim(-0.5, n_groups - 0.5)
+            ax.set_ylim(0, top)
+            _shade_parts(ax, n_groups, labels=not paired)  # paired: the ticks name the parts
+            ax.set_ylabel("top-1 error (%)")
+            if paired:
+                ax.set_title(f"{panel[1]} (colour) beside {reference} (grey)", fontsize=10)
+                ax.legend(loc="upper left", frameon=False, fontsize=8)
+        if not paired:
+            axes[0].set_xlabel(f"{unit}, most frequent first")
+            axes[0].set_title(f"Per-{unit.split(' ')[0]} error, {setting.label}")
+            axes[0].legend(
+                loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title="method"
+            )
+        else:
+            fig.suptitle(
+                f"Per-{unit.split(' ')[0]} error, {setting.label}: each method beside the "
+                f"reference {reference} ({unit}, most frequent first)"
+            )
+            fig.tight_layout()
         save_figure(fig, path)
 
 
@@ -160,8 +208,9 @@ def curves_figure(curves: pd.DataFrame, setting: Setting, methods: list[str], pa
         save_figure(fig, path)
 
 
-def make_figures(data, fig_dir: Path) -> list[Figure]:
+def make_figures(data, fig_dir: Path, reference: str | None = None) -> list[Figure]:
     """Write every figure a suite's data allows into ``fig_dir``; returns them in order.
+    ``reference``: the method whose bars the per-class chart draws beside each other method's.
 
     A sweep's figures are ``reports.search_figures.sweep_figures`` (its trials are search
     points, not methods).
@@ -185,7 +234,7 @@ def make_figures(data, fig_dir: Path) -> list[Figure]:
         grouped = n_classes > N_GROUPS
         kind = "group" if grouped else "class"
         path = fig_dir / f"per_{kind}_{s.slug}.png"
-        per_group_figure(g, s, methods, path, grouped)
+        per_group_figure(g, s, methods, path, grouped, reference)
         parts = int(g["n_groups"].max()) == N_GROUPS
         what = (
             f"{N_GROUPS} groups of about {n_classes // N_GROUPS} classes"
@@ -199,6 +248,12 @@ def make_figures(data, fig_dir: Path) -> list[Figure]:
                 f"Top-1 error per {kind} ({what}, sorted by training count, most frequent "
                 "first) for each method, as in the paper's Figs. 6 and 7; bars: mean over "
                 "finished seeds, error bars: std over seeds."
+                + (
+                    f" One panel per method, the reference {reference}'s bars (grey, hatched) "
+                    "beside its own."
+                    if reference in set(g["method"]) and len(set(g["method"])) > 1
+                    else ""
+                )
                 + (" Shaded: Head (1-3), Mid (4-7), Tail (8-10)." if parts else ""),
             )
         )

@@ -42,6 +42,9 @@ def protocol_table(results: pd.DataFrame, paper: PaperNumbers | None) -> Table |
     if ON_VAL not in fin.columns or fin.empty:
         return None
     has_val = pd.to_numeric(fin[ON_VAL], errors="coerce").notna().any()
+    on_test = ON_TEST in fin.columns and pd.to_numeric(fin[ON_TEST], errors="coerce").notna()
+    if not has_val and not (isinstance(on_test, pd.Series) and on_test.any()):
+        return None  # results written before the protocols were recorded
     fin = with_setting(fin)
     columns = [Column("method", align="left")]
     settings = settings_of(fin)

@@ -17,14 +17,18 @@ import numpy as np
 import pandas as pd
 
 from ltbench.schema import (
+    RESULT_FILE,
     SEARCH_METRIC,
     SWEEP_TEST_METRIC,
     VAL_TOP1_METRIC,
+    read_result,
     select_best,
     sweep_params,
+    trial_dir,
 )
 from reports.content import BEST, Cell, Column, Table
-from reports.tables import fmt
+from reports.stats import N_BOOT, bootstrap_interval, least_favourable_pairs
+from reports.tables import NEAR_BEST, fmt
 
 GRID_MAX_VALUES = 12  # at most this many distinct values per parameter for a grid's table / map
 
@@ -72,6 +76,62 @@ def correlations(sweep: pd.DataFrame) -> dict[str, float]:
         if col in fin.columns:
             out[col] = spearman(fin[col], fin[SWEEP_TEST_METRIC])
     return out
+
+
+def _val_counts(run_dir, trial: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(errors, images) per validation class of a point, from its result.json."""
+    result = read_result(trial_dir(run_dir, trial) / RESULT_FILE) or {}
+    acc, counts = result.get("val_per_class_accuracy"), result.get("val_class_counts")
+    if not acc or not counts or len(acc) != len(counts):
+        return None
+    n = np.asarray(counts, dtype=float)
+    a = np.array([np.nan if v is None else float(v) for v in acc])
+    return np.rint(n - np.nan_to_num(a) * n / 100.0), np.where(np.isnan(a), 0.0, n)
+
+
+def within_noise(run_dir, sweep: pd.DataFrame) -> dict[str, bool]:
+    """For each finished point: is its balanced validation error within noise of the selected
+    point's? Within noise: the 95 % interval of the difference, a paired bootstrap over the
+    validation images (``reports.stats.bootstrap_interval``; each class weighs 1/n_c, as in
+    the balanced error; least favourable pairing of the per-class counts), includes 0.
+    Points whose result.json lacks the per-class validation numbers are left out; {} when
+    nothing is selected or nothing can be compared."""
+    best = selected(sweep)
+    if best is None or run_dir is None or selection_metric(sweep) != SEARCH_METRIC:
+        return {}
+    chosen = _val_counts(run_dir, str(best["trial"]))
+    if chosen is None:
+        return {}
+    out = {}
+    for trial in sweep.loc[sweep["status"] == "finished", "trial"].astype(str):
+        if trial == str(best["trial"]):
+            continue
+        other = _val_counts(run_dir, trial)
+        if other is None or not np.array_equal(other[1], chosen[1]):
+            continue  # not the same validation images
+        d, cls = least_favourable_pairs(other[0], chosen[0], chosen[1])
+        n = chosen[1]
+        w = np.where(n > 0, 1.0 / np.maximum(n, 1), 0.0)[cls]
+        out[trial] = not bootstrap_interval(d, w).distinguishable
+    return out
+
+
+def noise_note(noise: dict[str, bool]) -> str:
+    """The note that explains the within-noise mark."""
+    if not noise:
+        return (
+            "Within noise of the selected point: not assessed (the points' result.json files "
+            "lack per-class validation numbers, or nothing is selected)."
+        )
+    k = sum(noise.values())
+    return (
+        f"{NEAR_BEST}: balanced validation error within noise of the selected point ({k} of "
+        f"{len(noise)} other finished points): the 95 % interval of the difference, a paired "
+        f"bootstrap ({N_BOOT} resamples) over the validation images, includes 0. Which images "
+        "both points got right is not recorded, so the least favourable pairing of their "
+        "per-class counts is used (an interval that is, if anything, too wide). Many marks: a "
+        "flat optimum; none: a sharp one."
+    )
 
 
 def _rho(x: float) -> str:
@@ -128,12 +188,18 @@ def _value(v) -> str:
     return str(v)
 
 
-def sweep_table(sweep: pd.DataFrame, params: list[str] | None = None, top: int = 10) -> Table:
+def sweep_table(
+    sweep: pd.DataFrame,
+    params: list[str] | None = None,
+    top: int = 10,
+    noise: dict[str, bool] | None = None,
+) -> Table:
     """The best points of a sweep by balanced validation error, with the instance-weighted
     validation error and the test error beside it (never used to rank).
 
     ``params``: the searched parameters, one column each (default: sweep.csv's columns that
-    are not fixed ones, see ``ltbench.schema.sweep_params``).
+    are not fixed ones, see ``ltbench.schema.sweep_params``). ``noise``: `within_noise`'s
+    answer; points within noise of the selected one carry NEAR_BEST.
     """
     params = list(params) if params is not None else sweep_params({}, sweep.columns)
     key = selection_metric(sweep)
@@ -150,11 +216,12 @@ def sweep_table(sweep: pd.DataFrame, params: list[str] | None = None, top: int =
     rows = []
     for r in fin.to_dict("records"):
         chosen = best is not None and r["trial"] == best["trial"]
+        near = f" {NEAR_BEST}" if (noise or {}).get(str(r["trial"])) else ""
         rows.append(
             [
                 Cell(str(r["trial"])),
                 *(Cell(_value(r[p])) for p in params),
-                Cell(fmt(r[SEARCH_METRIC]), BEST if chosen and key == SEARCH_METRIC else ""),
+                Cell(fmt(r[SEARCH_METRIC]) + near, BEST if chosen and key == SEARCH_METRIC else ""),
                 Cell(fmt(r[VAL_TOP1_METRIC]), BEST if chosen and key == VAL_TOP1_METRIC else ""),
                 Cell(fmt(r[SWEEP_TEST_METRIC])),
                 Cell(str(r["epochs"])),
@@ -181,13 +248,19 @@ def sweep_table(sweep: pd.DataFrame, params: list[str] | None = None, top: int =
     n_bad = int((sweep["status"] != "finished").sum())
     if n_bad:
         notes.append(f"{n_bad} point(s) did not finish and are left out.")
+    if noise is not None and key is not None:
+        notes.append(noise_note(noise))
     return Table("Sweep: best points", [Column(c) for c in cols], rows, notes, anchor="sweep")
 
 
-def grid_tables(sweep: pd.DataFrame, params: list[str]) -> list[Table]:
+def grid_tables(
+    sweep: pd.DataFrame, params: list[str], noise: dict[str, bool] | None = None
+) -> list[Table]:
     """Sensitivity tables of a grid over one or two parameters, the paper's kind: the test
     error and the balanced validation error of every point (rows: the first parameter,
-    columns: the second), the selected point marked. [] when the points are not such a grid."""
+    columns: the second), the selected point marked, and in the validation table the points
+    within noise of it (``noise``, see `within_noise`). [] when the points are not such a
+    grid."""
     axes = grid_axes(sweep, params)
     if axes is None or len(params) > 2:
         return []
@@ -214,6 +287,8 @@ def grid_tables(sweep: pd.DataFrame, params: list[str]) -> list[Table]:
                 r = index[(rv, cv)]
                 chosen = best is not None and r["trial"] == best["trial"]
                 text = fmt(r[metric]) if r["status"] == "finished" else r["status"]
+                if metric == SEARCH_METRIC and (noise or {}).get(str(r["trial"])):
+                    text += f" {NEAR_BEST}"
                 cells.append(Cell(text, BEST if chosen else ""))
             rows.append(cells)
         what = f"{row_p} x {col_p}" if col_p else row_p
@@ -223,6 +298,8 @@ def grid_tables(sweep: pd.DataFrame, params: list[str]) -> list[Table]:
         ]
         if metric == SWEEP_TEST_METRIC:
             notes.append("The test error is reported, never used to choose.")
+        elif noise is not None:
+            notes.append(noise_note(noise))
         anchor = "grid-test" if metric == SWEEP_TEST_METRIC else "grid-val"
         out.append(Table(f"Grid: {title}", columns, rows, notes, anchor=anchor))
     return out

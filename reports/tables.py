@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,13 @@ from reports.content import BEST, SECOND, Cell, Column, Table
 from reports.labels import paper_match, precision_note
 from reports.paper import NATURAL_LT, PAPER_SETTINGS, PaperNumbers, reference_rows
 
+if TYPE_CHECKING:
+    from reports.judge import Judge
+
 DAGGER = "†"
+DISTINCT = "*"  # Δ cell: the 95 % interval of the difference from the reference excludes 0
+NEAR_BEST = "≈"  # value cell: the interval of the difference from the column's best includes 0
+TEST_NOISE = "‡"  # Δ cell: one seed each, bootstrap over test images: test-set noise only
 NO_STD = "-"
 N_GROUPS = 10
 PART_NAMES = ("Head",) * 3 + ("Mid",) * 4 + ("Tail",) * 3
@@ -175,33 +182,22 @@ class _Notes:
         return out
 
 
-def metric_table(
-    results: pd.DataFrame,
-    metrics: list[tuple[str, str]],
-    title: str,
-    higher_is_better: bool,
-    anchor: str,
-    paper: PaperNumbers | None = None,
-) -> Table:
-    """Methods as rows; for every setting one column per metric ((column, label) pairs).
-
-    With ``paper``, each setting also gets the paper's number and measured − paper (only
-    sensible for a single metric: top-1 error).
-    """
-    settings = settings_of(results)
-    methods = methods_of(results)
-    n_expected = expected_seeds(results)
-    notes = _Notes(n_expected)
-    stats = {m: summarize(results, m) for m, _ in metrics}
-
+def _columns(settings, metrics, judge, paper) -> list[Column]:
+    """The header of a metric table: per setting its metrics (a Δ column after a single metric
+    with a reference), then the paper's number and Δ."""
     columns = [Column("method")]
     for s in settings:
         for _, label in metrics:
             columns.append(Column(label, s.label))
+            if judge is not None and judge.reference and len(metrics) == 1:
+                columns.append(Column(f"Δ vs {judge.reference} [95% CI]", s.label))
         if paper is not None:
             columns += [Column("paper", s.label), Column("Δ", s.label)]
+    return columns
 
-    # marks per (setting, metric) column
+
+def _column_marks(stats, settings, methods, metrics, higher_is_better, judge):
+    """The best / second marks per (setting, metric) column, settled by the judge if any."""
     marks: dict[tuple[str, str], dict[str, str]] = {}
     for s in settings:
         for m, _ in metrics:
@@ -212,6 +208,64 @@ def metric_table(
                 if (meth, s.label) in st.index and st.loc[(meth, s.label), "n"] > 0
             }
             marks[(s.label, m)] = rank_marks(means, higher_is_better)
+            if judge is not None:
+                marks[(s.label, m)] = judge.settle(marks[(s.label, m)], means, s.label, m)
+    return marks
+
+
+def _paper_cells(fin, paper, meth, s, rec, used_tables: set, why: list) -> list[Cell]:
+    """The paper's number and measured − paper for one method and setting (or why not)."""
+    cell_rows = fin[(fin["method"] == meth) & (fin["setting"] == s.label)]
+    pv, reason, note = paper_match(cell_rows, paper, s)
+    mean = rec.loc[(meth, s.label), "mean"] if (meth, s.label) in rec.index else np.nan
+    if pv is None:
+        if note:
+            why.append(f"{meth} on {s.label}: {reason}: {note}")
+        return [Cell(reason), Cell("-")]
+    used_tables.add(pv.table)
+    delta = "-" if math.isnan(mean) else f"{mean - pv.value:+.2f}"
+    return [Cell(fmt(pv.value)), Cell(delta)]
+
+
+def _paper_notes(paper, used_tables: set, why: list) -> list[str]:
+    cited = ", ".join(paper.table_title(t).split(":")[0] for t in sorted(used_tables))
+    out = [
+        "paper: the number the paper reports for the same method and setting"
+        + (f" ({cited})" if cited else "")
+        + "; Δ = measured mean − paper; '-' where the paper has no number. A number is shown "
+        "only when the run's configuration (its label from loss, parameters, mixup and "
+        "stages) is the paper row's and its setup (network, data, schedule) is the paper's; "
+        "otherwise the cell says why."
+    ]
+    if why:
+        out.append("Empty paper cells: " + _capped(list(dict.fromkeys(why))) + ".")
+    return out
+
+
+def metric_table(
+    results: pd.DataFrame,
+    metrics: list[tuple[str, str]],
+    title: str,
+    higher_is_better: bool,
+    anchor: str,
+    paper: PaperNumbers | None = None,
+    judge: Judge | None = None,
+) -> Table:
+    """Methods as rows; for every setting one column per metric ((column, label) pairs).
+
+    With ``paper``, each setting also gets the paper's number and measured − paper (only
+    sensible for a single metric: top-1 error). With ``judge`` (a comparer and an optional
+    reference method), the best is marked only where it is distinguishable from the second,
+    values indistinguishable from the best carry NEAR_BEST, and a single-metric table gets a
+    "Δ vs reference" column per setting.
+    """
+    settings = settings_of(results)
+    methods = methods_of(results)
+    notes = _Notes(expected_seeds(results))
+    stats = {m: summarize(results, m) for m, _ in metrics}
+    columns = _columns(settings, metrics, judge, paper)
+    marks = _column_marks(stats, settings, methods, metrics, higher_is_better, judge)
+    with_delta = judge is not None and judge.reference and len(metrics) == 1
 
     used_tables: set[str] = set()
     why: list[str] = []
@@ -223,69 +277,71 @@ def metric_table(
             for m, _ in metrics:
                 st = stats[m]
                 rec = st.loc[(meth, s.label)] if (meth, s.label) in st.index else None
-                row.append(Cell(notes.cell(rec, meth, s.label), marks[(s.label, m)].get(meth, "")))
+                text = notes.cell(rec, meth, s.label)
+                if judge is not None and meth in judge.near_best.get((s.label, m), ()):
+                    text += f" {NEAR_BEST}"
+                row.append(Cell(text, marks[(s.label, m)].get(meth, "")))
+                if with_delta:
+                    row.append(Cell(judge.delta_text(meth, s.label, m)))
             if paper is not None:
-                cell_rows = fin[(fin["method"] == meth) & (fin["setting"] == s.label)]
-                pv, reason, note = paper_match(cell_rows, paper, s)
                 rec = stats[metrics[0][0]]
-                mean = rec.loc[(meth, s.label), "mean"] if (meth, s.label) in rec.index else np.nan
-                if pv is None:
-                    row += [Cell(reason), Cell("-")]
-                    if note:
-                        why.append(f"{meth} on {s.label}: {reason}: {note}")
-                else:
-                    used_tables.add(pv.table)
-                    delta = "-" if math.isnan(mean) else f"{mean - pv.value:+.2f}"
-                    row += [Cell(fmt(pv.value)), Cell(delta)]
+                row += _paper_cells(fin, paper, meth, s, rec, used_tables, why)
         rows.append(row)
 
+    rule = "Best per column: underlined bold; second best: bold."
     table_notes = [
         f"Mean ± standard deviation (ddof=1) over seeds, in percent; "
         f"{'higher' if higher_is_better else 'lower'} is better. "
-        "Best per column: underlined bold; second best: bold."
+        + (rule if judge is None else judge.rule_note())
     ]
     if paper is not None:
-        cited = ", ".join(paper.table_title(t).split(":")[0] for t in sorted(used_tables))
-        table_notes.append(
-            "paper: the number the paper reports for the same method and setting"
-            + (f" ({cited})" if cited else "")
-            + "; Δ = measured mean − paper; '-' where the paper has no number. A number is shown "
-            "only when the run's configuration (its label from loss, parameters, mixup and "
-            "stages) is the paper row's and its setup (network, data, schedule) is the paper's; "
-            "otherwise the cell says why."
-        )
-        if why:
-            table_notes.append("Empty paper cells: " + _capped(list(dict.fromkeys(why))) + ".")
+        table_notes += _paper_notes(paper, used_tables, why)
     table_notes += notes.lines()
+    if judge is not None:
+        table_notes += judge.notes([m for m, _ in metrics], len(metrics) == 1)
     if precision_note(results):
         table_notes.append(precision_note(results))
     return Table(title=title, columns=columns, rows=rows, notes=table_notes, anchor=anchor)
 
 
-def result_tables(results: pd.DataFrame, paper: PaperNumbers | None) -> list[Table]:
-    """The report's tables of measured results, in reading order."""
+def result_tables(results: pd.DataFrame, paper: PaperNumbers | None, judge_for=None) -> list[Table]:
+    """The report's tables of measured results, in reading order.
+
+    ``judge_for(labels)`` (optional) gives each table its ``reports.judge.Judge``; ``labels``
+    maps the table's metric columns to their names.
+    """
+
+    def judged(metrics):
+        return None if judge_for is None else judge_for(dict(metrics))
+
+    top1 = [("top1_error", "top-1 err")]
+    shots = [("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few")]
+    parts = [("head_error", "head"), ("mid_error", "mid"), ("tail_error", "tail")]
     tables = [
         metric_table(
             results,
-            [("top1_error", "top-1 err")],
+            top1,
             "Top-1 error (%) on the balanced test set, final epoch",
             higher_is_better=False,
             anchor="top1",
             paper=paper,
+            judge=judged(top1),
         ),
         metric_table(
             results,
-            [("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few")],
+            shots,
             "Many / medium / few-shot accuracy (%): > 100, 20-100, < 20 training images",
             higher_is_better=True,
             anchor="shots",
+            judge=judged(shots),
         ),
         metric_table(
             results,
-            [("head_error", "head"), ("mid_error", "mid"), ("tail_error", "tail")],
+            parts,
             "Head / Mid / Tail error (%): frequency groups 1-3, 4-7, 8-10 of 10",
             higher_is_better=False,
             anchor="parts",
+            judge=judged(parts),
         ),
     ]
     fin = results[results["status"] == "finished"]
@@ -297,6 +353,7 @@ def result_tables(results: pd.DataFrame, paper: PaperNumbers | None) -> list[Tab
                 "Expected calibration error (%, 15 bins)",
                 higher_is_better=False,
                 anchor="ece",
+                judge=judged([("ece", "ECE")]),
             )
         )
         tables[-1].notes.append(
@@ -306,69 +363,6 @@ def result_tables(results: pd.DataFrame, paper: PaperNumbers | None) -> list[Tab
             "those minus τ log prior; tau-norm: the τ-normalised scores times s)."
         )
     return tables
-
-
-def problem_rows(results: pd.DataFrame) -> pd.DataFrame:
-    """Trials that did not finish (status failed or missing)."""
-    return results[results["status"] != "finished"]
-
-
-def problems_table(results: pd.DataFrame, only: tuple[str, ...] | None = None) -> Table | None:
-    """The trials that did not finish (or only those with a status in ``only``), or None."""
-    bad = problem_rows(results)
-    if only is not None:
-        bad = bad[bad["status"].isin(only)]
-    if bad.empty:
-        return None
-    cols = ["trial", "method", "setting", "seed", "status", "error"]
-    rows = []
-    for r in with_setting(bad).itertuples(index=False):
-        err = r.error.strip().splitlines()[-1] if r.error.strip() else "(no error recorded)"
-        if len(err) > 160:
-            err = err[:157] + "..."
-        rows.append(
-            [Cell(str(r.trial)), Cell(r.method), Cell(r.setting), Cell(str(r.seed))]
-            + [Cell(r.status), Cell(err)]
-        )
-    columns = [Column(c, align="left" if c in ("trial", "error") else "center") for c in cols]
-    return Table("Trials that did not finish", columns, rows, anchor="problems")
-
-
-def incomplete_warnings(results: pd.DataFrame) -> list[str]:
-    """Sentences for the report's warning section; empty when the run is complete."""
-    if results.empty:
-        return ["results.csv lists no trials: there is nothing to report."]
-    out = []
-    counts = results["status"].value_counts()
-    bad = {s: int(n) for s, n in counts.items() if s != "finished"}
-    if bad:
-        what = " and ".join(f"{n} {s}" for s, n in sorted(bad.items()))
-        out.append(
-            f"This run is incomplete: of {len(results)} trials, {what} (listed below); "
-            "the tables average only the finished ones."
-        )
-    n_expected = expected_seeds(results)
-    st = summarize(results, "top1_error")
-    short = st[st["n_finished"] < n_expected]
-    if not short.empty:
-        cells = _capped(
-            [
-                f"{m} on {s} (n={int(r.n_finished)} of {n_expected})"
-                for (m, s), r in short.iterrows()
-            ]
-        )
-        out.append(
-            f"Cells averaged over fewer than {n_expected} seeds are marked {DAGGER} in the "
-            f"tables: {cells}."
-        )
-    fin = with_setting(results[results["status"] == "finished"])
-    dup = fin.duplicated(["method", "setting", "seed", "subset_seed"], keep=False)
-    if dup.any():
-        out.append(
-            f"{int(dup.sum())} finished rows share method, setting and seed with another row "
-            "(different params under one method label?); their cells average over them."
-        )
-    return out
 
 
 def per_group_errors(per_class: pd.DataFrame, finished_trials: set[str]) -> pd.DataFrame:

@@ -306,30 +306,75 @@ def test_files_are_written(built):
         assert f"(figures/{name})" in md
 
 
+def _reference_interval(root: Path, a: str, b: str, dataset: str, rho: int, metric: str):
+    """a − b with its 95 % interval straight from results.csv and scipy.stats: paired t where
+    both ran the same seeds (each once), else Welch t."""
+    from scipy import stats
+
+    df = pd.read_csv(root / "results.csv")
+    fin = df[(df["status"] == "finished") & (df["dataset"] == dataset) & (df["rho"] == rho)]
+    va = fin[fin["method"] == a].set_index("seed")[metric]
+    vb = fin[fin["method"] == b].set_index("seed")[metric]
+    if set(va.index) == set(vb.index):
+        d = va - vb.loc[va.index]
+        ci = stats.ttest_rel(va, vb.loc[va.index]).confidence_interval(0.95)
+        return float(d.mean()), float(ci.low), float(ci.high)
+    ci = stats.ttest_ind(va, vb, equal_var=False).confidence_interval(0.95)
+    return float(va.mean() - vb.mean()), float(ci.low), float(ci.high)
+
+
 def test_top1_table_matches_csv(built):
+    """Means, deviations and daggers as results.csv gives them; the Δ vs ce column and the
+    marks from intervals recomputed here with scipy: the best is marked only where its
+    interval against the second excludes 0, ≈ where a method's interval against the best
+    includes 0, * where the interval against ce excludes 0."""
     root, paths = built
     md = paths["md"].read_text()
     table = _md_table(md, "### Table 1: Top-1 error").set_index("method")
     exp = _expected(root, "top1_error")
     assert list(table.index) == list(METHODS)
+    marked = unmarked = 0
     for dataset in DATASETS:
         for rho in RHOS:
             col = f"{dataset} ρ={rho}: top-1 err"
-            means = {}
+            j = list(table.columns).index(col) + 1  # the Δ column's label repeats per setting
+            assert table.columns[j] == "Δ vs ce [95% CI]"
+            means, near = {}, {}
             for method in METHODS:
                 text, _ = _strip(table.loc[method, col])
-                m = re.fullmatch(r"([\d.]+) ± ([\d.]+)(†?)", text)
+                m = re.fullmatch(r"([\d.]+) ± ([\d.]+)(†?)( ≈)?", text)
                 assert m, text
                 e = exp.loc[(method, dataset, rho)]
                 assert float(m.group(1)) == pytest.approx(round(e["mean"], 2), abs=0.006)
                 assert float(m.group(2)) == pytest.approx(round(e["std"], 2), abs=0.006)
                 assert (m.group(3) == "†") == (e["count"] < len(SEEDS))
-                means[method] = round(e["mean"], 2)
+                means[method], near[method] = round(e["mean"], 2), bool(m.group(4))
+                cell = table.iloc[list(table.index).index(method), j]
+                if method == "ce":
+                    assert cell == "reference"
+                    continue
+                d, lo, hi = _reference_interval(root, method, "ce", dataset, rho, "top1_error")
+                m = re.fullmatch(r"([+-][\d.]+) \[([+-][\d.]+), ([+-][\d.]+)\]( \*)?", cell)
+                assert m, cell
+                got = [float(m.group(i)) for i in (1, 2, 3)]
+                assert got == pytest.approx([d, lo, hi], abs=0.006)
+                assert bool(m.group(4)) == (lo > 0 or hi < 0)
             ranked = sorted(means, key=means.get)
-            assert _strip(table.loc[ranked[0], col])[1] == "best"
-            assert _strip(table.loc[ranked[1], col])[1] == "second"
-            for method in ranked[2:]:
-                assert _strip(table.loc[method, col])[1] == ""
+            best = ranked[0]
+            for method in ranked[1:]:
+                _, lo, hi = _reference_interval(root, method, best, dataset, rho, "top1_error")
+                assert near[method] == (lo <= 0 <= hi), (col, method)
+            _, lo, hi = _reference_interval(root, ranked[1], best, dataset, rho, "top1_error")
+            if lo > 0:
+                marked += 1
+                assert _strip(table.loc[best, col])[1] == "best"
+                assert _strip(table.loc[ranked[1], col])[1] == "second"
+                assert all(_strip(table.loc[m, col])[1] == "" for m in ranked[2:])
+            else:
+                unmarked += 1
+                assert all(_strip(table.loc[m, col])[1] == "" for m in ranked), col
+                assert f"{col.replace(': ', ' ')}" in md  # listed as "no best marked"
+    assert marked and unmarked  # the fixture exercises both cases
 
 
 def test_paper_columns(built, tmp_path):
@@ -339,16 +384,16 @@ def test_paper_columns(built, tmp_path):
     cols = list(table.columns)
     # the paper column right after cifar100-lt rho=100: CE is 63.32 in Table 3
     i = cols.index("cifar100-lt ρ=100: top-1 err")
-    assert cols[i + 1 : i + 3] == ["paper", "Δ"]
-    assert table.iloc[list(table.index).index("ce"), i + 1] == "63.32"
+    assert cols[i + 1 : i + 4] == ["Δ vs ce [95% CI]", "paper", "Δ"]
+    assert table.iloc[list(table.index).index("ce"), i + 2] == "63.32"
     measured = float(_strip(table.loc["ce", cols[i]])[0].split(" ± ")[0])
-    delta = float(table.iloc[list(table.index).index("ce"), i + 2])
+    delta = float(table.iloc[list(table.index).index("ce"), i + 3])
     exp = _expected(root, "top1_error").loc[("ce", "cifar100-lt", 100), "mean"]
     assert delta == pytest.approx(exp - 63.32, abs=0.006)
     assert measured == pytest.approx(exp, abs=0.006)
     # synthetic-lt has no paper number
     j = cols.index("synthetic-lt ρ=100: top-1 err")
-    assert set(table.iloc[:, j + 1]) == {"-"} and set(table.iloc[:, j + 2]) == {"-"}
+    assert set(table.iloc[:, j + 2]) == {"-"} and set(table.iloc[:, j + 3]) == {"-"}
     # the reference table comes from paper_numbers.yaml: CE on CIFAR-10-LT rho=100 is 29.64
     ref = _md_table(md, "### Paper reference numbers").set_index("ltbench")
     assert ref.loc["ce", "cifar10-lt: ρ=100"] == "29.64"
@@ -391,7 +436,7 @@ def test_other_tables_and_warnings(built):
     text = _strip(parts.iloc[list(parts.index).index("kps"), j + 2])[0]
     exp = _expected(root, "tail_error").loc[("kps", "synthetic-lt", 100), "mean"]
     assert float(text.split(" ± ")[0]) == pytest.approx(exp, abs=0.006)
-    assert "### Table 4: Expected calibration error" in md
+    assert "### Table 5: Expected calibration error" in md
 
 
 def _page_pngs(pdf: Path, out: Path) -> list[Path]:
@@ -411,9 +456,10 @@ def _ink(path: Path) -> float:
 def test_pdf_pages(built, tmp_path):
     root, paths = built
     pages = _page_pngs(paths["pdf"], tmp_path)
-    # title 1 + warnings 1 + top-1 1 + many/medium/few 2 + head/mid/tail 2 (two settings
-    # per page) + ECE 1 + figures (4 per-class/group, 4 curves) + paper reference 1
-    assert len(pages) == 1 + 1 + 1 + 2 + 2 + 1 + 8 + 1
+    # title 1 + warnings 1 + top-1 2, many/medium/few 2, head/mid/tail 2, its Δ vs ce 2, ECE 2
+    # (two settings per page: the Δ columns take room) + figures (4 per-class/group, 4
+    # curves) + paper reference 1
+    assert len(pages) == 1 + 1 + 2 + 2 + 2 + 2 + 2 + 8 + 1
     for page in pages:
         assert _ink(page) > 0.004, f"{page.name} looks blank"
 
@@ -454,8 +500,10 @@ def test_sweep_report(tmp_path):
     assert _strip(sweep.loc[0, "val top-1 err (inst.)"])[1] == ""
     assert len(sweep) == 9  # 12 points, 2 stopped, 1 failed
     # ranked by the balanced validation error, not by the head-heavy one nor the test error
-    ranked = [float(_strip(v)[0]) for v in sweep["val balanced err"]]
+    ranked = [float(_strip(v)[0].removesuffix(" ≈")) for v in sweep["val balanced err"]]
     assert ranked == sorted(ranked)
+    near = sum(v.endswith(" ≈") for v in sweep["val balanced err"])
+    assert f"within noise of the selected point ({near} of 8 other finished points)" in md
     sw = pd.read_csv(root / "sweep.csv")
     fin = sw[sw["status"] == "finished"]
     rho = fin["val_balanced_error"].rank().corr(fin["test_top1_error"].rank())
@@ -631,7 +679,7 @@ def test_old_results_without_new_columns_are_readable(tmp_path):
     md = paths["md"].read_text()
     table = _md_table(md, "### Table 1: Top-1 error").set_index("method")
     i = list(table.columns).index("cifar100-lt ρ=100: top-1 err")
-    assert table.iloc[0, i + 1] == "config unknown"
+    assert table.iloc[0, i + 1] == "reference" and table.iloc[0, i + 2] == "config unknown"
     assert "| precision " in md and "unknown" in md
 
 

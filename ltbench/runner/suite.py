@@ -96,6 +96,7 @@ SUITE_KEYS = (
     "posthoc",
     "pack",
     "workers_per_trial",
+    "reference",
 )
 REQUIRED_KEYS = ("methods", "datasets", "rhos", "seeds")
 METHOD_KEYS = (
@@ -146,6 +147,7 @@ class Suite:
     posthoc: list[str] = field(default_factory=list)
     pack: int = 1  # trials per pack (1: every trial alone)
     workers_per_trial: dict[str, int] = field(default_factory=dict)  # dataset -> workers
+    reference: str | None = None  # the method the report compares every other with
 
     def workers(self, method: Method, dataset: str) -> int:
         """The workers of a trial: the method's, else the suite's for the dataset, else 1."""
@@ -331,21 +333,19 @@ def load_suite(name_or_path: str | Path) -> Suite:
     posthoc = _posthoc(data.get("posthoc"), where)
     pack = check_pack_size(data.get("pack", 1), f"{where}: pack")
     workers = _workers(data.get("workers_per_trial"), where)
-    return Suite(
-        path.stem,
-        where,
-        description,
-        methods,
-        datasets,
-        [float(r) for r in rhos],
-        seeds,
-        subset_seeds,
-        config,
-        search,
-        posthoc,
-        pack,
-        workers,
-    )
+    reference = check_reference(data.get("reference"), labels, f"{where}: reference")
+    return Suite(path.stem, where, description, methods, datasets, [float(r) for r in rhos],
+        seeds, subset_seeds, config, search, posthoc, pack, workers, reference)  # fmt: skip
+
+
+def check_reference(value: Any, labels: list[str], where: str) -> str | None:
+    """The suite's `reference:` (the method its report compares every other with): None, or
+    one of the suite's method labels."""
+    if value is not None and (not isinstance(value, str) or value not in labels):
+        raise LtbenchError(
+            f"{where} {value!r} is not a method of the suite; choose one of: {', '.join(labels)}"
+        )
+    return value
 
 
 def _posthoc(value: Any, where: str) -> list[str]:
