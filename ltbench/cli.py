@@ -198,6 +198,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume: Any = False
     if args.resume is not None:
         resume = True if args.resume == "auto" else Path(args.resume)
+        _refuse_finished(Path(out), args.overwrite)
     try:
         result = train(cfg, out, resume=resume, overwrite=args.overwrite)
     except KeyboardInterrupt:
@@ -211,6 +212,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{result['few_acc']:.1f}  ECE {result['ece']:.2f}%  -> {Path(out) / 'result.json'}"
     )
     return 0
+
+
+def _refuse_finished(out: Path, overwrite: bool) -> None:
+    """`train --resume` continues an unfinished run; on a finished one (result.json, perhaps
+    with `ltbench eval`'s rules) it would train the last epoch again and rewrite the record."""
+    if not overwrite and (out / "result.json").is_file():
+        raise LtbenchError(
+            f"{out} holds a finished run (result.json): --resume only continues an unfinished "
+            "run, so nothing was changed; pass --overwrite to train it again, or choose another "
+            "--out"
+        )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -291,7 +303,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"(ECE of {r['ece_logits']}){'; ' + r['note'] if r.get('note') else ''}"
         )
     print(f"-> {Path(args.run_dir) / 'result.json'} (posthoc)")
+    _refresh_suite(args.run_dir)
     return 0
+
+
+def _refresh_suite(run_dir: Path) -> None:
+    """After `eval` on a suite's trial: the suite's results.csv gets the new rows, so that
+    `ltbench report` shows them (while the suite's driver runs, it writes them when it ends)."""
+    from ltbench.engine.locks import FolderBusy, hold
+    from ltbench.runner.results import refresh_results, suite_of_trial
+
+    out_dir = suite_of_trial(run_dir)
+    if out_dir is None:
+        return
+    try:
+        with hold(out_dir):
+            refresh_results(out_dir)
+    except FolderBusy:
+        print(f"-> {out_dir} is in use by its driver; it writes results.csv when it ends")
+        return
+    print(f"-> {out_dir / 'results.csv'} (the suite's table; next: ltbench report {out_dir})")
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -330,17 +330,57 @@ def posthoc(
     device: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate `rules` on the finished run in `run_dir` and store them in its result.json
-    under `posthoc` (atomically; everything else in the file is kept). Returns the block."""
+    under `posthoc` (atomically; everything else in the file is kept, and so are the rules of
+    an earlier evaluation that this one does not redo: `merge_posthoc`). The run's folder is
+    held for the whole evaluation (`ltbench.engine.locks`): a second `eval` or a `train` on it
+    meanwhile is refused with the holder's PID. Returns the block of this evaluation."""
     run_dir = Path(run_dir)
     rules = parse_rules(rules)
     grid_values = parse_grid(grid)
-    run = load_finished_run(run_dir, device)
-    block = evaluate_rules(run, rules, grid_values)
+    if not run_dir.is_dir():
+        raise LtbenchError(f"{run_dir} is not a finished run: no such folder")
     with hold(run_dir):  # no other writer in the run's folder meanwhile
-        try:
-            result = json.loads((run_dir / "result.json").read_text())
-        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
-            raise LtbenchError(f"{run_dir / 'result.json'} is not readable ({exc})") from None
-        result["posthoc"] = block
+        result = read_run_result(run_dir)
+        run = load_finished_run(run_dir, device)
+        block = evaluate_rules(run, rules, grid_values)
+        result["posthoc"] = merge_posthoc(result.get("posthoc"), block)
         write_json(run_dir / "result.json", result)
     return block
+
+
+def read_run_result(run_dir: Path) -> dict[str, Any]:
+    """The run's result.json as a dict; a one-line error if it is missing, unreadable or not a
+    JSON object."""
+    path = run_dir / "result.json"
+    if not path.is_file():
+        raise LtbenchError(f"{run_dir} is not a finished run: it has no result.json")
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
+        raise LtbenchError(f"{path} is not readable ({str(exc)[:200]})") from None
+    if not isinstance(result, dict):
+        raise LtbenchError(
+            f"{path} holds a JSON {type(result).__name__}, not a run's record (an object); "
+            "train the run again with --overwrite"
+        )
+    return result
+
+
+# The settings of an evaluation that each rule carries when rules of two evaluations are kept.
+_EVALUATION_KEYS = ("tau_grid", "selection_metric", "selection_split", "precision", "device")
+
+
+def merge_posthoc(earlier: Any, block: dict[str, Any]) -> dict[str, Any]:
+    """The `posthoc` block after `block`'s evaluation: its rules replace the same rules of the
+    `earlier` block; the earlier block's other rules are kept. A kept rule evaluated with other
+    settings (τ grid, precision, device) carries its own settings."""
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("rules"), dict):
+        return block
+    kept = {}
+    for rule, entry in earlier["rules"].items():
+        if rule in block["rules"] or not isinstance(entry, dict):
+            continue
+        own = {k: earlier[k] for k in _EVALUATION_KEYS if k in earlier and k not in entry}
+        differs = any(own.get(k, block.get(k)) != block.get(k) for k in own)
+        kept[rule] = {**entry, **own} if differs else entry
+    return {**block, "rules": {**kept, **block["rules"]}}

@@ -1,0 +1,162 @@
+"""Reliability, second pass (issue 25): nothing lost, nothing mislabelled, nothing that runs away.
+
+Each test reproduces one finding of the second round of faults tried as a user would (it failed
+on the code before the fix) and checks the behaviour that replaced it: the result kept or a
+one-line refusal naming the flag that allows it, the right labels, one suite per folder, bounded
+inputs and messages, no traceback, no empty folder or stray lock file after a refusal.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ltbench.cli import main
+from ltbench.engine.locks import LOCK_FILE, OWNER_FILE, hold
+
+TRAIN = [
+    "train",
+    "--dataset",
+    "synthetic-lt",
+    "--epochs",
+    "1",
+    "--n-max",
+    "30",
+    "--imb-factor",
+    "0.1",
+    "--width",
+    "0.25",
+    "--val-fraction",
+    "0.2",
+]
+
+
+def one_line_error(capsys) -> str:
+    """The stderr of a refused command: exactly one line, `ltbench: error: ...`."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ltbench: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    """One finished 1-epoch synthetic run with a validation split (trained once per module)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert main([*TRAIN, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(finished_run, tmp_path) -> Path:
+    dest = tmp_path / "run"
+    shutil.copytree(finished_run, dest)
+    (dest / OWNER_FILE).unlink(missing_ok=True)
+    return dest
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 1: a finished run loses data
+
+
+def test_resume_on_a_finished_run_leaves_its_record_untouched(run_copy, capsys):
+    assert main(["eval", str(run_copy), "--rules", "raw"]) == 0
+    before = (run_copy / "result.json").read_bytes()
+    assert "posthoc" in json.loads(before)
+    capsys.readouterr()
+    assert main([*TRAIN, "--out", str(run_copy), "--resume"]) == 2
+    line = one_line_error(capsys)
+    assert "finished run" in line and "--overwrite" in line and "nothing was changed" in line
+    assert (run_copy / "result.json").read_bytes() == before
+
+
+def test_a_second_eval_adds_its_rules_and_keeps_the_earlier_ones(run_copy, capsys):
+    assert main(["eval", str(run_copy), "--rules", "raw,logit-adjust"]) == 0
+    first = json.loads((run_copy / "result.json").read_text())["posthoc"]
+    assert main(["eval", str(run_copy), "--rules", "tau-norm", "--tau-grid", "0:1:0.5"]) == 0
+    block = json.loads((run_copy / "result.json").read_text())["posthoc"]
+    assert list(block["rules"]) == ["raw", "logit-adjust", "tau-norm"]
+    assert block["tau_grid"] == [0.0, 0.5, 1.0]  # the latest evaluation's settings
+    # the kept rules were chosen on the default grid: each says so beside its numbers
+    for rule in ("raw", "logit-adjust"):
+        kept = block["rules"][rule]
+        assert kept["tau_grid"] == first["tau_grid"] and len(kept["tau_grid"]) == 21
+        assert kept["top1_error"] == first["rules"][rule]["top1_error"]
+    assert "tau_grid" not in block["rules"]["tau-norm"]
+    # redoing a rule replaces that rule only
+    assert main(["eval", str(run_copy), "--rules", "raw", "--tau-grid", "0:1:0.5"]) == 0
+    again = json.loads((run_copy / "result.json").read_text())["posthoc"]["rules"]
+    assert list(again) == ["logit-adjust", "tau-norm", "raw"]
+    assert "tau_grid" not in again["raw"]
+
+
+def test_two_evals_at_once_never_lose_a_rule_that_exited_0(run_copy, capsys):
+    """Two `eval`s started together: each that exits 0 has its rules in result.json (the other
+    is refused, exit 2, naming the holder; before, both exited 0 and the last writer won)."""
+    codes: dict[str, int] = {}
+    start = threading.Barrier(2)
+
+    def evaluate(rule: str) -> None:
+        start.wait()
+        codes[rule] = main(["eval", str(run_copy), "--rules", rule, "--device", "cpu"])
+
+    threads = [threading.Thread(target=evaluate, args=(r,)) for r in ("raw", "tau-norm")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    rules = json.loads((run_copy / "result.json").read_text())["posthoc"]["rules"]
+    assert sorted(codes.values()) in ([0, 0], [0, 2])
+    assert {r for r, code in codes.items() if code == 0} <= set(rules)
+    err = capsys.readouterr().err
+    if 2 in codes.values():
+        assert "is in use by another ltbench process" in err
+    assert "Traceback" not in err
+
+
+def test_eval_is_refused_while_another_process_holds_the_run(run_copy, capsys):
+    held, release = threading.Event(), threading.Event()
+
+    def holder_thread():
+        with hold(run_copy):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=holder_thread)
+    holder.start()
+    try:
+        assert held.wait(30)
+        before = (run_copy / "result.json").read_bytes()
+        assert main(["eval", str(run_copy), "--rules", "raw"]) == 2
+        assert "is in use by another ltbench process" in one_line_error(capsys)
+        assert (run_copy / "result.json").read_bytes() == before
+    finally:
+        release.set()
+        holder.join()
+
+
+def test_eval_on_a_suites_trial_reaches_the_suites_table_and_report(run_copy, tmp_path, capsys):
+    suite = tmp_path / "suite"
+    assert main(["collect", str(suite), str(run_copy)]) == 0
+    trial = suite / "trials" / run_copy.name
+    shutil.copy2(run_copy / "checkpoint.pt", trial / "checkpoint.pt")
+    assert list(pd.read_csv(suite / "results.csv")["rule"]) == ["raw"]
+    capsys.readouterr()
+    assert main(["eval", str(trial), "--rules", "logit-adjust"]) == 0
+    assert "results.csv" in capsys.readouterr().out
+    table = pd.read_csv(suite / "results.csv")
+    assert list(table["rule"]) == ["raw", "logit-adjust"]
+    posthoc = json.loads((trial / "result.json").read_text())["posthoc"]["rules"]
+    assert table["top1_error"].iloc[1] == pytest.approx(posthoc["logit-adjust"]["top1_error"])
+    assert main(["report", str(suite), "--format", "md"]) == 0
+    report = (suite / "report.md").read_text()
+    assert "[logit-adjust]" in report
+    assert not (suite / OWNER_FILE).exists() and (suite / LOCK_FILE).exists()
+
