@@ -160,3 +160,72 @@ def test_eval_on_a_suites_trial_reaches_the_suites_table_and_report(run_copy, tm
     assert "[logit-adjust]" in report
     assert not (suite / OWNER_FILE).exists() and (suite / LOCK_FILE).exists()
 
+
+# ----------------------------------------------------------------------------------------------
+# Finding 2: wrong labels with exit status 0
+
+CIFAR10 = "airplane automobile bird cat deer dog frog horse ship truck".split()
+
+
+def _cifar_folders(root: Path, train_names, test_names) -> None:
+    """An image-folder copy of CIFAR-10: one 32x32 PNG per class and split, its red channel
+    the class's position in `names` (so a label can be checked against the pixels)."""
+    from PIL import Image
+
+    for split, names in (("train", train_names), ("test", test_names)):
+        for c, name in enumerate(names):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (32, 32), (c * 20, i, 0)).save(folder / f"{i}.png")
+
+
+def _load(root: Path):
+    from ltbench.data import load_dataset
+
+    return load_dataset("cifar10-lt", root=root, imb_factor=1.0, cache_dir=False)
+
+
+def test_test_class_folders_named_unlike_train_are_refused_by_name(tmp_path):
+    from ltbench.errors import LtbenchError
+
+    # the test copy spells one class differently: sorted positions would shift every class
+    # from 'automobile' on by one (a 'car' folder sorts between 'bird' and 'cat')
+    test_names = ["car" if n == "automobile" else n for n in CIFAR10]
+    _cifar_folders(tmp_path, CIFAR10, test_names)
+    with pytest.raises(LtbenchError) as err:
+        _load(tmp_path)
+    text = str(err.value)
+    assert "\n" not in text
+    assert f"only in {tmp_path / 'train'}: 'automobile'" in text
+    assert f"only in {tmp_path / 'test'}: 'car'" in text
+
+
+def test_train_refuses_mismatched_test_folders_in_one_line(tmp_path, capsys):
+    test_names = ["car" if n == "automobile" else n for n in CIFAR10]
+    _cifar_folders(tmp_path / "img", CIFAR10, test_names)
+    data = ["--dataset", "cifar10-lt", "--data-root", str(tmp_path / "img"), "--imb-factor", "1"]
+    out = tmp_path / "out"
+    assert main(["train", *data, "--epochs", "1", "--width", "0.25", "--out", str(out)]) == 2
+    assert "'car'" in one_line_error(capsys)
+    assert not out.exists()
+
+
+def test_folder_names_that_are_not_cifars_are_refused(tmp_path):
+    from ltbench.errors import LtbenchError
+
+    # numbered folders: sorted as text, "10" would come before "2" in CIFAR-100; here the
+    # names simply are not CIFAR's, so their order says nothing about CIFAR's labels
+    names = [f"c{9 - i}" for i in range(10)]
+    _cifar_folders(tmp_path, names, names)
+    with pytest.raises(LtbenchError, match=r"class folders 'c0', 'c1', .* are not cifar10-lt's"):
+        _load(tmp_path)
+
+
+def test_cifar_folder_names_give_cifars_labels(tmp_path):
+    _cifar_folders(tmp_path, CIFAR10, CIFAR10)
+    b = _load(tmp_path)
+    assert b.class_names == CIFAR10
+    # the red channel is the position in CIFAR10's list: label = CIFAR's label of the folder
+    assert (b.train.images[:, 0, 0, 0].long() == b.train.labels * 20).all()
+    assert (b.test.images[:, 0, 0, 0].long() == b.test.labels * 20).all()
