@@ -229,3 +229,70 @@ def test_cifar_folder_names_give_cifars_labels(tmp_path):
     # the red channel is the position in CIFAR10's list: label = CIFAR's label of the folder
     assert (b.train.images[:, 0, 0, 0].long() == b.train.labels * 20).all()
     assert (b.test.images[:, 0, 0, 0].long() == b.test.labels * 20).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 3: a run folder fed by two suites
+
+SUITE = """
+methods: [{loss: METHOD}]
+datasets: [synthetic-lt]
+rhos: [10]
+seeds: [0]
+config: {epochs: 1, n_max: 30, width: 0.25}
+"""
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Starting Ray fails the test: every refusal must come before it."""
+    from ltbench.runner import ray_adapter
+
+    def refuse(address):
+        raise AssertionError("Ray was started")
+
+    monkeypatch.setattr(ray_adapter, "connect", refuse)
+
+
+def _planned_folder(tmp_path: Path, suite_file: Path, out: Path, extra=None) -> None:
+    """DIR as `ltbench run` leaves it after its trials were planned (suite.yaml, trials.json,
+    results.csv), without Ray: the planning step and the writers the driver uses."""
+    from ltbench.cli import build_parser
+    from ltbench.runner.commands import plan_command
+    from ltbench.runner.outdir import write_suite_yaml
+    from ltbench.runner.results import write_results
+    from ltbench.runner.trials import save_trials
+
+    plan = plan_command(build_parser().parse_args(["run", "--suite", str(suite_file)]), "run")
+    out.mkdir(parents=True)
+    write_suite_yaml(out, plan.suite, "paper", plan.overrides, extra)
+    save_trials(out, plan.trials)
+    write_results(out)
+
+
+def test_resume_with_another_suite_file_is_refused(tmp_path, capsys, no_ray):
+    first, second = tmp_path / "ce-suite.yaml", tmp_path / "la-suite.yaml"
+    first.write_text(SUITE.replace("METHOD", "ce"))
+    second.write_text(SUITE.replace("METHOD", "la"))
+    out = tmp_path / "o"
+    _planned_folder(tmp_path, first, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["run", "--suite", str(second), "--out", str(out), "--resume"]) == 2
+    line = one_line_error(capsys)
+    assert "holds the results of suite 'ce-suite', not 'la-suite'" in line
+    assert f"--suite {first}" in line
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_run_resume_into_a_sweeps_folder_is_refused(tmp_path, capsys, no_ray):
+    suite = tmp_path / "ce-suite.yaml"
+    suite.write_text(SUITE.replace("METHOD", "ce"))
+    out = tmp_path / "o"
+    # a sweep of the same name wrote this folder (its suite.yaml records the search block)
+    _planned_folder(tmp_path, suite, out, {"search": {"params": ["tau"]}})
+    before = (out / "suite.yaml").read_bytes()
+    capsys.readouterr()
+    assert main(["run", "--suite", str(suite), "--out", str(out), "--resume"]) == 2
+    assert "holds a sweep's results" in one_line_error(capsys)
+    assert (out / "suite.yaml").read_bytes() == before

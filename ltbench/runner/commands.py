@@ -23,6 +23,7 @@ from ltbench.runner.cluster import ClusterOptions, check_address, check_cluster
 from ltbench.runner.outdir import (
     build_report,
     check_run_dir,
+    check_same_suite,
     check_sweep_dir,
     default_out,
     driver_hold,
@@ -175,6 +176,8 @@ def plan_command(args: argparse.Namespace, command: str) -> Plan:
     out_dir = check_out_dir(req.out_dir)
     if isinstance(req, RunRequest):
         check_run_dir(out_dir, trials, req.resume)
+        if req.resume:
+            check_same_suite(out_dir, suite)
     else:
         check_sweep_dir(out_dir)
     return Plan(req, suite, overrides, trials)

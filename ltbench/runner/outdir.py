@@ -65,6 +65,28 @@ def check_run_dir(out_dir: Path, trials: list[TrialSpec], resume: bool) -> dict[
     return {**saved, **{t.key: t for t in trials}}
 
 
+def check_same_suite(out_dir: Path, suite: Suite) -> None:
+    """One suite per DIR: a resumed DIR holds the results of `suite` (the name its suite.yaml
+    records), not of another suite or of a sweep. Reads only."""
+    recorded: Any = None
+    try:
+        recorded = yaml.safe_load((out_dir / SUITE_FILE).read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        pass  # no suite.yaml yet (the first run was stopped before it), or not readable
+    if (out_dir / SWEEP_FILE).exists() or (isinstance(recorded, dict) and "search" in recorded):
+        raise LtbenchError(
+            f"{out_dir} holds a sweep's results; `ltbench run --resume` continues a suite only: "
+            "choose another --out"
+        )
+    name = recorded.get("name") if isinstance(recorded, dict) else None
+    if isinstance(name, str) and name != suite.name:
+        raise LtbenchError(
+            f"{out_dir} holds the results of suite {name[:80]!r}, not {suite.name[:80]!r}: "
+            f"resume it with --suite {str(recorded.get('source') or name)[:200]}, or choose "
+            "another --out for this suite"
+        )
+
+
 def check_sweep_dir(out_dir: Path) -> None:
     """A sweep starts in a new or empty DIR (it cannot be resumed). Reads only."""
     if has_results(out_dir):
