@@ -296,3 +296,63 @@ def test_run_resume_into_a_sweeps_folder_is_refused(tmp_path, capsys, no_ray):
     assert main(["run", "--suite", str(suite), "--out", str(out), "--resume"]) == 2
     assert "holds a sweep's results" in one_line_error(capsys)
     assert (out / "suite.yaml").read_bytes() == before
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 4: an interrupted sweep recorded as stopped by ASHA
+
+SWEEP = """
+methods: [la]
+datasets: [synthetic-lt]
+rhos: [10]
+seeds: [0]
+config: {epochs: 4, n_max: 30, width: 0.25, val_fraction: 0.2}
+search:
+  space: {tau: {type: float, low: 0.5, high: 2.0}}
+  num_samples: 3
+"""
+
+
+def test_an_interrupted_sweep_is_not_recorded_as_stopped_by_asha(tmp_path, capsys, monkeypatch):
+    """Three points: one stopped early by ASHA (Tune ended it after 1 epoch), two cut off by a
+    Ctrl-C after 2 epochs. Only the first is `stopped`; the others are missing, and say why.
+    Ray is replaced by the events the driver hears from it (`ray_adapter.run_search`)."""
+    from ltbench.runner import ray_adapter
+    from ltbench.runner.trials import point_spec, save_trial_spec
+    from ltbench.schema import trial_dir
+
+    def fake_search(out_dir, name, base, plan, cluster, progress, *, on_start, train_fn):
+        on_start("random")
+        for i, (key, epochs) in enumerate([("la_00000", 1), ("la_00001", 2), ("la_00002", 2)]):
+            folder = trial_dir(out_dir, key)
+            save_trial_spec(folder, point_spec(base, key, {"tau": 0.5 + i / 2}))
+            rows = [{"epoch": e + 1, "val_balanced_error": 80.0 - e} for e in range(epochs)]
+            (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            if key == "la_00000":  # ASHA ended it: Tune reports the trial complete
+                progress.completed(key, key, {"tau": 0.5}, {"training_iteration": 1})
+        progress.interrupted = True  # then Ctrl-C: the other two never complete
+
+    monkeypatch.setattr(ray_adapter, "run_search", fake_search)
+    (tmp_path / "s.yaml").write_text(SWEEP)
+    out = tmp_path / "o"
+    code = main(["sweep", "--suite", str(tmp_path / "s.yaml"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 130
+    sweep = pd.read_csv(out / "sweep.csv").set_index("trial")
+    assert sweep["status"].to_dict() == {
+        "la_00000": "stopped",
+        "la_00001": "missing",
+        "la_00002": "missing",
+    }
+    results = pd.read_csv(out / "results.csv").set_index("trial")
+    assert results.loc["la_00000", "error"] == "stopped early by ASHA after 1 epoch(s)"
+    for key in ("la_00001", "la_00002"):
+        assert "ASHA" not in results.loc[key, "error"]
+        assert results.loc[key, "error"].startswith("interrupted (Ctrl-C or SIGTERM)")
+    assert err.strip().splitlines() == [
+        f"ltbench: interrupted; a sweep does not resume: the points tried so far are in "
+        f"{out / 'sweep.csv'}; to search again, start the sweep with another --out"
+    ]
+    # and the folder is not taken for a new sweep: the refusal says that sweeps do not resume
+    assert main(["sweep", "--suite", str(tmp_path / "s.yaml"), "--out", str(out)]) == 2
+    assert "a sweep does not resume" in one_line_error(capsys)

@@ -90,7 +90,10 @@ def check_same_suite(out_dir: Path, suite: Suite) -> None:
 def check_sweep_dir(out_dir: Path) -> None:
     """A sweep starts in a new or empty DIR (it cannot be resumed). Reads only."""
     if has_results(out_dir):
-        raise LtbenchError(f"{out_dir} already holds results; choose another --out")
+        raise LtbenchError(
+            f"{out_dir} already holds results (a sweep does not resume after a crash or an "
+            "interrupt; its points so far stay there); choose another --out"
+        )
 
 
 def end_leftovers(out_dir: Path) -> None:
