@@ -2,7 +2,8 @@
 
 Every error a user can cause ends in one line, `ltbench: error: ...`, exit status 2, naming the
 value and what is allowed (for data: the file). Refused before the run starts, the file system
-is left as it was; found mid-run (a corrupt image, an unwritable folder), the partial folder is
+is left as it was (a corrupt image found before the run's first file included); found mid-run
+(an unwritable folder), the partial folder is
 kept and resumes. The table below is the list of cases; the property-based test feeds random
 suites and command lines to the planning step (no Ray, no training).
 """
@@ -358,7 +359,7 @@ CASES = [
         case_corrupt_jpeg,
         r"cannot read image .*cat/1\.jpg: .*; replace or remove"
         r" the file$",
-        False,
+        True,  # found before the first file of the run: no folder, no lock file left
     ),
 ]
 

@@ -356,3 +356,282 @@ def test_an_interrupted_sweep_is_not_recorded_as_stopped_by_asha(tmp_path, capsy
     # and the folder is not taken for a new sweep: the refusal says that sweeps do not resume
     assert main(["sweep", "--suite", str(tmp_path / "s.yaml"), "--out", str(out)]) == 2
     assert "a sweep does not resume" in one_line_error(capsys)
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 5: a hand-edited results.csv gives wrong cells silently
+
+
+@pytest.fixture
+def collected(run_copy, tmp_path) -> Path:
+    """A results folder of two seeds of one method (the same run collected twice)."""
+    second = tmp_path / "run-seed1"
+    shutil.copytree(run_copy, second)
+    out = tmp_path / "table"
+    assert main(["collect", str(out), str(run_copy), str(second)]) == 0
+    table = pd.read_csv(out / "results.csv")
+    table.loc[1, "seed"] = 1
+    table.to_csv(out / "results.csv", index=False)
+    assert main(["report", str(out), "--format", "md"]) == 0  # as written: a good table
+    return out
+
+
+def _edit(path: Path, edit) -> None:
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    edit(table)
+    table.to_csv(path, index=False)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda t: t.loc.__setitem__((1, "seed"), ""), r"line 3: the finished trial .* has seed"),
+        (
+            lambda t: t.loc.__setitem__((0, "top1_error"), "ninety"),
+            r"line 2: top1_error is 'ninety', not a number",
+        ),
+        (
+            lambda t: t.loc.__setitem__(2, t.loc[1]),
+            r"trial 'run-seed1' \(rule raw\) is on lines 3, 4; a trial counts once",
+        ),
+    ],
+    ids=["nan-seed", "word-in-number-column", "duplicated-row"],
+)
+def test_a_hand_edited_results_csv_is_refused_naming_the_line(collected, capsys, edit, message):
+    import re
+
+    _edit(collected / "results.csv", edit)
+    (collected / "report.md").unlink()
+    capsys.readouterr()
+    assert main(["report", str(collected), "--format", "md"]) == 2
+    assert re.search(message, one_line_error(capsys))
+    assert not (collected / "report.md").exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 6: runaway inputs (grids, YAML values, error messages)
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ("0:1e9:1e-9", "has 1e+18 values; at most 10000"),
+        ("nan:1:0.1", "START, STOP and STEP must be finite numbers"),
+        ("0:inf:0.1", "START, STOP and STEP must be finite numbers"),
+    ],
+)
+def test_tau_grids_are_bounded_and_finite(run_copy, capsys, grid, message):
+    before = (run_copy / "result.json").read_bytes()
+    capsys.readouterr()
+    assert main(["eval", str(run_copy), "--tau-grid", grid]) == 2
+    assert message in one_line_error(capsys)
+    assert (run_copy / "result.json").read_bytes() == before
+
+
+def _alias_bomb(levels: int) -> str:
+    """A list of `levels` nested YAML aliases, each 9 copies of the one before: a few hundred
+    bytes that stand for 9**levels strings."""
+    items = ["&l0 [lol,lol,lol,lol,lol,lol,lol,lol,lol]"]
+    items += [f"&l{i} [{','.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return f"[{', '.join(items)}]"
+
+
+def test_a_yaml_alias_bomb_in_a_suite_is_one_short_line(tmp_path, capsys, no_ray):
+    suite = tmp_path / "bomb.yaml"
+    suite.write_text(
+        f"description: {_alias_bomb(8)}\nmethods: [ce]\ndatasets: [synthetic-lt]\n"
+        "rhos: [10]\nseeds: [0]\n"
+    )
+    assert len(suite.read_bytes()) < 500
+    assert main(["run", "--suite", str(suite), "--out", str(tmp_path / "o")]) == 2
+    line = one_line_error(capsys)
+    assert "more than 100000 values once its YAML aliases" in line and len(line) < 300
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_yaml_alias_bomb_in_a_param_is_one_short_line(tmp_path, capsys):
+    argv = [*TRAIN, "-p", f"x={_alias_bomb(8)}", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert "-p x: more than 100000 values" in line and len(line) < 400
+
+
+def test_a_long_message_is_cut_to_a_bounded_line():
+    from ltbench.errors import MAX_MESSAGE, LtbenchError, one_line
+
+    line = one_line(LtbenchError("value " + "x" * 10**6 + " end"))
+    assert len(line) <= MAX_MESSAGE
+    assert line.startswith("value xxx") and line.endswith("xxx end")
+    assert "characters left out" in line
+
+
+def test_grid_searches_are_bounded(tmp_path):
+    from ltbench.errors import LtbenchError
+    from ltbench.runner.search import parse_search
+
+    with pytest.raises(LtbenchError, match="steps=1000000000"):
+        parse_search(
+            {
+                "type": "grid",
+                "space": {"tau": {"type": "float", "low": 0, "high": 1, "steps": 10**9}},
+            },
+            "s.yaml",
+        )
+    dims = {p: {"type": "float", "low": 0, "high": 1, "steps": 100} for p in ("a", "b", "c")}
+    with pytest.raises(LtbenchError, match=r"the grid has 1e\+06 points; at most 10000"):
+        parse_search({"type": "grid", "space": dims}, "s.yaml")
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 7: tracebacks
+
+
+def test_eval_of_a_result_json_holding_a_list_is_one_line(run_copy, capsys):
+    (run_copy / "result.json").write_text("[]")
+    assert main(["eval", str(run_copy)]) == 2
+    assert "holds a JSON list, not a run's record" in one_line_error(capsys)
+    assert (run_copy / "result.json").read_text() == "[]"
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_an_out_the_system_cannot_create_is_one_line(tmp_path, capsys, no_ray, command):
+    if not Path("/proc/self").is_dir():
+        pytest.skip("needs /proc")
+    if command == "train":
+        argv = [*TRAIN, "--out", "/proc/ltbench-test"]
+    else:
+        (tmp_path / "s.yaml").write_text(SUITE.replace("METHOD", "ce"))
+        argv = ["run", "--suite", str(tmp_path / "s.yaml"), "--out", "/proc/ltbench-test"]
+    assert main(argv) == 2
+    line = one_line_error(capsys)
+    assert "cannot create the folder /proc/ltbench-test" in line
+    assert "--resume" not in line  # nothing ran, so there is nothing to continue
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 8: unclear or wrong messages
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("m_max=1e9", 1e9),
+        ("m_max=1e+9", 1e9),
+        ("s_base=1e1", 10.0),
+        ("m_max=-2.5E-3", -2.5e-3),
+        ("m_max=1.0e+9", 1e9),
+        ("name=1e9x", "1e9x"),
+        ("m_max=0.5", 0.5),
+    ],
+)
+def test_exponent_numbers_in_params_are_numbers(text, value):
+    from ltbench.cli import build_parser
+
+    args = build_parser().parse_args([*TRAIN, "-p", text])
+    assert args.param == [(text.split("=")[0], value)]
+    assert type(args.param[0][1]) is type(value)
+
+
+def test_a_nan_sweep_bound_says_it_is_not_finite(tmp_path):
+    from ltbench.errors import LtbenchError
+    from ltbench.runner.search import parse_search
+
+    space = {"tau": {"type": "float", "low": float("nan"), "high": 2.0}}
+    with pytest.raises(LtbenchError, match="low must be a finite float, got nan"):
+        parse_search({"space": space}, "s.yaml")
+
+
+def _start(argv: list[str], cwd: Path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    code = "import sys; from ltbench.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_train_like_ctrl_c(tmp_path, signame):
+    import signal
+    import time
+
+    out = tmp_path / "o"
+    proc = _start([*TRAIN[:3], "--epochs", "200", *TRAIN[5:], "--out", str(out)], tmp_path)
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint.pt").is_file():  # the first epoch is done
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        proc.send_signal(getattr(signal, signame))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines() == [
+        f"ltbench: interrupted by {signame}; the run so far is in {out}: continue it with the "
+        "same command plus --resume"
+    ]
+    assert not (out / OWNER_FILE).exists()  # the PID file goes with the lock
+    assert (out / "checkpoint.pt").is_file()
+
+
+def test_list_into_a_closed_pipe_exits_quietly(tmp_path):
+    """`ltbench list | head -3`: the reader is gone before ltbench writes (here from the start)."""
+    proc = _start(["list"], tmp_path)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert err == ""
+
+
+# ----------------------------------------------------------------------------------------------
+# Finding 9: silent overrides and leftovers
+
+
+def test_a_corrupt_image_leaves_no_empty_folder_or_lock_file(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LTBENCH_CACHE", str(tmp_path / "cache"))
+    _cifar_folders(tmp_path / "img", CIFAR10, CIFAR10)
+    bad = tmp_path / "img" / "train" / "cat" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    out = tmp_path / "runs" / "o"
+    data = ["--dataset", "cifar10-lt", "--data-root", str(tmp_path / "img"), "--imb-factor", "1"]
+    assert main(["train", *data, "--epochs", "1", "--width", "0.25", "--out", str(out)]) == 2
+    assert "cannot read image" in one_line_error(capsys)
+    assert not (tmp_path / "runs").exists()  # nor the parent it made
+
+
+def test_a_folder_a_train_run_made_keeps_its_files_when_it_stops_later(run_copy, capsys):
+    """The clean-up removes only what holds nothing but the lock: a started run stays."""
+    (run_copy / "result.json").unlink()
+    # another seed: the checkpoint belongs to another run, found once the folder is held
+    assert main([*TRAIN, "--seed", "1", "--out", str(run_copy), "--resume"]) == 2
+    assert "belongs to another run" in one_line_error(capsys)
+    assert (run_copy / "checkpoint.pt").is_file()
+
+
+@pytest.mark.parametrize("command", ["run", "collect"])
+def test_run_and_collect_refuse_a_folder_that_holds_a_train_run(
+    run_copy, tmp_path, capsys, no_ray, command
+):
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()}
+    if command == "run":
+        (tmp_path / "s.yaml").write_text(SUITE.replace("METHOD", "ce"))
+        argv = ["run", "--suite", str(tmp_path / "s.yaml"), "--out", str(run_copy)]
+    else:
+        other = tmp_path / "other"
+        shutil.copytree(run_copy, other)
+        argv = ["collect", str(run_copy), str(other)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "holds an `ltbench train` run (config.yaml" in one_line_error(capsys)
+    assert {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()} == before
+    assert not (run_copy / "trials").exists()

@@ -43,7 +43,7 @@ from ltbench.engine.checkpoint import (
 )
 from ltbench.engine.config import TrainConfig, resolve, save_yaml
 from ltbench.engine.identity import identity, precision_name
-from ltbench.engine.locks import check_out_dir, hold
+from ltbench.engine.locks import check_out_dir, hold, missing_folders, remove_if_unused
 from ltbench.engine.metrics import validation_metrics
 from ltbench.engine.protocols import (
     BEST_ON_TEST,
@@ -123,6 +123,7 @@ def train(
     run1 = check_out_dir(stage1_dir(cfg1, out_dir, cache_dir), "stage-1 cache") if cfg1 else None
     if resume not in (True, False):  # a checkpoint to start from: loaded and checked now
         resume = load_checkpoint(Path(resume), cfg)
+    made = missing_folders(out_dir)  # removed again if the run stops before its first file
     try:
         first = lambda: prepare_out_dir(out_dir, resume=bool(resume), overwrite=overwrite)  # noqa: E731
         with distributed.hold_all(out_dir, hold, first=first):
@@ -138,7 +139,11 @@ def train(
     except OSError as exc:
         if exc.filename is None:
             raise
-        raise LtbenchError(os_error_message(exc, out_dir)) from exc
+        started = (out_dir / "checkpoint.pt").is_file()  # else there is no run to continue
+        raise LtbenchError(os_error_message(exc, out_dir if started else None)) from exc
+    finally:
+        if distributed.ranks().is_main:
+            remove_if_unused(out_dir, made)
 
 
 def run_stage(

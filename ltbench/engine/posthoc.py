@@ -60,6 +60,7 @@ from ltbench.errors import LtbenchError
 RULES = ("raw", "train-logits", "logit-adjust", "tau-norm")
 TAU_RULES = ("logit-adjust", "tau-norm")
 DEFAULT_GRID = tuple(round(0.1 * i, 10) for i in range(21))
+MAX_GRID = 10_000  # τ values one evaluation may try (each is one pass over the features)
 FIXED_TAU = 1.0
 SELECTION_METRIC = "val_balanced_error"
 ECE_LOGITS = {
@@ -101,17 +102,26 @@ def parse_grid(text: str | Sequence[float] | None) -> list[float]:
             start, stop, step = (float(x) for x in text.split(":"))
         except ValueError:
             raise LtbenchError(f"--tau-grid {text!r}: expected START:STOP:STEP") from None
+        if not all(math.isfinite(x) for x in (start, stop, step)):
+            raise LtbenchError(f"--tau-grid {text!r}: START, STOP and STEP must be finite numbers")
         if not step > 0 or stop < start:
             raise LtbenchError(f"--tau-grid {text!r}: STEP must be > 0 and STOP >= START")
-        n = int(math.floor((stop - start) / step + 1e-9))
+        n = math.floor((stop - start) / step + 1e-9)
+        if n + 1 > MAX_GRID:
+            raise LtbenchError(
+                f"--tau-grid {text!r} has {n + 1:.3g} values; at most {MAX_GRID} "
+                "(use a larger STEP)"
+            )
         values = [round(start + i * step, 10) for i in range(n + 1)]
     else:
         try:
             values = [float(x) for x in text.split(",") if x.strip()]
         except ValueError:
             raise LtbenchError(f"--tau-grid {text!r}: expected numbers") from None
+    if len(values) > MAX_GRID:
+        raise LtbenchError(f"the tau grid has {len(values)} values; at most {MAX_GRID}")
     if not values or any(not math.isfinite(v) or v < 0 for v in values):
-        raise LtbenchError(f"the tau grid must list numbers >= 0, got {text!r}")
+        raise LtbenchError(f"the tau grid must list numbers >= 0, got {str(text)[:200]!r}")
     return values
 
 

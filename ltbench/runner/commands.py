@@ -22,6 +22,7 @@ from ltbench.runner import ray_adapter
 from ltbench.runner.cluster import ClusterOptions, check_address, check_cluster
 from ltbench.runner.outdir import (
     build_report,
+    check_not_a_train_run,
     check_run_dir,
     check_same_suite,
     check_sweep_dir,
@@ -174,6 +175,7 @@ def plan_command(args: argparse.Namespace, command: str) -> Plan:
         suite, overrides, base = plan_sweep(req)
         trials = [base]
     out_dir = check_out_dir(req.out_dir)
+    check_not_a_train_run(out_dir)
     if isinstance(req, RunRequest):
         check_run_dir(out_dir, trials, req.resume)
         if req.resume:

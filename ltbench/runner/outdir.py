@@ -65,6 +65,19 @@ def check_run_dir(out_dir: Path, trials: list[TrialSpec], resume: bool) -> dict[
     return {**saved, **{t.key: t for t in trials}}
 
 
+def check_not_a_train_run(out_dir: Path, flag: str = "--out") -> None:
+    """DIR is not the folder of an `ltbench train` run (its config.yaml, checkpoint.pt, ...):
+    a suite's, a sweep's or `collect`'s files would be mixed into it. Reads only."""
+    from ltbench.engine.checkpoint import RUN_FILES
+
+    found = [name for name in RUN_FILES if (out_dir / name).is_file()]
+    if found:
+        raise LtbenchError(
+            f"{flag} {out_dir} holds an `ltbench train` run ({', '.join(found)}); give a new or "
+            "empty folder (to gather train runs: ltbench collect NEW_FOLDER RUN ...)"
+        )
+
+
 def check_same_suite(out_dir: Path, suite: Suite) -> None:
     """One suite per DIR: a resumed DIR holds the results of `suite` (the name its suite.yaml
     records), not of another suite or of a sweep. Reads only."""
