@@ -26,12 +26,50 @@ def os_error_message(exc: OSError, folder=None) -> str:
     return f"cannot access {name}: {reason}"
 
 
+MAX_MESSAGE = 2000  # characters of an error line; a longer one is cut in its middle
+
+
 def one_line(exc: BaseException) -> str:
-    """The message of an error as one line. An error raised in a DataLoader worker comes back
-    with the worker's traceback in its text; its last line is the original message."""
+    """The message of an error as one line, at most MAX_MESSAGE characters (a value quoted in
+    full could be megabytes: its middle is left out). An error raised in a DataLoader worker
+    comes back with the worker's traceback in its text; its last line is the original message."""
     text = str(exc)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     if len(lines) > 1 and "Traceback (most recent call last)" in text:
         prefix = f"{type(exc).__module__}.{type(exc).__name__}: "
-        return lines[-1][len(prefix) :] if lines[-1].startswith(prefix) else lines[-1]
-    return " ".join(lines) or type(exc).__name__
+        line = lines[-1][len(prefix) :] if lines[-1].startswith(prefix) else lines[-1]
+    else:
+        line = " ".join(lines) or type(exc).__name__
+    return shorten(line)
+
+
+def shorten(text: str, most: int = MAX_MESSAGE) -> str:
+    """`text` if it has at most `most` characters, else its start and end around a note."""
+    if len(text) <= most:
+        return text
+    cut = len(text) - most + 40
+    keep = (most - 40) // 2
+    return f"{text[:keep]} [... {cut} characters left out ...] {text[-keep:]}"
+
+
+MAX_VALUES = 100_000  # values a suite file or a -p value may hold, its YAML aliases expanded
+
+
+def check_size(value, where: str, most: int = MAX_VALUES) -> None:
+    """A one-line error if `value` (parsed YAML) holds more than `most` values once its aliases
+    are expanded: a few hundred bytes of nested aliases can stand for billions of values, which
+    any message quoting them, or any loop over them, would have to build."""
+    seen, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        seen += 1
+        if seen > most:
+            raise LtbenchError(
+                f"{where}: more than {most} values once its YAML aliases (*name) are expanded; "
+                "write the values out, or use fewer"
+            )
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)

@@ -22,6 +22,7 @@ import yaml
 from ltbench.errors import LtbenchError
 from ltbench.schema import (
     FINISHED,
+    METRIC_COLUMNS,
     METRICS_FILE,
     MISSING,
     OPTIONAL_COLUMNS,
@@ -89,6 +90,53 @@ def _check_columns(path: Path, df: pd.DataFrame, columns) -> None:
         )
 
 
+# The number columns of results.csv a table cell stands on (the metrics and the seed).
+NUMBER_COLUMNS = ("rho", "seed", *METRIC_COLUMNS, *OPTIONAL_RESULTS_COLUMNS)
+
+
+def _cell(value) -> str:
+    text = str(value)
+    return repr(text if len(text) <= 40 else text[:40] + "...")
+
+
+def check_results_cells(path: Path, df: pd.DataFrame) -> None:
+    """A results.csv a table can stand on, else a one-line error naming the line (of the file)
+    and the cell: a (trial, rule) on two lines (it would count as another seed), a finished
+    line without a whole-number seed (its mean would hide that n is smaller), a word in a
+    number column (it would show as "-"). Empty number cells are allowed (not measured)."""
+    line = lambda i: int(i) + 2  # noqa: E731 (the header is line 1)
+    rule = df["rule"].fillna(RAW_RULE) if "rule" in df.columns else RAW_RULE
+    keys = pd.DataFrame({"trial": df["trial"].astype(str), "rule": rule})
+    twice = keys.duplicated(keep=False)
+    if twice.any():
+        first = keys[twice].iloc[0]
+        lines = [line(i) for i in keys.index[twice & (keys == first).all(axis=1)]]
+        raise LtbenchError(
+            f"{path}: trial {_cell(first['trial'])} (rule {first['rule']}) is on lines "
+            f"{', '.join(map(str, lines))}; a trial counts once: remove the copy, or write the "
+            "table again (`ltbench eval` on a trial, or the suite's `ltbench run --resume`)"
+        )
+    for col in (c for c in NUMBER_COLUMNS if c in df.columns):
+        text = df[col]
+        numbers = pd.to_numeric(text, errors="coerce")
+        words = text.notna() & numbers.isna() & (text.astype(str).str.strip() != "")
+        if words.any():
+            i = words.idxmax()
+            raise LtbenchError(
+                f"{path}, line {line(i)}: {col} is {_cell(text[i])}, not a number; correct the "
+                "cell or leave it empty"
+            )
+    finished = df["status"].astype(str).str.strip() == FINISHED
+    seeds = pd.to_numeric(df["seed"], errors="coerce")
+    bad = finished & ~(seeds.notna() & (seeds == seeds.round()))
+    if bad.any():
+        i = bad.idxmax()
+        raise LtbenchError(
+            f"{path}, line {line(i)}: the finished trial {_cell(df['trial'][i])} has seed "
+            f"{_cell(df['seed'][i])}; a finished line needs its whole-number seed"
+        )
+
+
 def rule_label(method: str, rule: str) -> str:
     """The report's row label of a post-hoc rule's row: `method [rule]` (raw: the method)."""
     return method if rule == RAW_RULE else f"{method} [{rule}]"
@@ -144,7 +192,9 @@ def load_run(run_dir: str | Path) -> RunData:
             f"{run_dir} has no results.csv: not a suite output directory "
             "(write one with `ltbench run --suite ... --out DIR`)"
         )
-    results = _normalise_results(_read_csv(results_path, RESULTS_COLUMNS, OPTIONAL_RESULTS_COLUMNS))
+    raw = _read_csv(results_path, RESULTS_COLUMNS, OPTIONAL_RESULTS_COLUMNS)
+    check_results_cells(results_path, raw)
+    results = _normalise_results(raw)
     data = RunData(run_dir=run_dir, results=results, suite=_read_suite(run_dir))
 
     per_class_path = run_dir / PER_CLASS_FILE

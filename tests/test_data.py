@@ -348,7 +348,9 @@ def _write_image(path: Path, colour, size=(32, 32)):
 
 
 def _cifar_tree(root: Path, per_class_train=6, per_class_test=2, classes=10):
-    names = [f"class{c:02d}" for c in range(classes)]
+    from ltbench.data.loaders import CIFAR_CLASSES
+
+    names = CIFAR_CLASSES["cifar10-lt" if classes == 10 else "cifar100-lt"][:classes]
     for c, name in enumerate(names):
         for i in range(per_class_train):
             _write_image(root / "train" / name / f"{i:04d}.png", (c * 20, i * 10, 0))
@@ -380,7 +382,7 @@ def test_cifar_image_folder(tmp_path):
 
 def test_cifar_image_folder_rejects_mixed_sizes(tmp_path):
     _cifar_tree(tmp_path, per_class_train=1, per_class_test=1)
-    _write_image(tmp_path / "train" / "class03" / "0009.png", (0, 0, 0), size=(16, 16))
+    _write_image(tmp_path / "train" / "cat" / "0009.png", (0, 0, 0), size=(16, 16))
     with pytest.raises(LtbenchError, match="0009.png is 16x16, expected 32x32"):
         data.load_dataset("cifar10-lt", root=tmp_path, imb_factor=1.0, cache_dir=False)
 

@@ -2,7 +2,8 @@
 
 Every error a user can cause ends in one line, `ltbench: error: ...`, exit status 2, naming the
 value and what is allowed (for data: the file). Refused before the run starts, the file system
-is left as it was; found mid-run (a corrupt image, an unwritable folder), the partial folder is
+is left as it was (a corrupt image found before the run's first file included); found mid-run
+(an unwritable folder), the partial folder is
 kept and resumes. The table below is the list of cases; the property-based test feeds random
 suites and command lines to the planning step (no Ray, no training).
 """
@@ -89,17 +90,20 @@ def default_sigint() -> None:
 # Setting up the cases: each returns the command line (after `ltbench`)
 
 
+CIFAR10_NAMES = "airplane automobile bird cat deer dog frog horse ship truck".split()
+
+
 def _image_tree(root: Path, corrupt: bool) -> None:
     """A CIFAR-10-like image folder, 2 training and 1 test image per class, one JPEG cut short."""
     from PIL import Image
 
     for split, n in (("train", 2), ("test", 1)):
         for c in range(10):
-            folder = root / split / f"class{c}"
+            folder = root / split / CIFAR10_NAMES[c]
             folder.mkdir(parents=True)
             for i in range(n):
                 Image.new("RGB", (32, 32), (c * 20, i * 40, 9)).save(folder / f"{i}.jpg")
-    bad = root / "train" / "class3" / "1.jpg"
+    bad = root / "train" / "cat" / "1.jpg"
     if corrupt:
         bad.write_bytes(bad.read_bytes()[:200])
 
@@ -353,9 +357,9 @@ CASES = [
     (
         "corrupt-jpeg",
         case_corrupt_jpeg,
-        r"cannot read image .*class3/1\.jpg: .*; replace or remove"
+        r"cannot read image .*cat/1\.jpg: .*; replace or remove"
         r" the file$",
-        False,
+        True,  # found before the first file of the run: no folder, no lock file left
     ),
 ]
 
@@ -411,7 +415,7 @@ def test_corrupt_image_run_resumes_once_the_file_is_replaced(tmp_path, capsys, m
     argv = case_corrupt_jpeg(tmp_path)
     assert main(argv) == 2
     _image_tree(tmp_path / "fixed", corrupt=False)
-    shutil.copy(tmp_path / "fixed/train/class3/1.jpg", tmp_path / "img/train/class3/1.jpg")
+    shutil.copy(tmp_path / "fixed/train/cat/1.jpg", tmp_path / "img/train/cat/1.jpg")
     assert main([*argv, "--resume"]) == 0, capsys.readouterr().err
     assert (tmp_path / "o" / "result.json").is_file()
 

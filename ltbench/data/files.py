@@ -179,6 +179,47 @@ def _list_image_folder(split_dir: Path, n_max: int | None) -> tuple[list[str], l
     return classes, files
 
 
+def _class_folders(split_dir: Path) -> list[str]:
+    return sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _names(names, most: int = 5) -> str:
+    names = sorted(names)
+    shown = ", ".join(repr(n[:60]) for n in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def check_same_classes(train_dir: Path, test_dir: Path) -> None:
+    """The class folders of `test_dir` are those of `train_dir`, by name: labels go by the
+    sorted names, so a folder named differently in one split would score its images against
+    another class. A one-line error names the folders found in one split only."""
+    train, test = set(_class_folders(train_dir)), set(_class_folders(test_dir))
+    if train != test:
+        only_train, only_test = train - test, test - train
+        parts = [
+            f"only in {d}: {_names(n)}"
+            for d, n in ((train_dir, only_train), (test_dir, only_test))
+            if n
+        ]
+        raise LtbenchError(
+            f"the class folders of {test_dir} and {train_dir} differ ({'; '.join(parts)}); "
+            "name every class the same in both splits"
+        )
+
+
+def check_class_names(split_dir: Path, expected: Sequence[str], whose: str) -> None:
+    """The class folders of `split_dir` carry exactly the names `expected` (e.g. CIFAR's
+    classes, whose sorted order is the label order); a one-line error names the others."""
+    found = set(_class_folders(split_dir))
+    unknown, absent = found - set(expected), set(expected) - found
+    if unknown or absent:
+        raise LtbenchError(
+            f"{split_dir}: class folders {_names(unknown)} are not {whose} classes "
+            f"(missing: {_names(absent)}); name the folders {_names(expected, 3)}, ... "
+            "so that the labels are the dataset's"
+        )
+
+
 def _open_rgb(path: Path):
     """The image at `path` as an RGB PIL image; a file that cannot be read or decoded (missing,
     truncated, not an image) is a one-line error naming it."""

@@ -97,6 +97,23 @@ _CIFAR = {
     "cifar100-lt": ("CIFAR100", "cifar-100-python", 100),
 }
 
+# CIFAR's class names in label order (the order of torchvision's `classes`, which is sorted):
+# the names an image-folder copy must use, so that sorted folder names give CIFAR's labels.
+CIFAR_CLASSES = {
+    "cifar10-lt": ("airplane automobile bird cat deer dog frog horse ship truck".split()),
+    "cifar100-lt": (
+        "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus "
+        "butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach "
+        "couch crab crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster "
+        "house kangaroo keyboard lamp lawn_mower leopard lion lizard lobster man maple_tree "
+        "motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear "
+        "pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket "
+        "rose sea seal shark shrew skunk skyscraper snail snake spider squirrel streetcar "
+        "sunflower sweet_pepper table tank telephone television tiger tractor train trout tulip "
+        "turtle wardrobe whale willow_tree wolf woman worm"
+    ).split(),
+}
+
 
 def _load_cifar(request, n_test_max=None, cache_dir=None) -> DatasetBundle:
     from ltbench.data.files import load_image_folder
@@ -150,6 +167,10 @@ def _check_cifar(name, *, root, download, **_) -> str:
                 raise LtbenchError(
                     f"{name}: {split_dir} has {len(found)} class folders, expected {num_classes}"
                 )
+        from ltbench.data.files import check_class_names, check_same_classes
+
+        check_same_classes(*folder)
+        check_class_names(folder[0], CIFAR_CLASSES[name], f"{name}'s")
         return "folders"
     if (root / pickle_dir).is_dir() or download:
         return "pickles"

@@ -64,6 +64,37 @@ def check_out_dir(path: str | Path, flag: str = "--out") -> Path:
     return folder
 
 
+def make_folder(folder: Path) -> None:
+    """Create `folder` (and its parents); a folder the system will not create (under /proc or
+    /sys, a full disk) is a one-line error naming it: nothing ran, nothing is kept."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise LtbenchError(
+            f"cannot create the folder {folder} ({reason}); nothing was written: give a folder "
+            "that can be created and written (--out)"
+        ) from None
+
+
+def missing_folders(folder: Path) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet (deepest first)."""
+    return [d for d in (folder, *folder.parents) if not os.path.lexists(d)]
+
+
+def remove_if_unused(folder: Path, made: list[Path]) -> None:
+    """After a command that created `made` (`missing_folders` before it) stopped: remove them
+    again when `folder` holds nothing but its lock file (a refusal leaves no empty folder)."""
+    if not made or not folder.is_dir() or {p.name for p in folder.iterdir()} - {LOCK_FILE}:
+        return
+    try:
+        (folder / LOCK_FILE).unlink(missing_ok=True)
+        for each in made:  # the folder, then the parents it needed, while they are empty
+            each.rmdir()
+    except OSError:
+        pass  # not empty after all (another process wrote there), or not ours to remove
+
+
 def holder(folder: str | Path) -> str:
     """Who holds `folder`'s lock, as text for a message ("PID 123 on host-a"), from its PID file."""
     try:
@@ -112,7 +143,7 @@ def hold(folder: str | Path, *, wait: bool = False) -> Iterator[Path]:
             with _guard:
                 _held[key] -= 1
         return
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     lock = _file_lock(folder / LOCK_FILE)
     try:
         lock.acquire(timeout=-1 if wait else 0)

@@ -39,7 +39,7 @@ import torch
 from ltbench.engine import distributed
 from ltbench.engine.checkpoint import load_checkpoint, prepare_out_dir, read_rows, write_rows
 from ltbench.engine.config import TrainConfig, resolve, save_yaml
-from ltbench.engine.locks import check_out_dir, hold
+from ltbench.engine.locks import check_out_dir, hold, missing_folders, remove_if_unused
 from ltbench.engine.network import build_stages_network
 from ltbench.engine.protocols import due_for_test, new_validation_minimum
 from ltbench.engine.record import (
@@ -161,6 +161,7 @@ def train(
     plan = plan_run(cfg, out_dir, cache_dir)
     out_dir = plan.out_dir
     start_from = Resume.of(resume, plan.cfg)  # a given checkpoint: loaded and checked now
+    made = missing_folders(out_dir)  # removed again if the run stops before its first file
     try:
         first = lambda: prepare_out_dir(out_dir, resume=bool(resume), overwrite=overwrite)  # noqa: E731
         with distributed.hold_all(out_dir, hold, first=first):
@@ -168,7 +169,11 @@ def train(
     except OSError as exc:
         if exc.filename is None:
             raise
-        raise LtbenchError(os_error_message(exc, out_dir)) from exc
+        started = (out_dir / CHECKPOINT_FILE).is_file()  # else there is no run to continue
+        raise LtbenchError(os_error_message(exc, out_dir if started else None)) from exc
+    finally:
+        if distributed.ranks().is_main:
+            remove_if_unused(out_dir, made)
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,7 @@ NO_VALIDATION = (
     "no validation split to choose tau on: train with --val-fraction 0.1 (ImageNet-LT: its "
     "val file) or give --tau T (the row is then labelled tau fixed)"
 )
+MAX_GRID = 10_000  # τ values one evaluation may try (each is one pass over the features)
 SELECTION_METRIC = "val_balanced_error"
 _CHUNK = 4096
 
@@ -112,17 +113,26 @@ def parse_grid(text: str | Sequence[float] | None) -> list[float]:
             start, stop, step = (float(x) for x in text.split(":"))
         except ValueError:
             raise LtbenchError(f"--tau-grid {text!r}: expected START:STOP:STEP") from None
+        if not all(math.isfinite(x) for x in (start, stop, step)):
+            raise LtbenchError(f"--tau-grid {text!r}: START, STOP and STEP must be finite numbers")
         if not step > 0 or stop < start:
             raise LtbenchError(f"--tau-grid {text!r}: STEP must be > 0 and STOP >= START")
-        n = int(math.floor((stop - start) / step + 1e-9))
+        n = math.floor((stop - start) / step + 1e-9)
+        if n + 1 > MAX_GRID:
+            raise LtbenchError(
+                f"--tau-grid {text!r} has {n + 1:.3g} values; at most {MAX_GRID} "
+                "(use a larger STEP)"
+            )
         values = [round(start + i * step, 10) for i in range(n + 1)]
     else:
         try:
             values = [float(x) for x in text.split(",") if x.strip()]
         except ValueError:
             raise LtbenchError(f"--tau-grid {text!r}: expected numbers") from None
+    if len(values) > MAX_GRID:
+        raise LtbenchError(f"the tau grid has {len(values)} values; at most {MAX_GRID}")
     if not values or any(not math.isfinite(v) or v < 0 for v in values):
-        raise LtbenchError(f"the tau grid must list numbers >= 0, got {text!r}")
+        raise LtbenchError(f"the tau grid must list numbers >= 0, got {str(text)[:200]!r}")
     return values
 
 
@@ -416,25 +426,75 @@ def posthoc(
 ) -> dict[str, Any]:
     """Evaluate `rules` (None: every rule the run allows) on the finished run in `run_dir` and
     store them in its result.json under `posthoc` (atomically; everything else in the file is
-    kept). `tau` fixes τ instead of choosing it. Returns the block."""
+    kept, and so are the rules of an earlier evaluation that this one does not redo:
+    `merge_posthoc`). `tau` fixes τ instead of choosing it. The run's folder is held for the
+    whole evaluation (`ltbench.engine.locks`): a second `eval` or a `train` on it meanwhile is
+    refused with the holder's PID. Returns the block of this evaluation."""
     run_dir = Path(run_dir)
     asked = rules is not None
     rules = parse_rules(rules)
     grid_values = parse_grid(grid)
     tau = None if tau is None else check_tau(tau)
-    run = load_finished_run(run_dir, device)
-    skipped = {}
-    if not asked and tau is None and run.bundle.val is None:  # the default set: what can run
-        skipped = {r: NO_VALIDATION for r in rules if r in tuned_rules()}
-        rules = [r for r in rules if r not in skipped]
-    block = evaluate_rules(run, rules, grid_values, tau)
-    if skipped:
-        block["skipped"] = skipped
+    if not run_dir.is_dir():
+        raise LtbenchError(f"{run_dir} is not a finished run: no such folder")
     with hold(run_dir):  # no other writer in the run's folder meanwhile
-        try:
-            result = json.loads((run_dir / RESULT_FILE).read_text())
-        except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
-            raise LtbenchError(f"{run_dir / RESULT_FILE} is not readable ({exc})") from None
-        result["posthoc"] = block
+        result = read_run_result(run_dir)
+        run = load_finished_run(run_dir, device)
+        skipped = {}
+        if not asked and tau is None and run.bundle.val is None:  # the default set: what can run
+            skipped = {r: NO_VALIDATION for r in rules if r in tuned_rules()}
+            rules = [r for r in rules if r not in skipped]
+        block = evaluate_rules(run, rules, grid_values, tau)
+        if skipped:
+            block["skipped"] = skipped
+        merged = merge_posthoc(result.get("posthoc"), block)
+        if skipped:  # a rule an earlier evaluation did (with --tau) is not skipped
+            merged["skipped"] = {r: w for r, w in skipped.items() if r not in merged["rules"]}
+        result["posthoc"] = merged
         write_json(run_dir / RESULT_FILE, result)
     return block
+
+
+def read_run_result(run_dir: Path) -> dict[str, Any]:
+    """The run's result.json as a dict; a one-line error if it is missing, unreadable or not a
+    JSON object."""
+    path = run_dir / "result.json"
+    if not path.is_file():
+        raise LtbenchError(f"{run_dir} is not a finished run: it has no result.json")
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, or not UTF-8 text
+        raise LtbenchError(f"{path} is not readable ({str(exc)[:200]})") from None
+    if not isinstance(result, dict):
+        raise LtbenchError(
+            f"{path} holds a JSON {type(result).__name__}, not a run's record (an object); "
+            "train the run again with --overwrite"
+        )
+    return result
+
+
+# The settings of an evaluation that each rule carries when rules of two evaluations are kept.
+_EVALUATION_KEYS = (
+    "tau_grid",
+    "selection_metric",
+    "selection_split",
+    "fixed_tau",
+    "precision",
+    "device",
+)
+
+
+def merge_posthoc(earlier: Any, block: dict[str, Any]) -> dict[str, Any]:
+    """The `posthoc` block after `block`'s evaluation: its rules replace the same rules of the
+    `earlier` block; the earlier block's other rules are kept. A kept rule evaluated with other
+    settings (τ grid, precision, device) carries its own settings."""
+    if not isinstance(earlier, dict) or not isinstance(earlier.get("rules"), dict):
+        return block
+    kept = {}
+    for rule, entry in earlier["rules"].items():
+        if rule in block["rules"] or not isinstance(entry, dict):
+            continue
+        own = {k: earlier[k] for k in _EVALUATION_KEYS if k in earlier and k not in entry}
+        differs = any(own.get(k, block.get(k)) != block.get(k) for k in own)
+        kept[rule] = {**entry, **own} if differs else entry
+    return {**block, "rules": {**kept, **block["rules"]}}

@@ -21,7 +21,9 @@ from ltbench.errors import Interrupted, LtbenchError
 from ltbench.runner import ray_adapter
 from ltbench.runner.cluster import ClusterOptions, check_address, check_cluster
 from ltbench.runner.outdir import (
+    check_not_a_train_run,
     check_run_dir,
+    check_same_suite,
     check_sweep_dir,
     default_out,
     driver_hold,
@@ -173,8 +175,11 @@ def plan_command(args: argparse.Namespace, command: str) -> Plan:
         suite, overrides, base = plan_sweep(req)
         trials = [base]
     out_dir = check_out_dir(req.out_dir)
+    check_not_a_train_run(out_dir)
     if isinstance(req, RunRequest):
         check_run_dir(out_dir, trials, req.resume)
+        if req.resume:
+            check_same_suite(out_dir, suite)
     else:
         check_sweep_dir(out_dir)
     return Plan(req, suite, overrides, trials)
@@ -433,15 +438,19 @@ def run_sweep(planned: Plan, train_fn=None) -> int:
         if interrupted and not specs:
             raise Interrupted("no point had started")
         save_trials(out_dir, specs)
-        stopped = set()  # a grid stops nothing early: its unfinished points are missing
-        if not search.is_grid:
-            stopped = {s.key for s in specs if trial_state(out_dir, s.key)[0] == MISSING}
+        # Stopped early: a point that Tune ended before any interrupt without a result (a grid
+        # stops nothing early). A point cut off by Ctrl-C / SIGTERM is missing, and says so.
+        unfinished = {s.key for s in specs if trial_state(out_dir, s.key)[0] == MISSING}
+        stopped = set() if search.is_grid else unfinished & progress.ended_keys
         sweep = write_sweep(out_dir, params, stopped)
         notes = {
             k: f"stopped early by ASHA after {n} epoch(s)"
             for k, n in zip(sweep["trial"], sweep["epochs"], strict=True)
             if k in stopped
         }
+        if interrupted:
+            cut = "interrupted (Ctrl-C or SIGTERM) before it finished; a sweep does not resume"
+            notes.update({k: cut for k in unfinished - stopped})
         write_results(out_dir, notes)
         print(
             f"sweep: {out_dir / SWEEP_FILE} ({len(sweep)} points: "
@@ -451,7 +460,8 @@ def run_sweep(planned: Plan, train_fn=None) -> int:
         )
         if interrupted:
             raise Interrupted(
-                f"the points tried so far are in {out_dir / SWEEP_FILE} (a sweep does not resume)"
+                f"a sweep does not resume: the points tried so far are in {out_dir / SWEEP_FILE}; "
+                "to search again, start the sweep with another --out"
             )
         best = best_line(sweep, params)  # selected on the balanced validation error alone
         print(best or "best: no trial finished", flush=True)

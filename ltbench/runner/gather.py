@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from ltbench.errors import LtbenchError
-from ltbench.runner.outdir import has_results
+from ltbench.runner.outdir import check_not_a_train_run, has_results
 from ltbench.runner.results import write_results
 from ltbench.runner.trials import TrialSpec, save_trials
 from ltbench.schema import CONFIG_FILE, METRICS_FILE, RESULT_FILE, TRIALS_DIR, read_result
@@ -56,6 +56,7 @@ def collect_runs(out_dir: str | Path, run_dirs: list[str | Path]) -> list[TrialS
         )
     if has_results(out_dir) or (out_dir.exists() and not out_dir.is_dir()):
         raise LtbenchError(f"{out_dir} already holds results; choose another OUT")
+    check_not_a_train_run(out_dir, "OUT")
     read = [(name, run, *_read_run(run)) for name, run in zip(names, runs, strict=True)]
 
     trials = []

@@ -65,10 +65,48 @@ def check_run_dir(out_dir: Path, trials: list[TrialSpec], resume: bool) -> dict[
     return {**saved, **{t.key: t for t in trials}}
 
 
+def check_not_a_train_run(out_dir: Path, flag: str = "--out") -> None:
+    """DIR is not the folder of an `ltbench train` run (its config.yaml, checkpoint.pt, ...):
+    a suite's, a sweep's or `collect`'s files would be mixed into it. Reads only."""
+    from ltbench.engine.checkpoint import RUN_FILES
+
+    found = [name for name in RUN_FILES if (out_dir / name).is_file()]
+    if found:
+        raise LtbenchError(
+            f"{flag} {out_dir} holds an `ltbench train` run ({', '.join(found)}); give a new or "
+            "empty folder (to gather train runs: ltbench collect NEW_FOLDER RUN ...)"
+        )
+
+
+def check_same_suite(out_dir: Path, suite: Suite) -> None:
+    """One suite per DIR: a resumed DIR holds the results of `suite` (the name its suite.yaml
+    records), not of another suite or of a sweep. Reads only."""
+    recorded: Any = None
+    try:
+        recorded = yaml.safe_load((out_dir / SUITE_FILE).read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        pass  # no suite.yaml yet (the first run was stopped before it), or not readable
+    if (out_dir / SWEEP_FILE).exists() or (isinstance(recorded, dict) and "search" in recorded):
+        raise LtbenchError(
+            f"{out_dir} holds a sweep's results; `ltbench run --resume` continues a suite only: "
+            "choose another --out"
+        )
+    name = recorded.get("name") if isinstance(recorded, dict) else None
+    if isinstance(name, str) and name != suite.name:
+        raise LtbenchError(
+            f"{out_dir} holds the results of suite {name[:80]!r}, not {suite.name[:80]!r}: "
+            f"resume it with --suite {str(recorded.get('source') or name)[:200]}, or choose "
+            "another --out for this suite"
+        )
+
+
 def check_sweep_dir(out_dir: Path) -> None:
     """A sweep starts in a new or empty DIR (it cannot be resumed). Reads only."""
     if has_results(out_dir):
-        raise LtbenchError(f"{out_dir} already holds results; choose another --out")
+        raise LtbenchError(
+            f"{out_dir} already holds results (a sweep does not resume after a crash or an "
+            "interrupt; its points so far stay there); choose another --out"
+        )
 
 
 def end_leftovers(out_dir: Path) -> None:

@@ -61,6 +61,9 @@ class Progress:
         self.running: set[str] = set()
         self.last_status = clock()
         self.interrupted = False  # Ctrl-C or SIGTERM stopped the experiment
+        # trials that Tune ended without error before any interrupt: finished, or stopped early
+        # by the scheduler (a trial cut off by an interrupt is not among them)
+        self.ended_keys: set[str] = set()
 
     # -- the text -----------------------------------------------------------------------------
 
@@ -98,6 +101,8 @@ class Progress:
     ) -> None:
         """A trial ended without error: it finished, or the scheduler stopped it early."""
         self.running.discard(trial_id)
+        if key and not self.interrupted:
+            self.ended_keys.add(key)
         self.done += 1
         name = trial_name(key or trial_id, point)
         err = result.get("top1_error")

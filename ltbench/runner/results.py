@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from ltbench.schema import (
     SUITE_FILE,
     SWEEP_FILE,
     SWEEP_TEST_METRIC,
+    TRIALS_DIR,
     VAL_TOP1_METRIC,
     read_metrics,
     read_result,
@@ -223,6 +225,36 @@ def write_results(
     _write_csv(results, out_dir / RESULTS_FILE)
     _write_csv(per_class, out_dir / PER_CLASS_FILE)
     return results, per_class
+
+
+def suite_of_trial(run_dir: str | Path) -> Path | None:
+    """DIR when `run_dir` is a trial folder DIR/trials/<key> of a suite folder that has written
+    its results.csv (DIR/trials.json plans the trial); else None."""
+    run_dir = Path(os.path.abspath(run_dir))
+    out_dir = run_dir.parent.parent
+    if run_dir.parent.name != TRIALS_DIR or not (out_dir / RESULTS_FILE).is_file():
+        return None
+    try:
+        planned = run_dir.name in load_trials(out_dir)
+    except LtbenchError:
+        return None
+    return out_dir if planned else None
+
+
+def refresh_results(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rewrite DIR/results.csv and per_class.csv from the trial folders, after a trial changed
+    (`ltbench eval` added rules to it). The reasons the earlier file gave for missing trials
+    (for example "stopped early by ASHA") are kept. The caller holds DIR."""
+    out_dir = Path(out_dir)
+    notes: dict[str, str] = {}
+    try:
+        old = pd.read_csv(out_dir / RESULTS_FILE, dtype=str, keep_default_na=False)
+        for row in old.to_dict("records"):
+            if row.get("status") == MISSING and row.get("error") and row.get("trial"):
+                notes.setdefault(str(row["trial"]), str(row["error"]))
+    except (OSError, ValueError, pd.errors.ParserError):
+        notes = {}
+    return write_results(out_dir, notes)
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:

@@ -37,6 +37,7 @@ from ltbench.schema import SEARCH_METRIC
 SEARCH_KEYS = ("space", "num_samples", "grace_fraction", "reduction_factor", "type")
 SEARCH_TYPES = ("optuna", "grid")
 GRID_ONLY_KEYS = ("values", "steps")
+MAX_GRID_POINTS = 10_000  # points of a grid search (each one a whole training run)
 SPACE_KEYS = ("type", "low", "high", *GRID_ONLY_KEYS)
 SPACE_TYPES = ("float", "int")
 
@@ -138,10 +139,10 @@ def _grid_values(dim: dict[str, Any], pat: str) -> list[int | float]:
             raise LtbenchError(f"{pat}: values must be a non-empty list of {dim['type']}s")
     else:
         steps = dim.get("steps")
-        if not is_int(steps) or steps < 2:
+        if not is_int(steps) or not 2 <= steps <= MAX_GRID_POINTS:
             raise LtbenchError(
                 f"{pat}: a grid dimension needs values: [...] or low, high and steps (an "
-                f"integer >= 2), got steps={steps!r}"
+                f"integer from 2 to {MAX_GRID_POINTS}), got steps={str(steps)[:40]}"
             )
         low, high = dim["low"], dim["high"]
         values = [low + (high - low) * i / (steps - 1) for i in range(steps)]
@@ -169,8 +170,10 @@ def _parse_dimension(dim: Any, pat: str, grid: bool) -> dict[str, Any]:
     check = is_int if dim["type"] == "int" else is_number
     if not (grid and "values" in dim):
         for bound in ("low", "high"):
-            if not check(dim.get(bound)):
-                raise LtbenchError(f"{pat}: {bound} must be {dim['type']}, got {dim.get(bound)!r}")
+            if not check(dim.get(bound)) or not math.isfinite(dim[bound]):
+                raise LtbenchError(
+                    f"{pat}: {bound} must be a finite {dim['type']}, got {str(dim.get(bound))[:40]}"
+                )
         if not dim["low"] < dim["high"]:
             raise LtbenchError(f"{pat}: low must be < high, got {dim['low']!r}..{dim['high']!r}")
     if grid:
@@ -202,6 +205,11 @@ def parse_search(block: Any, where: str) -> SearchSpace:
                     f"{key} belongs to type optuna"
                 )
         out = SearchSpace(out_space, type="grid")
+        if out.grid_size > MAX_GRID_POINTS:
+            raise LtbenchError(
+                f"{at}: the grid has {out.grid_size:.3g} points; at most {MAX_GRID_POINTS} "
+                "(fewer values per parameter)"
+            )
         return dataclasses.replace(out, num_samples=out.grid_size)
     out = SearchSpace(out_space)
     num = block.get("num_samples", out.num_samples)

@@ -57,7 +57,7 @@ import yaml
 import sweeps
 from ltbench.data.registry import get_dataset_spec
 from ltbench.engine.config import TrainConfig
-from ltbench.errors import LtbenchError
+from ltbench.errors import LtbenchError, check_size
 from ltbench.runner.packs import check_pack_size
 from ltbench.runner.presets import DEFAULT_PRESET, PRESETS
 from ltbench.runner.search import (
@@ -294,6 +294,7 @@ def load_suite(name_or_path: str | Path) -> Suite:
         raise LtbenchError(f"{where}: not a UTF-8 text YAML file") from None
     except OSError as exc:
         raise LtbenchError(f"cannot read suite file {where}: {exc.strerror}") from None
+    check_size(data, where)
     if not isinstance(data, dict):
         raise LtbenchError(f"{where}: expected a mapping with keys {', '.join(SUITE_KEYS)}")
     check_keys(data, SUITE_KEYS, where)
