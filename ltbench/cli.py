@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import argparse
 import errno
-import os
-import re
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ltbench.doctor.args import add_doctor_parser
-from ltbench.errors import Interrupted, LtbenchError, check_size, one_line, os_error_message
+from ltbench.errors import (
+    Interrupted,
+    LtbenchError,
+    one_line,
+    os_error_message,
+    yaml_value,
+)
+from ltbench.stop import quiet_broken_pipe, restore, signals_as_interrupt, stopped_by
 from reports import REFERENCE_HELP
 
 # OSErrors that the user's environment causes (permissions, a full or read-only disk, a path
@@ -48,27 +49,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"ltbench: error: {' '.join(message.split())} (see {self.prog} --help)\n")
 
 
-_EXPONENT_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)[eE][+-]?\d+")
-
-
 def _param(text: str) -> tuple[str, Any]:
     """`key=value`, the value read as YAML (so 0.5 is a float, 120 an int, true a bool)."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    if _EXPONENT_NUMBER.fullmatch(value.strip()):  # YAML 1.1 reads 1e9 and 1e+9 as text
-        return key.strip(), float(value)
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text[:200]!r}")
     try:
-        parsed = yaml.safe_load(value)
-    except yaml.YAMLError:
-        raise argparse.ArgumentTypeError(
-            f"{text[:200]!r}: the value is not valid YAML (quote it, e.g. -p 'name=\"text\"')"
-        ) from None
-    try:
-        check_size(parsed, f"-p {key.strip()[:100]}")
+        return key.strip(), yaml_value(key.strip(), value)
     except LtbenchError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    return key.strip(), parsed
 
 
 def _epochs(text: str) -> list[int]:
@@ -232,6 +221,7 @@ def _threads(text: str) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ltbench.engine.checkpoint import refuse_resume_of_finished
     from ltbench.engine.loop import train
 
     cfg = config_from_args(args)
@@ -243,7 +233,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     resume: Any = False
     if args.resume is not None:
         resume = True if args.resume == "auto" else Path(args.resume)
-        _refuse_finished(Path(out), args.overwrite)
+        refuse_resume_of_finished(Path(out), args.overwrite)
     try:
         result = train(cfg, out, resume=resume, overwrite=args.overwrite)
     except KeyboardInterrupt:
@@ -257,17 +247,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{result['few_acc']:.1f}  ECE {result['ece']:.2f}%  -> {Path(out) / 'result.json'}"
     )
     return 0
-
-
-def _refuse_finished(out: Path, overwrite: bool) -> None:
-    """`train --resume` continues an unfinished run; on a finished one (result.json, perhaps
-    with `ltbench eval`'s rules) it would train the last epoch again and rewrite the record."""
-    if not overwrite and (out / "result.json").is_file():
-        raise LtbenchError(
-            f"{out} holds a finished run (result.json): --resume only continues an unfinished "
-            "run, so nothing was changed; pass --overwrite to train it again, or choose another "
-            "--out"
-        )
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -357,26 +336,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for rule, why in block.get("skipped", {}).items():
         print(f"  {rule:<13} skipped: {why}")
     print(f"-> {Path(args.run_dir) / 'result.json'} (posthoc)")
-    _refresh_suite(args.run_dir)
+    from ltbench.runner.results import refresh_after_eval
+
+    note = refresh_after_eval(args.run_dir)
+    if note:
+        print(note)
     return 0
-
-
-def _refresh_suite(run_dir: Path) -> None:
-    """After `eval` on a suite's trial: the suite's results.csv gets the new rows, so that
-    `ltbench report` shows them (while the suite's driver runs, it writes them when it ends)."""
-    from ltbench.engine.locks import FolderBusy, hold
-    from ltbench.runner.results import refresh_results, suite_of_trial
-
-    out_dir = suite_of_trial(run_dir)
-    if out_dir is None:
-        return
-    try:
-        with hold(out_dir):
-            refresh_results(out_dir)
-    except FolderBusy:
-        print(f"-> {out_dir} is in use by its driver; it writes results.csv when it ends")
-        return
-    print(f"-> {out_dir / 'results.csv'} (the suite's table; next: ltbench report {out_dir})")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -570,40 +535,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_stopped_by: list[str] = []  # the signal that stopped the command, if one did
-
-
-def _stop_on_signal(signum, frame) -> None:
-    _stopped_by.append(signal.Signals(signum).name)
-    raise KeyboardInterrupt
-
-
-def _signals_as_interrupt() -> dict:
-    """SIGTERM and SIGHUP (a scheduler's stop, a closed terminal) stop a command as Ctrl-C does:
-    its cleanup runs, the lock's PID file goes, the same message (naming the signal) and exit
-    status 130. Only where they have their default action (`nohup` keeps SIGHUP ignored), in the
-    main thread. Returns the handlers replaced, for `main` to put back."""
-    replaced: dict = {}
-    if threading.current_thread() is not threading.main_thread():
-        return replaced
-    _stopped_by.clear()
-    for name in ("SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is not None and signal.getsignal(sig) == signal.SIG_DFL:
-            replaced[sig] = signal.signal(sig, _stop_on_signal)
-    return replaced
-
-
-def _quiet_broken_pipe() -> int:
-    """The reader of stdout went away (`ltbench list | head -3`): stop quietly, exit 0."""
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush goes nowhere
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `ltbench` console script."""
     parser = build_parser()
@@ -611,13 +542,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or the one-line error of `Parser.error`
         return exc.code if isinstance(exc.code, int) else 2
-    replaced = _signals_as_interrupt()
+    replaced = signals_as_interrupt()
     try:
         code = args.func(args)
         sys.stdout.flush()  # here, so that a reader gone away is caught below
         return code
     except BrokenPipeError:
-        return _quiet_broken_pipe()
+        return quiet_broken_pipe()
     except LtbenchError as exc:
         print(f"ltbench: error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -628,12 +559,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         hint = getattr(exc, "hint", "")
-        why = f" by {_stopped_by[0]}" if _stopped_by else ""
+        why = f" by {stopped_by[0]}" if stopped_by else ""
         print(f"ltbench: interrupted{why}{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
     finally:
-        for sig, previous in replaced.items():
-            signal.signal(sig, previous)
+        restore(replaced)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """User-facing errors: one line, naming the bad value and what is allowed."""
 
+import re
+
 
 class LtbenchError(ValueError):
     """A mistake in the user's input. The CLI prints it as one line, without a traceback."""
@@ -73,3 +75,25 @@ def check_size(value, where: str, most: int = MAX_VALUES) -> None:
             stack.extend(item.values())
         elif isinstance(item, list | tuple):
             stack.extend(item)
+
+
+_EXPONENT_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)[eE][+-]?\d+")
+
+
+def yaml_value(key: str, text: str):
+    """The value of `-p key=text`, read as YAML (0.5 a float, 120 an int, true a bool), and
+    1e9, 1e+9, 1E-3 as numbers (YAML 1.1 reads them as text); one-line errors, at most
+    MAX_VALUES values."""
+    import yaml
+
+    if _EXPONENT_NUMBER.fullmatch(text.strip()):
+        return float(text)
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise LtbenchError(
+            f"{f'{key}={text}'[:200]!r}: the value is not valid YAML (quote it, e.g. "
+            "-p 'name=\"text\"')"
+        ) from None
+    check_size(value, f"-p {key[:100]}")
+    return value

@@ -105,7 +105,9 @@ def check_results_cells(path: Path, df: pd.DataFrame) -> None:
     line without a whole-number seed (its mean would hide that n is smaller), a word in a
     number column (it would show as "-"). Empty number cells are allowed (not measured)."""
     line = lambda i: int(i) + 2  # noqa: E731 (the header is line 1)
-    rule = df["rule"].fillna(RAW_RULE) if "rule" in df.columns else RAW_RULE
+    rule = (
+        df["rule"].astype(object).where(df["rule"].notna(), RAW_RULE) if "rule" in df else RAW_RULE
+    )
     keys = pd.DataFrame({"trial": df["trial"].astype(str), "rule": rule})
     twice = keys.duplicated(keep=False)
     if twice.any():

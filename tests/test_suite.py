@@ -217,7 +217,7 @@ def test_config_block_validation(tmp_path, block, match):
 @pytest.mark.parametrize(
     "block,match",
     [
-        ("{space: {m_max: {type: float, low: 0.1}}}", r"high must be float"),
+        ("{space: {m_max: {type: float, low: 0.1}}}", r"high must be a finite float"),
         ("{space: {s_base: {type: int, low: 5.5, high: 40}}}", r"low must be a finite int"),
         ("{space: {m_max: {type: log, low: 0.1, high: 1}}}", r"type must be one of float, int"),
         ("{space: {m_max: {type: float, low: 1, high: 0.1}}}", r"low must be < high"),

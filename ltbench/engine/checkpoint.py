@@ -48,6 +48,17 @@ def prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
         )
 
 
+def refuse_resume_of_finished(out_dir: Path, overwrite: bool) -> None:
+    """`train --resume` continues an unfinished run; on a finished one (result.json, perhaps
+    with `ltbench eval`'s rules) it would train the last epoch again and rewrite the record."""
+    if not overwrite and (out_dir / "result.json").is_file():
+        raise LtbenchError(
+            f"{out_dir} holds a finished run (result.json): --resume only continues an "
+            "unfinished run, so nothing was changed; pass --overwrite to train it again, or "
+            "choose another --out"
+        )
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically, so a crash mid-write never leaves a truncated checkpoint. A file that
     cannot be written is an OSError naming it (torch's own writer would not name it)."""

@@ -257,6 +257,23 @@ def refresh_results(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return write_results(out_dir, notes)
 
 
+def refresh_after_eval(run_dir: str | Path) -> str | None:
+    """After `ltbench eval` on a suite's trial: the suite's results.csv gets the new rows, so
+    that `ltbench report` shows them; a line saying so (None for a run outside a suite). While
+    the suite's driver holds its folder, the driver writes them when it ends."""
+    from ltbench.engine.locks import FolderBusy, hold
+
+    out_dir = suite_of_trial(run_dir)
+    if out_dir is None:
+        return None
+    try:
+        with hold(out_dir):
+            refresh_results(out_dir)
+    except FolderBusy:
+        return f"-> {out_dir} is in use by its driver; it writes results.csv when it ends"
+    return f"-> {out_dir / RESULTS_FILE} (the suite's table; next: ltbench report {out_dir})"
+
+
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     df.to_csv(tmp, index=False)
