@@ -32,10 +32,13 @@ def run_cli(argv) -> tuple[int, str, str]:
 
 
 def fake_cifar10(root: Path) -> Path:
-    """A CIFAR-10 image-folder layout: train/ and test/, 10 class folders of 2 and 1 files."""
+    """A CIFAR-10 image-folder layout: train/ and test/, the 10 class folders (named as the
+    dataset's classes, which the file check asks for) of 2 and 1 files."""
+    from ltbench.data.loaders import CIFAR_CLASSES
+
     for split, n in (("train", 2), ("test", 1)):
-        for c in range(10):
-            folder = root / split / f"class{c}"
+        for name in CIFAR_CLASSES["cifar10-lt"]:
+            folder = root / split / name
             folder.mkdir(parents=True)
             for i in range(n):
                 (folder / f"{i}.png").write_bytes(b"not read")
@@ -110,12 +113,12 @@ def test_the_cpu_self_test_passes_every_path_it_supports(tmp_path):
 def test_a_pack_that_drops_a_member_update_fails_the_self_test(tmp_path, monkeypatch):
     """A pack whose member 1 is left out of the summed loss (so its weights never move) fails
     the self-test's pack path, which names the member; exit status 1."""
-    real = ltbench.engine.pack.fit_pack_epoch
+    real = ltbench.engine.pack.pack_epoch_steps
 
     def dropping(model, members, alive, *args, **kwargs):
         return real(model, members, [m for m in alive if m is not members[1]], *args, **kwargs)
 
-    monkeypatch.setattr(ltbench.engine.pack, "fit_pack_epoch", dropping)
+    monkeypatch.setattr(ltbench.engine.pack, "pack_epoch_steps", dropping)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     rc, out, _ = run_cli(["doctor", "--device", "cpu", "--self-test", "--paths", "pack"]
                          + ["--out", tmp_path])  # fmt: skip
@@ -164,7 +167,7 @@ def test_the_doctor_sits_between_the_cli_and_the_runner(tmp_path, module, line):
     target.write_text(target.read_text() + f"\n{line}  # injected by the test\n")
     done = lint_imports(tmp_path)
     broken = [row for row in done.stdout.splitlines() if "BROKEN" in row]
-    assert done.returncode != 0 and any("Layers: CLI -> doctor ->" in r for r in broken)
+    assert done.returncode != 0 and any("Layers: cli > doctor >" in r for r in broken)
 
 
 @pytest.mark.ray
