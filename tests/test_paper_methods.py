@@ -14,8 +14,14 @@ from torch import nn
 from baselines.bbn import BBNNet, bbn_network, cumulative_alpha
 from baselines.meta import meta_weights
 from ltbench.data.batches import epoch_order, reversed_class_probabilities
-from ltbench.data.longtail import meta_count, split_meta
-from ltbench.engine.config import TrainConfig
+from ltbench.data.longtail import (
+    draw_outside,
+    long_tailed_indices,
+    meta_count,
+    split_meta,
+    validation_count,
+)
+from ltbench.engine.config import TrainConfig, resolve
 from ltbench.engine.loop import train
 from ltbench.engine.models import build_model
 from ltbench.engine.posthoc import load_finished_run, rule_logits, split_features
@@ -114,6 +120,71 @@ def test_meta_set_is_held_out_per_class():
     assert sorted(train_pos + meta_pos) == list(range(len(labels)))
     assert np.bincount(labels[meta_pos], minlength=4).tolist() == [10, 5, 1, 0]
     assert split_meta(labels, 10, seed=3) == (train_pos, meta_pos)  # deterministic
+
+
+def test_an_outside_meta_set_is_disjoint_and_leaves_the_draw_alone():
+    """Jamal et al.'s code (Longtail_DA C-LT/data_utils.py, main.py: `num_meta` = 10) takes 10
+    images per class that the long-tailed subset never holds; its head class trains on 10
+    fewer (img_max 4990 of 5000), the only class whose images the draw uses up."""
+    labels = np.repeat(np.arange(5), 100)
+    kept, counts = long_tailed_indices(labels, 0.01, seed=0)
+    assert counts[0] == 100  # the draw keeps every image of the head class
+    rest, chosen, from_draw = draw_outside(labels, kept, 10, seed=4)
+    assert not set(chosen) & set(rest)
+    assert np.bincount(labels[chosen], minlength=5).tolist() == [10] * 5
+    assert from_draw == [10, 0, 0, 0, 0]
+    # every other class keeps its drawn images; the head class gives its 10 from the draw
+    assert [i for i in kept if labels[i] > 0] == [i for i in rest if labels[i] > 0]
+    assert np.bincount(labels[rest], minlength=5).tolist() == [90, *counts[1:]]
+    assert draw_outside(labels, kept, 10, seed=4) == (rest, chosen, from_draw)
+    assert draw_outside(labels, kept, 10, seed=5)[1] != chosen
+
+
+def test_a_meta_run_trains_on_the_same_subset_as_everyone_else(tmp_path):
+    """The meta set comes from outside the long-tailed draw where the pool has images to spare:
+    the training counts of meta-ce equal those of plain CE, and the meta set has 10 per class."""
+    from ltbench.data import load_dataset
+
+    common = dict(epochs=1, val_fraction=0.1, **TINY)
+    ce = train(TrainConfig(loss="ce", **common), tmp_path / "ce", progress=False)
+    meta = train(TrainConfig(loss="meta-ce", **common), tmp_path / "meta", progress=False)
+    assert meta["class_counts"][1:] == ce["class_counts"][1:]
+    # the head class (all 100 drawn) gives its 10 from the draw, before the validation hold-out
+    assert ce["class_counts"][0] == 100 - validation_count(100, 0.1)
+    assert meta["class_counts"][0] == 90 - validation_count(90, 0.1)
+    assert meta["meta_set"]["class_counts"] == [10] * 10
+    assert meta["meta_set"]["from_the_draw"] == [10] + [0] * 9
+    assert meta["meta_set"]["source"] == "extra images outside the long-tailed draw"
+    # by image: no meta image is a training or validation image
+    kw = dict(imb_factor=0.1, n_max=100, val_fraction=0.1, val_seed=0, extra_per_class=10)
+    bundle = load_dataset("synthetic-lt", **kw)
+    seen = {bytes(x.numpy()) for split in (bundle.train, bundle.val) for x in split.images}
+    assert not any(bytes(x.numpy()) in seen for x in bundle.extra.images)
+    assert len(bundle.extra) == 100 and bundle.extra_from_draw == (10,) + (0,) * 9
+
+
+@pytest.mark.parametrize("dataset", ["cifar10-lt", "cifar100-lt"])
+def test_the_meta_recipe_is_the_official_scripts(dataset):
+    """abdullahjamal/Longtail_DA@0193518 C-LT/main.py: batch 100 (l. 25), lr 0.1 (l. 35),
+    momentum 0.9 Nesterov (l. 37-38), weight decay 5e-4 (l. 39), 200 epochs (l. 33), lr x0.01
+    at 160 and 180 with no warm-up (l. 445-451), meta phase from epoch 160 (l. 172), 10 meta
+    images per class (l. 28). A setting the user gives still wins."""
+    from ltbench.engine.step import sgd
+
+    for loss in ("meta-ce", "meta-focal", "meta-ldam"):
+        cfg = resolve(TrainConfig(loss=loss, dataset=dataset))
+        got = (cfg.batch_size, cfg.lr, cfg.momentum, cfg.nesterov, cfg.weight_decay, cfg.epochs)
+        assert got == (100, 0.1, 0.9, True, 5e-4, 200)
+        schedule = (cfg.warmup_epochs, cfg.lr_decay_epochs, cfg.lr_decay_factor)
+        assert schedule == (0, [160, 180], 0.01)
+        assert cfg.loss_params["meta_start"] == 160 and cfg.loss_params["meta_per_class"] == 10
+    optimizer = sgd([torch.nn.Parameter(torch.zeros(2))], torch.device("cpu"), cfg, lr=0.1,
+                    weight_decay=cfg.weight_decay)  # fmt: skip
+    assert optimizer.param_groups[0]["nesterov"] is True
+    mine = resolve(TrainConfig(loss="meta-ce", dataset=dataset, batch_size=64, nesterov=False))
+    assert (mine.batch_size, mine.nesterov, mine.weight_decay) == (64, False, 5e-4)
+    plain = resolve(TrainConfig(loss="ce", dataset=dataset))  # other methods keep the recipe's
+    assert (plain.nesterov, plain.warmup_epochs, plain.weight_decay) == (False, 5, 2e-4)
 
 
 def _softmax(z):

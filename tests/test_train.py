@@ -187,6 +187,26 @@ def test_corrupted_and_foreign_checkpoints_are_refused(tmp_path):
         train(tiny(loss="la", epochs=1), tmp_path / "z", resume=tmp_path / "ce" / "checkpoint.pt")
 
 
+def test_a_checkpoint_from_before_a_setting_existed_still_resumes(tmp_path):
+    """A run saved before `nesterov` (or `variant`, `keep_best_val`) was a setting trained
+    with the value it now defaults to; a saved value that differs is still another run."""
+    from ltbench.engine.checkpoint import load_checkpoint
+    from ltbench.engine.config import resolve
+
+    cfg = tiny(loss="ce", epochs=1)
+    train(cfg, tmp_path / "ce")
+    path = tmp_path / "ce" / "checkpoint.pt"
+    state = torch.load(path, weights_only=False)
+    for key in ("nesterov", "variant", "keep_best_val"):
+        del state["config"][key]
+    torch.save(state, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt", resolve(cfg))["epoch"] == state["epoch"]
+    state["config"]["nesterov"] = True
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(LtbenchError, match="belongs to another run: nesterov is True there"):
+        load_checkpoint(tmp_path / "other.pt", resolve(cfg))
+
+
 class _NanAfter(torch.nn.Module):
     head = "linear"
 

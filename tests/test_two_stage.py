@@ -251,3 +251,22 @@ def test_stage1_lock_makes_a_second_holder_wait(tmp_path):
         assert not got.is_set()
     worker.join(timeout=5)
     assert got.is_set()
+
+
+def test_a_reinitialised_classifier_starts_as_crts_official_one():
+    """classifier-balancing@f162ade models/DotProductClassifier.py:25: cRT's stage 2 builds a
+    fresh `nn.Linear` (PyTorch's default: weights and bias uniform in ±1/sqrt(d)); a kept
+    classifier is the previous one; a first-stage linear head is LDAM-DRW's Kaiming-normal."""
+    from ltbench.engine.models import build_head
+    from ltbench.engine.stages import stage_classifier
+
+    d, c = 256, 100
+    torch.manual_seed(0)
+    previous = build_head("linear", d, c)
+    assert previous.bias.abs().max() == 0 and previous.weight.abs().max() > 1.5 / d**0.5
+    fresh = stage_classifier(previous, "linear", reinit=True)
+    bound = 1 / d**0.5
+    assert fresh.weight.abs().max() <= bound and fresh.bias.abs().max() <= bound
+    assert fresh.bias.abs().min() > 0 and fresh.weight.std() < 0.7 * previous.weight.std()
+    kept = stage_classifier(previous, "linear", reinit=False)
+    assert torch.equal(kept.weight, previous.weight) and kept is not previous

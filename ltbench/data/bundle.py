@@ -27,7 +27,11 @@ class DatasetBundle:
     else `SplitFileDataset`s; `val` is None without a validation split. The test split is never
     subsampled. `mean`/`std` are the per-channel normalisation constants. `val_source` says where
     the validation split came from: "" (none), "holdout" (held out of the training images by
-    `split_validation`) or the split file read.
+    `split_validation`) or the split file read. `extra` holds the images asked for with
+    `extra_per_class`, drawn from the training pool outside the long-tailed subset (so they
+    are neither trained on nor in the validation split); None when none were asked for or the
+    dataset has none to spare; `extra_from_draw` counts, per class, those of them that a class
+    whose images the draw used up gave from its drawn images (CIFAR's head class).
     """
 
     name: str
@@ -44,6 +48,8 @@ class DatasetBundle:
     imb_factor: float = 1.0
     profile: str = "exp"
     val_source: str = ""
+    extra: Any | None = None
+    extra_from_draw: tuple[int, ...] = ()
 
     @property
     def crop_padding(self) -> int:

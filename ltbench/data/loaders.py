@@ -15,7 +15,12 @@ import numpy as np
 
 from ltbench.data import synthetic
 from ltbench.data.bundle import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DatasetBundle
-from ltbench.data.longtail import class_counts, long_tailed_indices, split_validation
+from ltbench.data.longtail import (
+    class_counts,
+    draw_outside,
+    long_tailed_indices,
+    split_validation,
+)
 from ltbench.errors import LtbenchError
 
 
@@ -43,7 +48,9 @@ def in_memory_bundle(
     """The bundle of a dataset held in arrays: the long-tailed subset (`request.imb_factor`,
     `profile`, `subset_seed`) and the validation hold-out (`val_fraction`, `val_seed`) of a
     balanced training set. Images are uint8 arrays (N, 3, H, W), labels int64 (N,); `mean` and
-    `std` normalise the channels. `request` is the loader's `ltbench.sdk.datasets.LoadRequest`."""
+    `std` normalise the channels. `request` is the loader's `ltbench.sdk.datasets.LoadRequest`;
+    its `extra_per_class` images per class are drawn from the images the long-tailed draw left
+    out (`longtail.draw_outside`), into `bundle.extra`."""
     import torch
 
     from ltbench.data.batches import TensorData
@@ -57,6 +64,10 @@ def in_memory_bundle(
 
     num_classes = len(class_names)
     kept, _ = long_tailed_indices(train_y, imb_factor, subset_seed, profile)
+    extra, from_draw = None, ()
+    if request.extra_per_class > 0:  # before the validation hold-out, which `kept` feeds
+        kept, chosen, from_draw = draw_outside(train_y, kept, request.extra_per_class, val_seed)
+        extra = TensorData(torch.from_numpy(train_x[chosen]), torch.from_numpy(train_y[chosen]))
     train = TensorData(torch.from_numpy(train_x[kept]), torch.from_numpy(train_y[kept]))
     val = None
     if val_fraction > 0:
@@ -78,6 +89,8 @@ def in_memory_bundle(
         imb_factor=imb_factor,
         profile=profile,
         val_source="holdout" if val is not None else "",
+        extra=extra,
+        extra_from_draw=tuple(from_draw),
     )
 
 

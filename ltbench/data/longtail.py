@@ -192,6 +192,42 @@ def split_meta(
     return sorted(train_pos), sorted(meta_pos)
 
 
+# Seed offset of the draws of a meta set (`split_meta`, `draw_outside`), so that they differ
+# from the validation draw made with the same run seed.
+META_SEED_OFFSET = 7919
+
+
+def draw_outside(
+    labels: Sequence[int] | np.ndarray | Any, kept: Sequence[int], per_class: int, seed: int
+) -> tuple[list[int], list[int], list[int]]:
+    """A meta set of `per_class` images per class from outside a long-tailed draw `kept`, as
+    Jamal et al.'s code takes its 10 per class (`abdullahjamal/Longtail_DA` C-LT/data_utils.py
+    `build_dataset`: before the draw, so that the training subset never holds them).
+
+    Class by class, from a permutation (`default_rng(seed + META_SEED_OFFSET)`) of the class's
+    positions that `kept` left out. A class the draw used up (CIFAR's head class keeps all its
+    images) gives the rest from its drawn positions, at most half of them (`meta_count`): the
+    official code's head class also trains on 10 fewer (4990). Returns (the drawn positions
+    that remain, in `kept`'s order; the meta positions, sorted; how many of each class's meta
+    images came from the draw).
+    """
+    labels = _as_numpy(labels)
+    kept_arr = np.asarray(kept, dtype=np.int64)
+    left = np.ones(len(labels), dtype=bool)
+    left[kept_arr] = False
+    rng = np.random.default_rng(seed + META_SEED_OFFSET)
+    chosen: list[int] = []
+    from_draw: list[int] = []
+    for cls in range(int(labels.max()) + 1 if labels.size else 0):
+        outside = rng.permutation(np.where(left & (labels == cls))[0])[: int(per_class)]
+        inside = kept_arr[labels[kept_arr] == cls]
+        short = meta_count(len(inside), int(per_class) - len(outside))
+        chosen.extend(outside.tolist() + rng.permutation(inside)[:short].tolist())
+        from_draw.append(short)
+    taken = set(chosen)
+    return [int(i) for i in kept_arr if int(i) not in taken], sorted(chosen), from_draw
+
+
 def classes_short_of_minimum(val_counts: Sequence[int]) -> list[int]:
     """The classes with fewer than VAL_MIN_PER_CLASS validation images (their error is noisy)."""
     return [c for c, n in enumerate(val_counts) if n < VAL_MIN_PER_CLASS]

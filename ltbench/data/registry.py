@@ -162,6 +162,7 @@ def load_dataset(
     n_max: int | None = None,
     val_fraction: float = 0.0,
     val_seed: int = 0,
+    extra_per_class: int = 0,
     **options: Any,
 ) -> DatasetBundle:
     """Load dataset `name` as a long-tailed training set plus its balanced test set.
@@ -176,6 +177,9 @@ def load_dataset(
         per class with twice that many images, else at least one per class with two or more).
         On ImageNet-LT, a ROOT/ImageNet_LT_val.txt (the official balanced split) is used
         instead of a hold-out when present.
+    extra_per_class: images per class to draw from outside the long-tailed subset into
+        `bundle.extra` (a meta set), where the dataset's training pool has them (CIFAR,
+        synthetic-lt); a dataset published long-tailed leaves `extra` None.
     download: fetch CIFAR with torchvision (opt-in; never done otherwise).
     options: `n_test_max` (synthetic, CIFAR: images per class in the test set), `cache_dir`
         (CIFAR image folders; False disables the cache), `train_split`, `test_split`,
@@ -205,5 +209,6 @@ def load_dataset(
         n_max=n_max,
         val_fraction=val_fraction,
         val_seed=int(val_seed),
+        extra_per_class=int(extra_per_class),
     )
     return spec.loader(request, **options)

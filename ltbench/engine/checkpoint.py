@@ -71,6 +71,11 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+# Settings added to the configuration after runs were saved, with the value every run saved
+# before had: a checkpoint without the key was trained with it (so those runs still resume).
+ADDED_SETTINGS = {"variant": None, "keep_best_val": False, "nesterov": False}
+
+
 def load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
     """Load without executing code (`weights_only`) and check that it belongs to this run."""
     if not path.is_file():
@@ -92,7 +97,7 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
             f"checkpoint {path} is incomplete (no {lacking[0] if lacking else 'config'!r}); "
             "give a checkpoint.pt that ltbench wrote"
         )
-    saved, now = state["config"], cfg.to_dict()
+    saved, now = {**ADDED_SETTINGS, **state["config"]}, cfg.to_dict()
     for key in now:
         if key not in RUNTIME_KEYS and saved.get(key) != now[key]:
             raise LtbenchError(

@@ -57,6 +57,7 @@ class TrainConfig:
     lr: float | None = None
     weight_decay: float | None = None
     momentum: float = 0.9
+    nesterov: bool | None = None  # Nesterov momentum; None: the method's recipe (else off)
     warmup_epochs: int | None = None
     lr_decay_epochs: list[int] | None = None
     lr_decay_factor: float | None = None
@@ -135,6 +136,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
         all_defaults_for,
         get_spec,
         get_variant,
+        own_schedule,
         resolve_params,
     )
 
@@ -142,8 +144,10 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     d = get_dataset_spec(cfg.dataset).recipe
     spec = get_spec(cfg.loss)
     variant = get_variant(spec, cfg.variant, cfg.dataset) if cfg.variant is not None else None
-    if variant is not None:  # its run settings stand in for the recipe's where none was given
-        unset = {k: v for k, v in variant.schedule.items() if getattr(cfg, k) is None}
+    # run settings the user left unset: a variant's, then the method's own on this dataset
+    # (its official code's, e.g. the meta-learning recipe), then the dataset recipe's below
+    for own in (variant.schedule if variant is not None else {}, own_schedule(spec, cfg.dataset)):
+        unset = {k: v for k, v in own.items() if getattr(cfg, k) is None}
         cfg = dataclasses.replace(cfg, **unset)
     out = dataclasses.replace(cfg, loss_params=dict(cfg.loss_params), stage2=dict(cfg.stage2))
 
@@ -168,6 +172,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     out.lr = float(pick("lr", d.lr))
     out.weight_decay = float(pick("weight_decay", d.weight_decay))
     out.lr_decay_factor = float(pick("lr_decay_factor", d.lr_decay_factor))
+    out.nesterov = bool(pick("nesterov", False))
     check_numbers(out)
 
     # Milestones the user did not set follow the paper's schedule, placed for the run's length

@@ -262,6 +262,7 @@ class StageRun:
     eval_model: Any
     optimizer: torch.optim.Optimizer
     mixup: Any
+    meta_source: str = ""  # where the meta set came from (`step.hold_out_meta`)
 
     def assess(self, split_loader) -> dict[str, Any]:
         """The metrics of the current network on one split."""
@@ -279,11 +280,14 @@ class StageRun:
 
 
 def stage_data(cfg: TrainConfig, stage: Stage, device: torch.device):
-    """The stage's bundle (without its meta set), its meta set (or None) and the batch
-    iterators: the splits, the extra samplers' training streams, the meta set's."""
+    """The stage's bundle (without its meta set), its meta set (or None) and where it came
+    from, and the batch iterators: the splits, the extra samplers' training streams, the meta
+    set's."""
     import dataclasses
 
-    bundle, meta_set = hold_out_meta(load_run_data(cfg), stage.meta_per_class, cfg.seed)
+    per_class = stage.meta_per_class
+    data = load_run_data(cfg, meta_per_class=per_class)
+    bundle, meta_set, meta_source = hold_out_meta(data, per_class, cfg.seed)
     counts = list(bundle.cls_num_list)
     if min(counts) < 1:
         empty = counts.index(min(counts))
@@ -301,7 +305,7 @@ def stage_data(cfg: TrainConfig, stage: Stage, device: torch.device):
     if meta_set is not None:
         meta_bundle = dataclasses.replace(bundle, train=meta_set)
         meta_loader = make_loaders(meta_bundle, cfg, device, batch_size=stage.batch_size).train
-    return bundle, meta_set, loaders, extra, meta_loader
+    return bundle, (meta_set, meta_source), loaders, extra, meta_loader
 
 
 def build_stage_run(cfg: TrainConfig, stage: Stage, previous: Previous | None) -> StageRun:
@@ -312,7 +316,7 @@ def build_stage_run(cfg: TrainConfig, stage: Stage, previous: Previous | None) -
     device = pick_device(cfg.device)
     amp, channels_last = step_options(cfg, device)
     distributed.check_batch(stage.batch_size, distributed.ranks().world)
-    bundle, meta_set, loaders, extra, meta_loader = stage_data(cfg, stage, device)
+    bundle, (meta_set, meta_source), loaders, extra, meta_loader = stage_data(cfg, stage, device)
     torch.manual_seed(cfg.seed)
     plugin = build_loss(stage.loss, list(bundle.cls_num_list), **stage.loss_params).to(device)
     earlier = previous.stages if previous is not None else []
@@ -330,13 +334,11 @@ def build_stage_run(cfg: TrainConfig, stage: Stage, previous: Previous | None) -
     step_model = step_module(wrapped, cfg, device)  # compiled / CUDA graphs over DDP
     # evaluation runs each rank's shard through the network without DDP's gradient hooks
     eval_model = step_model if wrapped is model else step_module(model, cfg, device)
-    optimizer = sgd(
-        groups, device, lr=stage.lr, momentum=cfg.momentum, weight_decay=stage.weight_decay
-    )
+    optimizer = sgd(groups, device, cfg, lr=stage.lr, weight_decay=stage.weight_decay)
     mixup = Mixup(stage.mixup_alpha) if stage.mixup_alpha > 0 else None
     return StageRun(
         cfg, stage, device, amp, channels_last, bundle, meta_set, loaders, extra, meta_loader,
-        plugin, model, step_model, eval_model, optimizer, mixup,
+        plugin, model, step_model, eval_model, optimizer, mixup, meta_source,
     )  # fmt: skip
 
 
@@ -489,7 +491,9 @@ def stage_result(
             number = len(previous.stages) + 1
             result["precision"] = f"{first} (stage 1), {result['precision']} (stage {number})"
     if run.meta_set is not None:
-        result["meta_set"] = meta_set_record(run.bundle, run.meta_set, stage.meta_per_class)
+        result["meta_set"] = meta_set_record(
+            run.bundle, run.meta_set, stage.meta_per_class, run.meta_source
+        )
     earlier = previous.stages if previous is not None else []
     result["stage_plan"] = [s.describe() for s in earlier] + [stage.describe()]
     if previous is not None:

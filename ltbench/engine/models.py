@@ -54,12 +54,18 @@ class CosineClassifier(nn.Module):
         return f"in_features={self.in_features}, num_classes={self.num_classes}"
 
 
-def build_head(head: str, in_features: int, num_classes: int) -> nn.Module:
-    """A fresh classifier of kind `head` ("linear" or "cosine")."""
+def build_head(
+    head: str, in_features: int, num_classes: int, *, torch_default: bool = False
+) -> nn.Module:
+    """A fresh classifier of kind `head` ("linear" or "cosine"). A linear head is initialised
+    as the LDAM-DRW / KPS code does (Kaiming-normal weights, zero bias), or with
+    `torch_default` as `nn.Linear` comes (uniform in ±1/sqrt(in_features), bias too): the
+    re-initialised classifier of classifier-balancing's cRT (`DotProductClassifier.py:25`)."""
     if head == "linear":
         layer = nn.Linear(in_features, num_classes)
-        nn.init.kaiming_normal_(layer.weight)
-        nn.init.zeros_(layer.bias)
+        if not torch_default:
+            nn.init.kaiming_normal_(layer.weight)
+            nn.init.zeros_(layer.bias)
         return layer
     if head == "cosine":
         return CosineClassifier(in_features, num_classes)

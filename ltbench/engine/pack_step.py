@@ -103,11 +103,7 @@ def build_pack(
     lead = members[0]
     step_model = step_module(model, lead.cfg, device)
     optimizer = sgd(
-        model.parameters(),
-        device,
-        lr=lead.stage.lr,
-        momentum=lead.cfg.momentum,
-        weight_decay=lead.stage.weight_decay,
+        model.parameters(), device, lead.cfg, lr=lead.stage.lr, weight_decay=lead.stage.weight_decay
     )
     if lead.state is not None:
         optimizer.load_state_dict(layout.pack_optimizer([m.state["optimizer"] for m in members]))

@@ -168,7 +168,9 @@ def load_finished_run(run_dir: str | Path, device: str = "auto") -> FinishedRun:
     stage = stages[-1]
     dev = pick_device(cfg.device)
     amp, _ = step_options(cfg, dev)
-    bundle, _ = hold_out_meta(load_run_data(cfg, download=False), stage.meta_per_class, cfg.seed)
+    per_class = stage.meta_per_class
+    data = load_run_data(cfg, download=False, meta_per_class=per_class)
+    bundle, _, _ = hold_out_meta(data, per_class, cfg.seed)
     counts = list(bundle.cls_num_list)
     plugin = build_loss(stage.loss, counts, **stage.loss_params)
     heads = [get_spec(s.loss).head for s in stages[:-1]] + [plugin.head]

@@ -171,17 +171,36 @@ def validation_split_record(bundle) -> dict[str, Any]:
     }
 
 
-def meta_set_record(bundle, meta_set, per_class: int) -> dict[str, Any]:
-    """What result.json says about a stage's meta set (`Stage.meta_per_class`)."""
+# Where a meta set comes from (result.json's `meta_set.source`; `step.hold_out_meta` tries them
+# in this order) and how each draws it.
+META_FROM_EXTRA = "extra images outside the long-tailed draw"
+META_FROM_VAL_LIST = "the validation list"  # followed by the list's file
+META_FROM_TRAIN = "held out of the long-tailed training split"
+META_DRAWS = {
+    META_FROM_EXTRA: "per class per_class images at random from the training images the "
+    "long-tailed draw left out, as Jamal et al.'s code (ltbench.data.longtail.draw_outside); a "
+    "class the draw used up gives them from its drawn images (`from_the_draw`), every other "
+    "class trains on the subset every other method trains on",
+    META_FROM_VAL_LIST: "per class min(per_class, n_j // 2) images at random out of the "
+    "dataset's validation list, which keeps the rest (ltbench.data.longtail.split_meta)",
+    META_FROM_TRAIN: "held out of the training split after the validation hold-out, per class "
+    "min(per_class, n_j // 2) images at random (ltbench.data.longtail.split_meta)",
+}
+
+
+def meta_set_record(bundle, meta_set, per_class: int, source: str) -> dict[str, Any]:
+    """What result.json says about a stage's meta set (`Stage.meta_per_class`): its size per
+    class, where it came from (`source`, from `step.hold_out_meta`) and how it was drawn."""
     from ltbench.data.longtail import class_counts
 
+    how = next(text for key, text in META_DRAWS.items() if source.startswith(key))
     return {
         "per_class": per_class,
         "class_counts": class_counts(meta_set.labels, bundle.num_classes),
         "size": len(meta_set),
-        "drawn": "held out of the training split after the validation hold-out, per class "
-        "min(per_class, n_j // 2) images at random (ltbench.data.longtail.split_meta); never "
-        "trained on; disjoint from validation and test",
+        "source": source,
+        "from_the_draw": list(bundle.extra_from_draw) if source == META_FROM_EXTRA else None,
+        "drawn": f"{how}; never trained on; disjoint from validation and test",
     }
 
 

@@ -268,14 +268,15 @@ class StageModel(nn.Module):
 def stage_classifier(previous: nn.Module, head: str, *, reinit: bool) -> nn.Module:
     """The classifier a later stage starts from, for a loss that wants `head`.
 
-    `reinit`: a freshly initialised head (draws from torch's global RNG). Otherwise a copy of the
-    previous classifier when the head kinds agree; across kinds, each class keeps the direction
-    of its previous weight: a cosine head takes the L2-normalised rows, a linear head the
-    normalised rows and a zero bias (a previous linear bias is dropped either way).
+    `reinit`: a freshly initialised head (draws from torch's global RNG), a linear one with
+    PyTorch's default initialisation as cRT's official classifier (`build_head`). Otherwise a
+    copy of the previous classifier when the head kinds agree; across kinds, each class keeps
+    the direction of its previous weight: a cosine head takes the L2-normalised rows, a linear
+    head the normalised rows and a zero bias (a previous linear bias is dropped either way).
     """
     num_classes, in_features = previous.weight.shape
     if reinit:
-        return build_head(head, in_features, num_classes)
+        return build_head(head, in_features, num_classes, torch_default=True)
     if isinstance(previous, CosineClassifier) == (head == "cosine"):
         return copy.deepcopy(previous)
     fresh = build_head(head, in_features, num_classes)

@@ -100,12 +100,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7919 + 12345) % (2**63 - 1)
 
 
-def sgd(groups, device: torch.device, *, lr: float, momentum: float, weight_decay: float):
-    """SGD with momentum, fused where torch has the kernel."""
+def sgd(groups, device: torch.device, cfg: TrainConfig, *, lr: float, weight_decay: float):
+    """SGD with the run's momentum (Nesterov's where `cfg.nesterov`), fused where torch has
+    the kernel; `lr` and `weight_decay` are the stage's."""
     return torch.optim.SGD(
         groups,
         lr=lr,
-        momentum=momentum,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
         weight_decay=weight_decay,
         fused=device.type in FUSED_SGD_DEVICES,
     )
@@ -133,13 +135,7 @@ def build_step(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     step_model = step_module(model, cfg, device)
-    optimizer = sgd(
-        model.parameters(),
-        device,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-    )
+    optimizer = sgd(model.parameters(), device, cfg, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return plugin, model, step_model, optimizer
 
 
@@ -147,9 +143,11 @@ def build_step(
 # Data and batches
 
 
-def load_run_data(cfg: TrainConfig, *, download: bool | None = None):
+def load_run_data(cfg: TrainConfig, *, download: bool | None = None, meta_per_class: int = 0):
     """The dataset bundle of a resolved run: its long-tailed training set, its validation split
-    (drawn with the run's seed) and its test set. `download` overrides the run's setting."""
+    (drawn with the run's seed) and its test set. `download` overrides the run's setting;
+    `meta_per_class` (a stage's `Stage.meta_per_class`) asks the loader for that many images per
+    class from outside the long-tailed draw, where the dataset has them (`bundle.extra`)."""
     from ltbench.data import load_dataset
 
     return load_dataset(
@@ -162,6 +160,7 @@ def load_run_data(cfg: TrainConfig, *, download: bool | None = None):
         n_max=cfg.n_max,
         val_fraction=cfg.val_fraction,
         val_seed=cfg.seed,
+        extra_per_class=meta_per_class,
     )
 
 
@@ -184,23 +183,34 @@ def meta_batches(loader, epoch: int, channels_last: bool):
         yield from epoch_batches(loader, (epoch << 20) + index, channels_last)
 
 
-# Seed offset of the meta set's draw (`split_meta`), so it differs from the validation draw.
-META_SEED_OFFSET = 7919
-
-
 def hold_out_meta(bundle, per_class: int, seed: int):
-    """(bundle without the meta set, the meta set) for `Stage.meta_per_class` = `per_class`
-    (0: the bundle itself and None). The meta set is held out of the training split after the
-    validation hold-out; `cls_num_list` then counts the images trained on."""
-    if per_class <= 0:
-        return bundle, None
-    from ltbench.data.longtail import class_counts, split_meta
+    """(bundle, the meta set, where it came from) for `Stage.meta_per_class` = `per_class`
+    (0: the bundle itself, None and "").
 
+    As Jamal et al.'s code draws it where the dataset has images to spare (CIFAR's full
+    training set): `per_class` images per class from outside the long-tailed draw, which
+    `load_run_data(meta_per_class=...)` put in `bundle.extra`; the training split is left as
+    drawn. Else, on a dataset published long-tailed with its own validation list
+    (ImageNet-LT's `ImageNet_LT_val.txt`), out of that list, which keeps the rest. Else held
+    out of the training split after the validation hold-out (at most half of a class,
+    `longtail.meta_count`), and `cls_num_list` then counts the images trained on."""
+    if per_class <= 0:
+        return bundle, None, ""
+    from ltbench.data.longtail import META_SEED_OFFSET, class_counts, split_meta
+    from ltbench.engine.record import META_FROM_EXTRA, META_FROM_TRAIN, META_FROM_VAL_LIST
+
+    if bundle.extra is not None:
+        return bundle, bundle.extra, META_FROM_EXTRA
+    if bundle.val is not None and bundle.val_source not in ("", "holdout"):
+        val_pos, meta_pos = split_meta(bundle.val.labels, per_class, seed + META_SEED_OFFSET)
+        val = bundle.val.subset(val_pos)
+        source = f"{META_FROM_VAL_LIST} {bundle.val_source}"
+        return dataclasses.replace(bundle, val=val), bundle.val.subset(meta_pos), source
     train_pos, meta_pos = split_meta(bundle.train.labels, per_class, seed + META_SEED_OFFSET)
     train = bundle.train.subset(train_pos)
     meta = bundle.train.subset(meta_pos)
     counts = class_counts(train.labels, bundle.num_classes)
-    return dataclasses.replace(bundle, train=train, cls_num_list=counts), meta
+    return dataclasses.replace(bundle, train=train, cls_num_list=counts), meta, META_FROM_TRAIN
 
 
 @dataclass

@@ -62,6 +62,10 @@ class LoadRequest:
     n_max: int | None  # images per class before the long-tailed draw (None: all)
     val_fraction: float  # share of each class held out for validation
     val_seed: int  # the seed of the validation hold-out (the run's seed)
+    # images per class wanted from the training pool *outside* the long-tailed draw (a meta
+    # set: Jamal et al. take 10 per class before their draw); 0: none. A loader that has no
+    # such pool (a dataset published long-tailed) ignores it and leaves `bundle.extra` None.
+    extra_per_class: int = 0
 
 
 @dataclass(frozen=True)

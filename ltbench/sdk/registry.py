@@ -26,6 +26,9 @@ MILESTONE_ANCHORS = ("fraction", "lr-decay", "length")
 # epoch: epoch settings follow the run's length by the milestone rules, which know only the
 # dataset recipe).
 VARIANT_SCHEDULE_KEYS = ("batch_size", "lr", "weight_decay", "lr_decay_factor")
+# The run settings a method's own recipe may set on a dataset (`LossSpec.schedule`): a
+# variant's, Nesterov momentum, and the warm-up (taken as given, whatever the run's length).
+OWN_SCHEDULE_KEYS = (*VARIANT_SCHEDULE_KEYS, "warmup_epochs", "nesterov")
 VARIANT_MARK = "@"  # the method label of a variant: `<loss>@<variant>`
 VARIANT_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
@@ -83,6 +86,11 @@ class LossSpec:
     from the plugin's table); they replace `defaults` and `dataset_defaults`.
     `variants` are named settings other than the paper's text (`Variant`), `{name: Variant}`;
     a run uses one only when asked.
+    `schedule` is the method's own recipe of run settings where its official code trains
+    differently from the dataset recipe, `{dataset: {key: value}}` (keys `OWN_SCHEDULE_KEYS`;
+    the meta-learning methods' batch 100, weight decay 5e-4, Nesterov, no warm-up on CIFAR);
+    it is the method's default there (its label stays the method's name), used where the user
+    and a variant left the setting unset.
     """
 
     name: str
@@ -98,6 +106,7 @@ class LossSpec:
     dataset_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     recipe: Callable[[str, float | None], Mapping[str, Any]] | None = None
     variants: Mapping[str, Variant] = field(default_factory=dict)
+    schedule: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -120,6 +129,15 @@ class LossSpec:
                 raise ValueError(
                     f"loss {self.name!r}: variant {vname!r} needs a name of lower-case letters, "
                     f"digits and '-', and known parameters (unknown: {unknown})"
+                )
+        own = {d: MappingProxyType(dict(v)) for d, v in self.schedule.items()}
+        object.__setattr__(self, "schedule", MappingProxyType(own))
+        for dataset, values in own.items():
+            unknown = sorted(set(values) - set(OWN_SCHEDULE_KEYS))
+            if unknown:
+                raise ValueError(
+                    f"loss {self.name!r}: schedule[{dataset!r}] keys must be among "
+                    f"{OWN_SCHEDULE_KEYS}, got {unknown}"
                 )
         bad = {k: v for k, v in self.milestones.items() if v not in MILESTONE_ANCHORS}
         if bad:
@@ -176,6 +194,11 @@ def all_defaults_for(
             )
         out.update(values)
     return out
+
+
+def own_schedule(spec: LossSpec, dataset: str) -> Mapping[str, Any]:
+    """The method's own run settings on `dataset` (`LossSpec.schedule`; empty: the recipe's)."""
+    return spec.schedule.get(dataset, {})
 
 
 def get_variant(spec: LossSpec, name: str, dataset: str | None = None) -> Variant:
