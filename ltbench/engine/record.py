@@ -36,9 +36,23 @@ def epoch_row(epoch: int, stage: str | None, lr: float, train: dict[str, float])
     return row
 
 
+# The per-group numbers of an evaluated epoch's line, each as `test_<name>` (None: an empty group)
+EPOCH_GROUP_METRICS = (
+    "many_acc",
+    "medium_acc",
+    "few_acc",
+    "head_error",
+    "mid_error",
+    "tail_error",
+    "worst_class_error",
+)
+
+
 def add_test(row: dict[str, Any], record: dict[str, Any]) -> None:
-    """The test error of an evaluated epoch."""
+    """The test error of an evaluated epoch and its per-group numbers."""
     row["test_top1_error"] = record["top1_error"]
+    for name in EPOCH_GROUP_METRICS:
+        row[f"test_{name}"] = record.get(name)
 
 
 def add_validation(row: dict[str, Any], record: dict[str, Any]) -> None:
@@ -124,7 +138,13 @@ def build_result(
         "best_epoch_selected_on_test": best["epoch"],
         "class_counts": list(bundle.cls_num_list),
         "class_names": list(bundle.class_names),
+        "worst_class_name": class_name(bundle, final.get("worst_class")),
     }
+
+
+def class_name(bundle, index: int | None) -> str | None:
+    """The name of class `index` of the bundle (None for None)."""
+    return None if index is None else str(bundle.class_names[index])
 
 
 def final_result(
