@@ -15,6 +15,7 @@ import torch
 
 from ltbench.engine.checkpoint import append_row, environment, save_checkpoint, write_json
 from ltbench.engine.config import TrainConfig
+from ltbench.engine.curves import close_curves, log_epoch
 from ltbench.engine.identity import identity, precision_name
 from ltbench.engine.metrics import validation_metrics
 from ltbench.engine.protocols import BEST_ON_TEST, epoch_protocols
@@ -100,6 +101,7 @@ def save_epoch(out_dir: Path, row: dict[str, Any], state: dict[str, Any]) -> Non
     """The line first: a crash between the two redoes this epoch from the last checkpoint, and
     the resumed run drops the line of the epoch it redoes."""
     append_row(out_dir / METRICS_FILE, row)
+    log_epoch(out_dir, row)  # the same numbers as TensorBoard scalars (ltbench.engine.curves)
     save_checkpoint(out_dir / CHECKPOINT_FILE, state)
 
 
@@ -225,5 +227,6 @@ def meta_set_record(bundle, meta_set, per_class: int, source: str) -> dict[str, 
 
 
 def write_result(out_dir: Path, result: dict[str, Any]) -> None:
-    """result.json, atomically: from then on the run is finished."""
+    """result.json, atomically: from then on the run is finished (its curves are closed)."""
+    close_curves(out_dir)
     write_json(out_dir / RESULT_FILE, result)
