@@ -51,3 +51,4 @@ TRIAL_SPEC_FILE = "trial.json"
 RESULTS_FILE = "results.csv"
 PER_CLASS_FILE = "per_class.csv"
 SWEEP_FILE = "sweep.csv"
+MLFLOW_DIR = "mlruns"  # `--mlflow` without a URI: MLflow's local file store in the suite's folder
