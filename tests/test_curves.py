@@ -26,9 +26,7 @@ def _scalars(run_dir) -> dict[str, dict[int, float]]:
     """Every scalar TensorBoard reads from the run's folder: {tag: {step: value}}."""
     acc = event_accumulator.EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     acc.Reload()
-    return {
-        tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]
-    }
+    return {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
 
 
 def test_event_files_hold_the_numbers_of_metrics_jsonl(tmp_path):
