@@ -4,6 +4,7 @@ replaced with the run, and a failing writer never stops a run."""
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import pytest
@@ -71,3 +72,35 @@ def test_a_failing_writer_warns_once_and_the_run_finishes(tmp_path, monkeypatch)
     assert len(said) == 1 and "disk full" in str(said[0].message)
     assert result["epochs"] == 2 and (tmp_path / "run" / "result.json").is_file()
     assert not _events(tmp_path / "run")
+
+
+class _CrashAfterTwo:
+    """Keeps epoch 1's checkpoint aside and stops after epoch 2, like a process killed between
+    epoch 2's metrics line and its checkpoint (the resumed run redoes epoch 2)."""
+
+    def __init__(self, run):
+        self.run = run
+
+    def on_epoch_end(self, epoch, metrics, checkpoint):
+        if epoch == 1:
+            shutil.copy(checkpoint, self.run / "epoch1.pt")
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+
+def test_a_resumed_run_replaces_the_epochs_it_redoes(tmp_path):
+    run = tmp_path / "run"
+    cfg = TrainConfig(epochs=3, device="cpu", **TINY)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, hooks=_CrashAfterTwo(run))
+    (run / "epoch1.pt").replace(run / "checkpoint.pt")
+    train(cfg, run, resume=True)
+    assert len(_events(run)) == 2  # one file per process
+    acc = event_accumulator.EventAccumulator(str(run), size_guidance={"scalars": 0})
+    acc.Reload()
+    steps = [e.step for e in acc.Scalars("test/test_top1_error")]
+    assert steps == [1, 2, 3]  # epoch 2 once: the first process's epoch 2 purged
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [e.value for e in acc.Scalars("train/train_loss")] == pytest.approx(
+        [line["train_loss"] for line in lines], rel=1e-6
+    )
