@@ -51,7 +51,7 @@ def test_a_suite_logs_each_trial_with_its_params_and_metrics(ray_session, tmp_pa
     suite = tmp_path / "tiny-mlflow.yaml"
     suite.write_text(SUITE)
     out_dir = tmp_path / "out"
-    argv = ["run", "--suite", str(suite), "--out", str(out_dir), "--report", "none", "--mlflow"]
+    argv = ["run", "--suite", str(suite), "--out", str(out_dir), "--report", "md", "--mlflow"]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         assert main(argv) == 0, err.getvalue()
@@ -87,4 +87,7 @@ def test_a_suite_logs_each_trial_with_its_params_and_metrics(ray_session, tmp_pa
         result = json.loads((out_dir / "trials" / row.trial / "result.json").read_text())
         assert row.worst_class == result["worst_class_name"]
         assert row.many_classes + row.medium_classes + row.few_classes == 10
+    report = (out_dir / "report.md").read_text()
+    assert "worst class" in report and "Classes in each group" in report
+    assert "nan" not in report.lower()
     assert not os.environ.get("MLFLOW_TRACKING_URI")  # the logger left the process alone
