@@ -106,6 +106,20 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="share of the training data held out for model selection",
     )
+    g.add_argument(
+        "--many-shot",
+        type=int,
+        default=None,
+        metavar="N",
+        help="many-shot classes: more than N training images (default: the dataset's, 100)",
+    )
+    g.add_argument(
+        "--few-shot",
+        type=int,
+        default=None,
+        metavar="N",
+        help="few-shot classes: fewer than N training images (default: the dataset's, 20)",
+    )
     g = p.add_argument_group("method")
     g.add_argument("--loss", default=None, help="loss or method name (see `ltbench list`)")
     g.add_argument(
@@ -240,13 +254,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise Interrupted(
             f"the run so far is in {out}: continue it with the same command plus --resume"
         ) from None
+    shots = "/".join(_group(result, g) for g in ("many", "medium", "few"))
+    worst = result.get("worst_class_name") or result.get("worst_class")
     print(
         f"{result['method']} on {result['dataset']} (rho={result['rho']:g}, seed "
         f"{result['seed']}): top-1 error {result['top1_error']:.2f}%  "
-        f"many/medium/few acc {result['many_acc']:.1f}/{result['medium_acc']:.1f}/"
-        f"{result['few_acc']:.1f}  ECE {result['ece']:.2f}%  -> {Path(out) / 'result.json'}"
+        f"many/medium/few acc {shots}  worst class {_pct(result.get('worst_class_error'))} "
+        f"({worst})  ECE {result['ece']:.2f}%  -> {Path(out) / 'result.json'}"
     )
     return 0
+
+
+def _pct(value: float | None, digits: int = 1) -> str:
+    """A percentage for the terminal; "–" where there is none (an empty group)."""
+    return "–" if value is None or value != value else f"{value:.{digits}f}"
+
+
+def _group(result: dict, group: str) -> str:
+    """A group's accuracy and its number of classes, e.g. "85.2 (3)" or "– (0)"."""
+    return f"{_pct(result.get(f'{group}_acc'))} ({result.get(f'{group}_classes', '?')})"
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -329,8 +355,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for rule, r in block["rules"].items():
         tau = "-" if r["tau"] is None else f"{r['tau']:g}"
         print(
-            f"  {rule:<13} {tau:>5} {r['top1_error']:>9.2f} {r['many_acc']:>6.1f} "
-            f"{r['medium_acc']:>6.1f} {r['few_acc']:>6.1f} {r['ece']:>6.2f}  "
+            f"  {rule:<13} {tau:>5} {r['top1_error']:>9.2f} {_pct(r['many_acc']):>6} "
+            f"{_pct(r['medium_acc']):>6} {_pct(r['few_acc']):>6} {r['ece']:>6.2f}  "
             f"(ECE of {r['ece_logits']}){'; ' + r['note'] if r.get('note') else ''}"
         )
     for rule, why in block.get("skipped", {}).items():

@@ -12,6 +12,8 @@ A run's folder (`ltbench train --out DIR`, one trial of a suite):
     DIR/result.json        the final record; its presence means the run finished (RESULT_FILE)
     DIR/checkpoint-best-val.pt  the best-on-validation epoch's state, with --keep-best-val
                            (BEST_VAL_CHECKPOINT_FILE; ltbench.engine.protocols)
+    DIR/events.out.tfevents.*.ltbench  TensorBoard event files: the numbers of metrics.jsonl
+                           per epoch (TENSORBOARD_PREFIX, TENSORBOARD_SUFFIX; engine.curves)
 
 A suite's folder: see `ltbench.schema`.
 """
@@ -27,6 +29,10 @@ CHECKPOINT_FILE = "checkpoint.pt"
 RESULT_FILE = "result.json"
 RUN_FILES = (CONFIG_FILE, METRICS_FILE, CHECKPOINT_FILE, RESULT_FILE)
 BEST_VAL_CHECKPOINT_FILE = "checkpoint-best-val.pt"
+# TensorBoard event files beside metrics.jsonl: `tensorboard --logdir` on a run's or a suite's
+# folder finds them (the prefix is TensorBoard's own; the suffix marks them as ltbench's)
+TENSORBOARD_PREFIX = "events.out.tfevents."
+TENSORBOARD_SUFFIX = ".ltbench"
 STAGE_CACHE_DIR = "_stage1"  # beside a run's folder: the shared earlier stages (engine.stages)
 
 # The keys of checkpoint.pt: `epoch` counts the finished epochs of the whole run, `stage` and
@@ -45,3 +51,4 @@ TRIAL_SPEC_FILE = "trial.json"
 RESULTS_FILE = "results.csv"
 PER_CLASS_FILE = "per_class.csv"
 SWEEP_FILE = "sweep.csv"
+MLFLOW_DIR = "mlruns"  # `--mlflow` without a URI: MLflow's local file store in the suite's folder

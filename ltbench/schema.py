@@ -64,7 +64,11 @@ METRIC_COLUMNS = [
     "mid_error",
     "tail_error",
     "ece",
+    "worst_class_error",  # the largest per-class test error (older files lack it)
 ]
+# The groups of a row: classes in each many / medium / few-shot group (0: an empty group, whose
+# accuracy is empty) and the thresholds that made them (ltbench.engine.metrics)
+GROUP_COLUMNS = ["many_classes", "medium_classes", "few_classes", "many_shot", "few_shot"]
 RESULTS_COLUMNS = [
     "trial",
     "method",
@@ -75,6 +79,8 @@ RESULTS_COLUMNS = [
     "seed",
     "subset_seed",
     *METRIC_COLUMNS,
+    "worst_class",  # the name of the class with the largest test error
+    *GROUP_COLUMNS,
     "val_balanced_error",  # NaN without a validation split
     "val_top1_error",
     # the epoch protocols other than the final epoch (ltbench.engine.protocols; raw rows only):
@@ -100,7 +106,13 @@ PROTOCOL_COLUMNS = {  # column: (protocol, key) in result.json's `epoch_protocol
     "test_error_best_on_test": ("best-on-test", "test_top1_error"),
     "epoch_best_on_test": ("best-on-test", "epoch"),
 }
-OPTIONAL_RESULTS_COLUMNS = ("val_balanced_error", "val_top1_error", *PROTOCOL_COLUMNS)
+OPTIONAL_RESULTS_COLUMNS = (
+    "val_balanced_error",
+    "val_top1_error",
+    *PROTOCOL_COLUMNS,
+    "worst_class_error",
+    *GROUP_COLUMNS,
+)
 PER_CLASS_COLUMNS = [
     "trial",
     "method",
@@ -125,6 +137,7 @@ OPTIONAL_COLUMNS = {
     "precision": UNKNOWN,
     "full_schedule": UNKNOWN,
     "rule": RAW_RULE,
+    "worst_class": UNKNOWN,
 }
 
 

@@ -32,7 +32,9 @@ from reports.stats import (
 from reports.tables import with_setting
 
 PAIR_KEYS = ["seed", "subset_seed"]
-MANY_SHOT, FEW_SHOT, N_GROUPS = 100, 20, 10  # as ltbench.engine.metrics (a test checks)
+# the default group thresholds (a row records its own: many_shot, few_shot), as
+# ltbench.engine.metrics (a test checks)
+MANY_SHOT, FEW_SHOT, N_GROUPS = 100, 20, 10
 ACCURACY_METRICS = ("many_acc", "medium_acc", "few_acc")
 PART_METRICS = ("head_error", "mid_error", "tail_error")
 
@@ -59,11 +61,14 @@ def head_mid_tail_parts(train_counts) -> dict[str, np.ndarray]:
     }
 
 
-def class_weights(metric: str, train_counts, test_totals) -> tuple[np.ndarray, float] | None:
+def class_weights(
+    metric: str, train_counts, test_totals, shots: tuple[int, int] = (MANY_SHOT, FEW_SHOT)
+) -> tuple[np.ndarray, float] | None:
     """Per-class weights w_c and a sign such that sign x sum_c w_c e_c / sum_c w_c n_c (e_c:
     errors of class c) is the metric: the top-1 error weighs every image alike; a group's
     error or accuracy is the mean of its classes' (w_c = 1/n_c on the group). None for a
-    metric the test images do not decompose into (ECE)."""
+    metric the test images do not decompose into (ECE, the worst class). ``shots``: the
+    (many_shot, few_shot) thresholds of the many / medium / few groups."""
     counts = np.asarray(train_counts, dtype=float)
     totals = np.asarray(test_totals, dtype=float)
     per_class = np.where(totals > 0, 1.0 / np.maximum(totals, 1), 0.0)
@@ -74,10 +79,11 @@ def class_weights(metric: str, train_counts, test_totals) -> tuple[np.ndarray, f
         member[head_mid_tail_parts(counts)[metric.removesuffix("_error")]] = True
         return per_class * member, 1.0
     if metric in ACCURACY_METRICS:
+        many, few = shots
         member = {
-            "many_acc": counts > MANY_SHOT,
-            "medium_acc": (counts >= FEW_SHOT) & (counts <= MANY_SHOT),
-            "few_acc": counts < FEW_SHOT,
+            "many_acc": counts > many,
+            "medium_acc": (counts >= few) & (counts <= many),
+            "few_acc": counts < few,
         }[metric]
         return per_class * member, -1.0
     return None
@@ -131,6 +137,16 @@ class Comparer:
         rows = pc[(pc["trial"] == trial) & (pc["method"] == method)]
         return rows.sort_values("class", kind="stable") if len(rows) else None
 
+    def shot_thresholds(self, trial: str) -> tuple[int, int]:
+        """(many_shot, few_shot) a trial's row records (the defaults where it records none)."""
+        rows = self.fin[self.fin["trial"] == trial]
+        out = []
+        for column, default in (("many_shot", MANY_SHOT), ("few_shot", FEW_SHOT)):
+            values = pd.to_numeric(rows.get(column, pd.Series(dtype=float)), errors="coerce")
+            values = values.dropna()
+            out.append(int(values.iloc[0]) if len(values) else default)
+        return out[0], out[1]
+
     def test_totals(self, trial: str) -> np.ndarray | None:
         """Test images per class of a trial: the row sums of result.json's confusion matrix."""
         if trial not in self._totals:
@@ -150,7 +166,11 @@ class Comparer:
             return None
         if not (len(ca) == len(cb) == len(ta) == len(tb)) or not np.array_equal(ta, tb):
             return None  # not the same test set
-        weights = class_weights(metric, pd.to_numeric(ca["count"], errors="coerce"), ta)
+        shots = {self.shot_thresholds(ra["trial"]), self.shot_thresholds(rb["trial"])}
+        if len(shots) != 1:
+            return None  # groups cut at other thresholds: not the same metric
+        counts = pd.to_numeric(ca["count"], errors="coerce")
+        weights = class_weights(metric, counts, ta, shots.pop())
         if weights is None:
             return None
         w_class, sign = weights

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from reports.content import BEST, SECOND, Cell, Column, Table
+from reports.groups import EMPTY, empty_groups, group_note, has_values, worst_class_note
 from reports.labels import paper_match, precision_note
 from reports.paper import NATURAL_LT, PAPER_SETTINGS, PaperNumbers, reference_rows
 
@@ -250,8 +251,12 @@ def metric_table(
     anchor: str,
     paper: PaperNumbers | None = None,
     judge: Judge | None = None,
+    empty: set[tuple[str, str]] = frozenset(),
 ) -> Table:
     """Methods as rows; for every setting one column per metric ((column, label) pairs).
+
+    ``empty``: (setting label, metric) of the groups without a class there: their cells read
+    EMPTY ("–").
 
     With ``paper``, each setting also gets the paper's number and measured − paper (only
     sensible for a single metric: top-1 error). With ``judge`` (a comparer and an optional
@@ -278,6 +283,8 @@ def metric_table(
                 st = stats[m]
                 rec = st.loc[(meth, s.label)] if (meth, s.label) in st.index else None
                 text = notes.cell(rec, meth, s.label)
+                if (s.label, m) in empty and rec is not None and int(rec["n"]) == 0:
+                    text = EMPTY
                 if judge is not None and meth in judge.near_best.get((s.label, m), ()):
                     text += f" {NEAR_BEST}"
                 row.append(Cell(text, marks[(s.label, m)].get(meth, "")))
@@ -317,6 +324,10 @@ def result_tables(results: pd.DataFrame, paper: PaperNumbers | None, judge_for=N
     top1 = [("top1_error", "top-1 err")]
     shots = [("many_acc", "many"), ("medium_acc", "medium"), ("few_acc", "few")]
     parts = [("head_error", "head"), ("mid_error", "mid"), ("tail_error", "tail")]
+    worst = has_values(results, "worst_class_error")
+    if worst:  # older results.csv files lack it
+        parts.append(("worst_class_error", "worst class"))
+    framed = with_setting(results)
     tables = [
         metric_table(
             results,
@@ -330,20 +341,25 @@ def result_tables(results: pd.DataFrame, paper: PaperNumbers | None, judge_for=N
         metric_table(
             results,
             shots,
-            "Many / medium / few-shot accuracy (%): > 100, 20-100, < 20 training images",
+            _shots_title(framed),
             higher_is_better=True,
             anchor="shots",
             judge=judged(shots),
+            empty=empty_groups(framed),
         ),
         metric_table(
             results,
             parts,
-            "Head / Mid / Tail error (%): frequency groups 1-3, 4-7, 8-10 of 10",
+            "Head / Mid / Tail error (%): frequency groups 1-3, 4-7, 8-10 of 10"
+            + ("; the worst class's error" if worst else ""),
             higher_is_better=False,
             anchor="parts",
             judge=judged(parts),
         ),
     ]
+    for table, note in ((tables[1], group_note(framed)), (tables[2], worst_class_note(framed))):
+        if note:
+            table.notes.append(note)
     fin = results[results["status"] == "finished"]
     if pd.to_numeric(fin["ece"], errors="coerce").notna().any():
         tables.append(
@@ -363,6 +379,25 @@ def result_tables(results: pd.DataFrame, paper: PaperNumbers | None, judge_for=N
             "those minus τ log prior; tau-norm: the τ-normalised scores times s)."
         )
     return tables
+
+
+def _shots_title(framed: pd.DataFrame) -> str:
+    """The many / medium / few table's title, with the thresholds when every finished row has
+    the paper's (100 and 20) or has none recorded."""
+    fin = framed[framed["status"] == "finished"]
+    recorded = {
+        (int(m), int(f))
+        for m, f in zip(
+            pd.to_numeric(fin.get("many_shot", pd.Series(dtype=float)), errors="coerce"),
+            pd.to_numeric(fin.get("few_shot", pd.Series(dtype=float)), errors="coerce"),
+            strict=True,
+        )
+        if not (math.isnan(m) or math.isnan(f))
+    }
+    title = "Many / medium / few-shot accuracy (%)"
+    if recorded <= {(100, 20)}:
+        return title + ": > 100, 20-100, < 20 training images"
+    return title + ": thresholds per setting in the notes"
 
 
 def per_group_errors(per_class: pd.DataFrame, finished_trials: set[str]) -> pd.DataFrame:

@@ -21,20 +21,30 @@ import torch
 
 import ltbench
 from ltbench.engine.config import RUNTIME_KEYS, TrainConfig
+from ltbench.engine.curves import close_curves
 from ltbench.engine.identity import precision_name
 from ltbench.errors import LtbenchError
-from ltbench.runfiles import CHECKPOINT_FORMAT, RESULT_FILE, RUN_FILES
+from ltbench.runfiles import (
+    CHECKPOINT_FORMAT,
+    RESULT_FILE,
+    RUN_FILES,
+    TENSORBOARD_PREFIX,
+    TENSORBOARD_SUFFIX,
+)
 
 
 def prepare_out_dir(out_dir: Path, *, resume: bool, overwrite: bool) -> None:
     """Refuse to overwrite a finished run or to silently mix with an unfinished one."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    close_curves(out_dir)  # a writer an earlier run in this process left open starts afresh
     present = [name for name in RUN_FILES if (out_dir / name).exists()]
     if not present:
         return
     if overwrite:
         for name in present:
             (out_dir / name).unlink()
+        for events in out_dir.glob(f"{TENSORBOARD_PREFIX}*{TENSORBOARD_SUFFIX}"):
+            events.unlink()  # the curves of the run replaced
         return
     if (out_dir / RESULT_FILE).exists() and not resume:
         raise LtbenchError(

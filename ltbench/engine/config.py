@@ -25,6 +25,7 @@ from ltbench.data.longtail import check_imb_factor, check_profile, check_val_fra
 from ltbench.data.registry import get_dataset_spec
 from ltbench.engine.schedule import anchor_of, check_decays, place_param, run_milestones
 from ltbench.errors import LtbenchError
+from ltbench.sdk.datasets import check_shot_thresholds
 from ltbench.sdk.stages import STAGE2_PREFIX
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -43,6 +44,10 @@ class TrainConfig:
     subset_seed: int = 0  # seed of the long-tailed draw (the standard draw is 0)
     n_max: int | None = None  # images per class before the long-tailed draw (None: all)
     val_fraction: float = 0.0  # held out of the training data for model selection
+    # the many / medium / few-shot groups: more than many_shot training images, fewer than
+    # few_shot, the rest (None: the dataset recipe's, 100 and 20 on the paper's datasets)
+    many_shot: int | None = None
+    few_shot: int | None = None
     # method
     loss: str = "ce"
     loss_params: dict[str, Any] = field(default_factory=dict)
@@ -158,6 +163,9 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     out.imb_factor = check_imb_factor(pick("imb_factor", d.imb_factor))
     check_profile(out.profile)
     check_val_fraction(out.val_fraction)  # kept as given: the saved config must not change
+    out.many_shot, out.few_shot = check_shot_thresholds(
+        pick("many_shot", d.many_shot), pick("few_shot", d.few_shot)
+    )
     if not 0 <= out.mixup_alpha < math.inf:
         raise LtbenchError(f"mixup alpha {out.mixup_alpha!r} must be >= 0 (0 disables mixup)")
     if out.device not in DEVICES:
@@ -249,7 +257,8 @@ def check_numbers(cfg: TrainConfig) -> None:
             raise LtbenchError(f"{name} must be {what}, got {value!r}")
 
 
-# Settings that do not change the numbers a run produces: a resumed run may change them.
+# Settings that do not change the network a run trains: a resumed run may change them (the
+# group thresholds only regroup the classes of the evaluation).
 RUNTIME_KEYS = frozenset(
     {
         "device",
@@ -262,6 +271,8 @@ RUNTIME_KEYS = frozenset(
         "keep_best_val",
         "data_root",
         "download",
+        "many_shot",
+        "few_shot",
     }
 )
 

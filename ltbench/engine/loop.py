@@ -276,7 +276,8 @@ class StageRun:
             amp=self.amp,
             to_logits=to_logits,
         )
-        return evaluator.compute(list(self.bundle.cls_num_list))
+        counts = list(self.bundle.cls_num_list)
+        return evaluator.compute(counts, self.cfg.many_shot, self.cfg.few_shot)
 
 
 def stage_data(cfg: TrainConfig, stage: Stage, device: torch.device):

@@ -5,7 +5,13 @@ device (no host synchronisation while it runs); `compute()` turns them into the 
 paper reports. The pure functions take numpy arrays so a test can check them by hand.
 All accuracies, errors and the ECE are in percent.
 
-- many / medium / few: classes with more than 100, 20 to 100, fewer than 20 training images.
+- many / medium / few: classes with more than 100, 20 to 100, fewer than 20 training images
+  (the thresholds of the paper's datasets: a dataset's recipe or a run may set others,
+  `many_shot` and `few_shot`, checked by `ltbench.sdk.datasets.check_shot_thresholds`). A
+  group without a class has no accuracy (None in result.json, "–" in the reports);
+  `many_classes` / `medium_classes` / `few_classes` count the classes of each group.
+- worst class: the largest per-class test error (`worst_class_error`) and its class
+  (`worst_class`; the first such class on a tie), classes without a test image left out.
 - head / mid / tail: the paper's split (Figs. 6, 7): classes sorted by training count, most
   frequent first, cut into 10 groups (one class each on CIFAR-10, ten on CIFAR-100); groups
   1-3 are head, 4-7 mid, 8-10 tail. With fewer than 10 classes the split is by rank: the first
@@ -25,8 +31,8 @@ import math
 import numpy as np
 import torch
 
-MANY_SHOT = 100  # more than this: many-shot
-FEW_SHOT = 20  # fewer than this: few-shot
+from ltbench.sdk.datasets import FEW_SHOT, MANY_SHOT  # noqa: F401  (the defaults, re-exported)
+
 N_GROUPS = 10
 ECE_BINS = 15
 
@@ -45,15 +51,46 @@ def _nanmean(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else math.nan
 
 
-def shot_accuracies(class_acc: np.ndarray, train_counts: np.ndarray) -> dict[str, float]:
-    """Mean per-class accuracy over many-, medium- and few-shot classes (NaN if none)."""
-    acc = np.asarray(class_acc, dtype=np.float64)
+def shot_groups(
+    train_counts: np.ndarray, many_shot: int = MANY_SHOT, few_shot: int = FEW_SHOT
+) -> dict[str, np.ndarray]:
+    """Boolean masks of the many-, medium- and few-shot classes by training count."""
     n = np.asarray(train_counts)
     return {
-        "many_acc": _nanmean(acc[n > MANY_SHOT]),
-        "medium_acc": _nanmean(acc[(n >= FEW_SHOT) & (n <= MANY_SHOT)]),
-        "few_acc": _nanmean(acc[n < FEW_SHOT]),
+        "many": n > many_shot,
+        "medium": (n >= few_shot) & (n <= many_shot),
+        "few": n < few_shot,
     }
+
+
+def shot_accuracies(
+    class_acc: np.ndarray,
+    train_counts: np.ndarray,
+    many_shot: int = MANY_SHOT,
+    few_shot: int = FEW_SHOT,
+) -> dict[str, float]:
+    """Mean per-class accuracy over many-, medium- and few-shot classes (NaN if none)."""
+    acc = np.asarray(class_acc, dtype=np.float64)
+    groups = shot_groups(train_counts, many_shot, few_shot)
+    return {f"{g}_acc": _nanmean(acc[mask]) for g, mask in groups.items()}
+
+
+def shot_class_counts(
+    train_counts: np.ndarray, many_shot: int = MANY_SHOT, few_shot: int = FEW_SHOT
+) -> dict[str, int]:
+    """The number of classes in each group: `many_classes`, `medium_classes`, `few_classes`."""
+    groups = shot_groups(train_counts, many_shot, few_shot)
+    return {f"{g}_classes": int(mask.sum()) for g, mask in groups.items()}
+
+
+def worst_class(class_acc: np.ndarray) -> tuple[float, int | None]:
+    """(error in percent, class index) of the class with the largest test error; the first
+    such class on a tie; classes without a test image (NaN) left out; (NaN, None) if none."""
+    err = 100.0 - np.asarray(class_acc, dtype=np.float64)
+    if not np.any(~np.isnan(err)):
+        return math.nan, None
+    c = int(np.nanargmax(err))
+    return float(err[c]), c
 
 
 def frequency_groups(train_counts: np.ndarray, n_groups: int = N_GROUPS) -> list[np.ndarray]:
@@ -142,17 +179,41 @@ def validation_metrics(confusion: np.ndarray) -> dict:
     }
 
 
-def summarize(confusion: np.ndarray, train_counts, ece: float = math.nan) -> dict:
-    """Every reported number from a confusion matrix and the training counts."""
+def _or_none(value: float) -> float | None:
+    """A group's number, None where the group has no class with an image (JSON has no NaN)."""
+    return None if math.isnan(value) else float(value)
+
+
+def summarize(
+    confusion: np.ndarray,
+    train_counts,
+    ece: float = math.nan,
+    *,
+    many_shot: int = MANY_SHOT,
+    few_shot: int = FEW_SHOT,
+) -> dict:
+    """Every reported number from a confusion matrix and the training counts.
+
+    A group without a class (many / medium / few, head / mid / tail) has None, not NaN.
+    """
     confusion = np.asarray(confusion)
     acc = per_class_accuracy(confusion)
     total = confusion.sum()
     top1 = 100.0 * np.trace(confusion) / total if total else math.nan
+    groups = {
+        **shot_accuracies(acc, train_counts, many_shot, few_shot),
+        **head_mid_tail_errors(acc, train_counts),
+    }
+    worst_error, worst = worst_class(acc)
     return {
         "top1_acc": float(top1),
         "top1_error": float(100.0 - top1),
-        **shot_accuracies(acc, train_counts),
-        **head_mid_tail_errors(acc, train_counts),
+        **{k: _or_none(v) for k, v in groups.items()},
+        **shot_class_counts(train_counts, many_shot, few_shot),
+        "many_shot": int(many_shot),
+        "few_shot": int(few_shot),
+        "worst_class_error": _or_none(worst_error),
+        "worst_class": worst,
         "ece": float(ece),
         "per_class_accuracy": [float(a) for a in acc],
         "confusion_matrix": confusion.astype(int).tolist(),
@@ -188,7 +249,7 @@ class Evaluator:
         self.bin_correct.index_add_(0, idx, correct)
         self.bin_confidence.index_add_(0, idx, confidence.double())
 
-    def compute(self, train_counts) -> dict:
+    def compute(self, train_counts, many_shot: int = MANY_SHOT, few_shot: int = FEW_SHOT) -> dict:
         """All metrics (see `summarize`), with the ECE of the accumulated confidences."""
         confusion = self.confusion.view(self.num_classes, self.num_classes).cpu().numpy()
         ece = expected_calibration_error(
@@ -196,4 +257,4 @@ class Evaluator:
             self.bin_correct.cpu().numpy(),
             self.bin_confidence.cpu().numpy(),
         )
-        return summarize(confusion, train_counts, ece)
+        return summarize(confusion, train_counts, ece, many_shot=many_shot, few_shot=few_shot)

@@ -278,7 +278,7 @@ class _Group:
                     s = scores[:, k]
                     evaluators[k].update(to_logits(s) if to_logits else s, labels[k])
         return {
-            k: evaluators[k].compute(list(m.bundle.cls_num_list))
+            k: evaluators[k].compute(list(m.bundle.cls_num_list), m.cfg.many_shot, m.cfg.few_shot)
             for k, m in enumerate(self.members)
             if m in self.alive
         }

@@ -386,6 +386,7 @@ def evaluate_rules(
             )
     val = split_features(run, "val")
     counts = list(run.bundle.cls_num_list)
+    shots = (run.cfg.many_shot, run.cfg.few_shot)
     chosen: dict[str, dict[str, Any]] = {}
     for rule in rules:
         spec = _RULES.get(rule)
@@ -397,13 +398,13 @@ def evaluate_rules(
             entry["note"] = note
         if val is not None:
             ev = _evaluate(run, rule, val, entry["tau"])
-            entry["val_top1_error"] = ev.compute(counts)["top1_error"]
+            entry["val_top1_error"] = ev.compute(counts, *shots)["top1_error"]
             entry[SELECTION_METRIC] = balanced_error(ev)
         chosen[rule] = entry
     test = split_features(run, "test")  # only now: every τ is fixed
     out_rules = {}
     for rule, entry in chosen.items():
-        metrics = _evaluate(run, rule, test, entry["tau"]).compute(counts)
+        metrics = _evaluate(run, rule, test, entry["tau"]).compute(counts, *shots)
         metrics.pop("confusion_matrix", None)
         out_rules[rule] = {**entry, **metrics}
     return {

@@ -15,6 +15,7 @@ import torch
 
 from ltbench.engine.checkpoint import append_row, environment, save_checkpoint, write_json
 from ltbench.engine.config import TrainConfig
+from ltbench.engine.curves import close_curves, log_epoch
 from ltbench.engine.identity import identity, precision_name
 from ltbench.engine.metrics import validation_metrics
 from ltbench.engine.protocols import BEST_ON_TEST, epoch_protocols
@@ -36,9 +37,23 @@ def epoch_row(epoch: int, stage: str | None, lr: float, train: dict[str, float])
     return row
 
 
+# The per-group numbers of an evaluated epoch's line, each as `test_<name>` (None: an empty group)
+EPOCH_GROUP_METRICS = (
+    "many_acc",
+    "medium_acc",
+    "few_acc",
+    "head_error",
+    "mid_error",
+    "tail_error",
+    "worst_class_error",
+)
+
+
 def add_test(row: dict[str, Any], record: dict[str, Any]) -> None:
-    """The test error of an evaluated epoch."""
+    """The test error of an evaluated epoch and its per-group numbers."""
     row["test_top1_error"] = record["top1_error"]
+    for name in EPOCH_GROUP_METRICS:
+        row[f"test_{name}"] = record.get(name)
 
 
 def add_validation(row: dict[str, Any], record: dict[str, Any]) -> None:
@@ -86,6 +101,7 @@ def save_epoch(out_dir: Path, row: dict[str, Any], state: dict[str, Any]) -> Non
     """The line first: a crash between the two redoes this epoch from the last checkpoint, and
     the resumed run drops the line of the epoch it redoes."""
     append_row(out_dir / METRICS_FILE, row)
+    log_epoch(out_dir, row)  # the same numbers as TensorBoard scalars (ltbench.engine.curves)
     save_checkpoint(out_dir / CHECKPOINT_FILE, state)
 
 
@@ -124,7 +140,13 @@ def build_result(
         "best_epoch_selected_on_test": best["epoch"],
         "class_counts": list(bundle.cls_num_list),
         "class_names": list(bundle.class_names),
+        "worst_class_name": class_name(bundle, final.get("worst_class")),
     }
+
+
+def class_name(bundle, index: int | None) -> str | None:
+    """The name of class `index` of the bundle (None for None)."""
+    return None if index is None else str(bundle.class_names[index])
 
 
 def final_result(
@@ -205,5 +227,6 @@ def meta_set_record(bundle, meta_set, per_class: int, source: str) -> dict[str, 
 
 
 def write_result(out_dir: Path, result: dict[str, Any]) -> None:
-    """result.json, atomically: from then on the run is finished."""
+    """result.json, atomically: from then on the run is finished (its curves are closed)."""
+    close_curves(out_dir)
     write_json(out_dir / RESULT_FILE, result)

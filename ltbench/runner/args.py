@@ -113,6 +113,15 @@ def _add_common(p: argparse.ArgumentParser, default_suite: str | None) -> None:
         metavar="FORMATS",
         help="report formats written at the end: md, pdf, md,pdf (default) or none",
     )
+    p.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="URI",
+        help="log every trial to MLflow (Ray Tune's MLflowLoggerCallback): a file store in "
+        "DIR/mlruns, or the tracking URI given (http://host:5000, file:/path, ...)",
+    )
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:

@@ -35,6 +35,7 @@ from ltbench.runner.packs import check_pack_size, plan_packs
 from ltbench.runner.progress import Progress
 from ltbench.runner.results import best_line, finished_keys, write_results, write_sweep
 from ltbench.runner.suite import Suite, apply_overrides, check_methods, expand, load_suite
+from ltbench.runner.tracking import MLflow, tracking_uri
 from ltbench.runner.trials import (
     TrialSpec,
     check_trials,
@@ -75,6 +76,7 @@ class Request:
     out: Path | None  # None: default_out(suite, preset)
     cluster: ClusterOptions
     formats: tuple[str, ...]  # report formats, () for none
+    mlflow: str | None = None  # `--mlflow`: the tracking URI (ltbench.runner.tracking); None: off
 
     @property
     def out_dir(self) -> Path:
@@ -128,19 +130,28 @@ def request_from_args(args: argparse.Namespace, command: str) -> RunRequest | Sw
         ),
         "formats": _report_formats(args.report),
     }
+    req: RunRequest | SweepRequest
     if command == "run":
-        return RunRequest(
+        req = RunRequest(
             **common,
             seeds=args.seeds,
             resume=bool(args.resume),
             extra_methods=tuple(getattr(args, "extra_methods", None) or ()),
             pack=getattr(args, "pack", None),
         )
-    if command != "sweep":
+    elif command == "sweep":
+        if args.num_samples is not None and args.num_samples < 1:
+            raise LtbenchError(f"--num-samples must be >= 1, got {args.num_samples}")
+        req = SweepRequest(**common, num_samples=args.num_samples)
+    else:
         raise ValueError(f"unknown command {command!r}")
-    if args.num_samples is not None and args.num_samples < 1:
-        raise LtbenchError(f"--num-samples must be >= 1, got {args.num_samples}")
-    return SweepRequest(**common, num_samples=args.num_samples)
+    uri = tracking_uri(getattr(args, "mlflow", None), req.out_dir)
+    return dataclasses.replace(req, mlflow=uri) if uri else req
+
+
+def _mlflow(req: Request, suite: Suite, out_dir: Path) -> MLflow | None:
+    """Where `--mlflow` logs the trials (experiment: the suite's name); None without it."""
+    return MLflow(req.mlflow, suite.name, out_dir) if req.mlflow else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -280,6 +291,7 @@ def run_suite(planned: Plan, train_fn=None) -> int:
                     train_fn=train_fn,
                     packs=packs,
                     workers={k: every[k].workers for k in pending if k in every},
+                    mlflow=_mlflow(req, suite, out_dir),
                 )
             except KeyboardInterrupt:
                 interrupted = True
@@ -428,6 +440,7 @@ def run_sweep(planned: Plan, train_fn=None) -> int:
                 progress,
                 on_start=announce,
                 train_fn=train_fn,
+                mlflow=_mlflow(req, suite, out_dir),
             )
         except KeyboardInterrupt:
             interrupted = True

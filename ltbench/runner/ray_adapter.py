@@ -38,7 +38,8 @@ from ltbench.runner import orphans
 from ltbench.runner.cluster import ClusterOptions, check_address, check_workers, share_resources
 from ltbench.runner.progress import Progress, sigterm_as_interrupt
 from ltbench.runner.ray_train import driver_resources, trial_resources, trial_train_fn
-from ltbench.runner.trials import TrialSpec, point_spec, save_trial_spec
+from ltbench.runner.tracking import MLflow, spec_params, tracking_environment, trial_params
+from ltbench.runner.trials import TrialSpec, load_trials, point_spec, save_trial_spec
 from ltbench.runner.worker import run_trial, run_unit
 from ltbench.schema import (
     ERROR_FILE,
@@ -264,6 +265,32 @@ def _tune_callback(progress: Progress, key_of: Callable[[Any], str | None], pack
 
 
 # ----------------------------------------------------------------------------------------------
+# MLflow: Ray Tune's logger callback, with ltbench's parameters of each trial
+
+
+def _mlflow_callbacks(mlflow: MLflow | None, params_of: Callable[[Any], dict[str, Any]]) -> list:
+    """[the MLflow logger] with `--mlflow`, else []: one MLflow run per Tune trial, its
+    parameters `params_of(trial)` beside Tune's config, its metrics every report (per epoch)."""
+    if mlflow is None:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    class LtbenchMLflow(MLflowLoggerCallback):
+        """Ray's logger; a trial's run also gets the trial's ltbench settings as parameters."""
+
+        def log_trial_start(self, trial):
+            super().log_trial_start(trial)
+            params = params_of(trial)
+            if params:
+                run_id = self._trial_runs[trial]
+                self.mlflow_util.log_params(run_id=run_id, params_to_log=params)
+
+    return [
+        LtbenchMLflow(tracking_uri=mlflow.uri, experiment_name=mlflow.experiment, tags=mlflow.tags)
+    ]
+
+
+# ----------------------------------------------------------------------------------------------
 # Running a Tuner with our settings
 
 
@@ -277,6 +304,7 @@ def _fit(
     cluster: ClusterOptions,
     callback,
     tune_config: dict[str, Any],
+    more_callbacks: list | None = None,
 ):
     from ray import tune
 
@@ -293,7 +321,7 @@ def _fit(
             name=name,
             storage_path=str((out_dir / "ray").resolve()),
             failure_config=tune.FailureConfig(max_failures=cluster.max_failures),
-            callbacks=[callback],
+            callbacks=[callback, *(more_callbacks or [])],
             verbose=0,
             log_to_file=True,  # trial stdout/stderr in DIR/ray/<name>/<trial>/
         ),
@@ -344,6 +372,7 @@ def run_suite_trials(
     train_fn=None,
     packs: dict[str, list[str]] | None = None,
     workers: dict[str, int] | None = None,
+    mlflow: MLflow | None = None,
 ) -> None:
     """Train the trials `keys` of DIR/trials.json on Ray, one Tune trial each; `workers`
     gives the data-parallel trials' numbers of workers (absent: 1).
@@ -351,11 +380,11 @@ def run_suite_trials(
     `packs` maps a name among `keys` to the trial keys it trains as one pack (one Tune trial,
     `ltbench.runner.worker.run_pack`). `on_start(resources)` hears the per-trial resources once
     Ray is up. Every trial leaves result.json or error.txt in DIR/trials/<key> (or nothing, if
-    interrupted).
+    interrupted). `mlflow`: log every Tune trial as an MLflow run.
     """
     from ray import tune
 
-    with ray_session(cluster.address, out_dir):
+    with ray_session(cluster.address, out_dir), tracking_environment(mlflow):
         workers_of = {k: workers.get(k, 1) for k in keys} if workers else {}
         resources = plan_resources(
             cluster.cpus_per_trial, cluster.gpus_per_trial, list(workers_of.values())
@@ -378,6 +407,10 @@ def run_suite_trials(
             cluster=cluster,
             callback=_tune_callback(progress, lambda trial: trial.config.get("key"), packs),
             tune_config={},
+            more_callbacks=_mlflow_callbacks(
+                mlflow,  # trials.json is written by `on_start`: read it once a trial starts
+                lambda trial: trial_params(load_trials(out_dir), trial.config.get("key"), packs),
+            ),
         )
         _record_tune_errors(grid, out_dir, lambda r: r.config.get("key"), packs)
 
@@ -420,6 +453,7 @@ def run_search(
     *,
     on_start: Callable[[str], None] | None = None,
     train_fn=None,
+    mlflow: MLflow | None = None,
 ) -> None:
     """Search `plan.space` around `base` on Ray, selecting on SEARCH_METRIC (lower is better):
     Optuna (or random) with ASHA, or every point of a grid without early stopping.
@@ -431,7 +465,7 @@ def run_search(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    with ray_session(cluster.address, out_dir):
+    with ray_session(cluster.address, out_dir), tracking_environment(mlflow):
         resources = plan_resources(cluster.cpus_per_trial, cluster.gpus_per_trial, [base.workers])
         param_space, searcher, kind = _search_algorithm(plan.space, plan.seed, plan.kind)
         if on_start is not None:
@@ -469,6 +503,17 @@ def run_search(
                 progress, lambda trial: _sweep_key(base.method, trial.trial_id)
             ),
             tune_config=tune_config,
+            more_callbacks=_mlflow_callbacks(
+                mlflow,
+                lambda trial: (
+                    {
+                        k: v
+                        for k, v in spec_params(base).items()
+                        if k not in ("key", "loss_params") and k not in plan.space
+                    }
+                    | {"key": _sweep_key(base.method, trial.trial_id)}
+                ),
+            ),
         )
 
         def key_of(result) -> str:

@@ -28,6 +28,7 @@ from ltbench.engine.posthoc import FIXED_BY_USER, fixed_tau_rule
 from ltbench.errors import LtbenchError
 from ltbench.runner.trials import TrialSpec, format_point, load_trials
 from ltbench.schema import (
+    GROUP_COLUMNS,
     METRIC_COLUMNS,
     METRICS_FILE,
     MISSING,
@@ -148,6 +149,16 @@ def _class_rows(
     ]
 
 
+def _worst_class_name(result: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """The name of `metrics`' worst class (its index named by `result`'s class names); "" when
+    none is recorded."""
+    index = metrics.get("worst_class")
+    names = result.get("class_names") or []
+    if not isinstance(index, int) or isinstance(index, bool):
+        return ""
+    return str(names[index]) if 0 <= index < len(names) else str(index)
+
+
 def _protocol_cells(result: dict[str, Any]) -> dict[str, Any]:
     """The results.csv cells of the epoch protocols in `result` (NaN where it has none)."""
     protocols = result.get("epoch_protocols")
@@ -198,6 +209,7 @@ def results_frames(
                 value = result.get(c)
                 row[c] = math.nan if value is None else value
             row.update(_protocol_cells(result))
+            row["worst_class"] = _worst_class_name(result, result)
             row["epochs"] = result.get("epochs", row["epochs"])
             row["wall_seconds"] = result.get("wall_seconds", math.nan)
             class_rows += _class_rows(key, spec, result)
@@ -206,9 +218,10 @@ def results_frames(
         for rule, r in _posthoc_rules(result).items():
             extra = {**row, "rule": rule, "precision": r["precision"]}
             extra.update({c: math.nan for c in PROTOCOL_COLUMNS})  # a rule sees the final model
-            for c in METRIC_COLUMNS:
-                value = r.get(c)
+            for c in (*METRIC_COLUMNS, *GROUP_COLUMNS):
+                value = r.get(c, row[c] if c in GROUP_COLUMNS else None)
                 extra[c] = math.nan if value is None else value
+            extra["worst_class"] = _worst_class_name(result, r)
             rows.append(extra)
             class_rows += _class_rows(key, spec, {**result, **r}, rule)
     results = pd.DataFrame(rows, columns=RESULTS_COLUMNS)

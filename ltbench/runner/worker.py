@@ -27,6 +27,18 @@ from ltbench.schema import (
     trial_dir,
 )
 
+# the group numbers of a finished trial's final report (an empty group's None is left out)
+FINAL_GROUP_METRICS = (
+    "many_acc",
+    "medium_acc",
+    "few_acc",
+    "head_error",
+    "mid_error",
+    "tail_error",
+    "worst_class_error",
+    "ece",
+)
+
 
 def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
     """The scalars of a finished trial's final report (and of its progress line)."""
@@ -36,7 +48,7 @@ def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
         "wall_seconds": result.get("wall_seconds"),
         "finished": True,
     }
-    for key in (SEARCH_METRIC, VAL_TOP1_METRIC):
+    for key in (SEARCH_METRIC, VAL_TOP1_METRIC, *FINAL_GROUP_METRICS):
         if result.get(key) is not None:
             out[key] = result[key]
     return {k: v for k, v in out.items() if v is not None}

@@ -27,15 +27,39 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ltbench.errors import LtbenchError
 from ltbench.sdk.plugins import Registry
 
 ENTRY_POINT_GROUP = "ltbench.datasets"
 
+# The many / medium / few-shot groups of the paper's tables: more than MANY_SHOT training images,
+# MANY_SHOT down to FEW_SHOT, fewer than FEW_SHOT. A dataset's recipe may set its own thresholds
+# (`Recipe.many_shot`, `Recipe.few_shot`), a run its own (`TrainConfig`).
+MANY_SHOT = 100
+FEW_SHOT = 20
+
+
+def check_shot_thresholds(many_shot, few_shot) -> tuple[int, int]:
+    """The one check of the many / few-shot thresholds: whole numbers, 1 <= few_shot <=
+    many_shot + 1 (equal to many_shot + 1: no medium group). Returns them as ints."""
+    for name, value in (("many_shot", many_shot), ("few_shot", few_shot)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LtbenchError(
+                f"{name} must be a whole number >= 1 (training images per class), got {value!r}"
+            )
+    if few_shot > many_shot + 1:
+        raise LtbenchError(
+            f"few_shot ({few_shot}) must be at most many_shot + 1 ({many_shot + 1}): a class "
+            f"with more than many_shot images is many-shot, one with fewer than few_shot few-shot"
+        )
+    return int(many_shot), int(few_shot)
+
 
 @dataclass(frozen=True)
 class Recipe:
-    """The paper's recipe for one dataset (Table 2). Loss parameters whose paper value
-    depends on the dataset (KPS's m_max) are declared by their plugins, not here."""
+    """The paper's recipe for one dataset (Table 2), and the thresholds of its many / medium /
+    few-shot groups. Loss parameters whose paper value depends on the dataset (KPS's m_max) are
+    declared by their plugins, not here."""
 
     model: str
     batch_size: int
@@ -47,6 +71,8 @@ class Recipe:
     lr_decay_factor: float
     imb_factor: float
     width: float = 1.0
+    many_shot: int = MANY_SHOT  # more training images than this: a many-shot class
+    few_shot: int = FEW_SHOT  # fewer than this: a few-shot class (the rest: medium)
 
 
 @dataclass(frozen=True)
