@@ -25,6 +25,8 @@ RECIPE_FIELDS = {
     "lr_decay_factor",
     "imb_factor",
     "width",
+    "many_shot",
+    "few_shot",
 }
 
 

@@ -23,6 +23,7 @@ import torch
 from ltbench.data.batches import TensorBatches, TensorData, rank_share
 from ltbench.engine.config import TrainConfig
 from ltbench.errors import LtbenchError
+from ltbench.runfiles import TENSORBOARD_SUFFIX
 
 LOSS_TOLERANCE = 1e-6  # relative, per-epoch train_loss (summed in float32), 1 process against 2
 
@@ -205,9 +206,12 @@ def test_two_workers_match_one_worker_with_the_same_global_batch(
     assert torch.equal(
         _predictions(tmp_path / "one" / "run", cfg), _predictions(tmp_path / "two" / "run", cfg)
     )
-    # rank 0 alone wrote the run's files, once: one line per epoch, no leftovers
+    # rank 0 alone wrote the run's files, once: one line per epoch, one TensorBoard event
+    # file (rank 1 opens no writer), no leftovers
     names = sorted(p.name for p in (tmp_path / "two" / "run").iterdir())
-    assert names == sorted(
+    events = [n for n in names if n.endswith(TENSORBOARD_SUFFIX)]
+    assert len(events) == 1, names
+    assert sorted(set(names) - set(events)) == sorted(
         [".ltbench.lock", "checkpoint.pt", "config.yaml", "metrics.jsonl", "result.json"]
     )
 

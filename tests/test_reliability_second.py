@@ -321,7 +321,9 @@ def test_an_interrupted_sweep_is_not_recorded_as_stopped_by_asha(tmp_path, capsy
     from ltbench.runner.trials import point_spec, save_trial_spec
     from ltbench.schema import trial_dir
 
-    def fake_search(out_dir, name, base, plan, cluster, progress, *, on_start, train_fn):
+    def fake_search(
+        out_dir, name, base, plan, cluster, progress, *, on_start, train_fn, mlflow=None
+    ):
         on_start("random")
         for i, (key, epochs) in enumerate([("la_00000", 1), ("la_00001", 2), ("la_00002", 2)]):
             folder = trial_dir(out_dir, key)
