@@ -95,6 +95,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         help="seed of the long-tailed draw (0: the standard draw)",
     )
     g.add_argument(
+        "--draw",
+        default=None,
+        metavar="FILE",
+        help="train on exactly the subsets of a draw file (`ltbench draw RUN --out FILE`), "
+        "in its order, instead of drawing them; give the data settings it was drawn with",
+    )
+    g.add_argument(
         "--n-max",
         type=int,
         default=None,
@@ -220,6 +227,8 @@ def config_from_args(args: argparse.Namespace):
             data[key] = value
     if args.param:
         data["loss_params"] = {**data["loss_params"], **dict(args.param)}
+    if data.get("draw"):  # a run may resume from another folder: the file by its full path
+        data["draw"] = str(Path(data["draw"]).expanduser().resolve())
     return TrainConfig.from_dict(data, source="command line")
 
 
@@ -239,6 +248,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ltbench.engine.loop import train
 
     cfg = config_from_args(args)
+    _print_recipe_note(cfg)
     if args.threads is not None:
         import torch
 
@@ -262,6 +272,25 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"many/medium/few acc {shots}  worst class {_pct(result.get('worst_class_error'))} "
         f"({worst})  ECE {result['ece']:.2f}%  -> {Path(out) / 'result.json'}"
     )
+    return 0
+
+
+def _print_recipe_note(cfg) -> None:
+    """Say which recipe a run on data without a paper recipe gets (the default by image size)."""
+    from ltbench.data.registry import dataset_recipe, get_dataset_spec
+
+    if get_dataset_spec(cfg.dataset).recipe_for is not None and cfg.data_root is not None:
+        note = dataset_recipe(cfg.dataset, cfg.data_root).note
+        print(f"ltbench: {cfg.dataset}: {note}", file=sys.stderr)
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    from ltbench.engine.draw_export import export_draw
+
+    path, prints = export_draw(args.run_dir, args.out)
+    shown = ", ".join(f"{k} {v[:12]}" for k, v in prints.items() if v)
+    print(f"the draw of {args.run_dir} -> {path} (fingerprints: {shown})")
+    print(f"train on it elsewhere: ltbench train --draw {path} (with the run's data settings)")
     return 0
 
 
@@ -290,13 +319,15 @@ def cmd_list(args: argparse.Namespace) -> int:
             for vname, variant in spec.variants.items():
                 print(f"  {'':<12} --variant {vname}: {variant.description}")
     if what in ("all", "datasets"):
-        print("datasets (name: model, epochs, batch, lr, imb_factor):")
+        print("datasets (name: model, epochs, batch, lr, imb_factor, groups many/few):")
         for name, spec in DATASETS.items():
             d = spec.recipe
             print(
                 f"  {name:<13} {d.model:<9} {d.epochs:>4} {d.batch_size:>4} {d.lr:<5} "
-                f"{d.imb_factor:g}"
+                f"{d.imb_factor:<5g} >{d.many_shot}/<{d.few_shot}"
+                + (f"  recipe {d.note}" if d.note else "")
             )
+            print(f"  {'':<13} {spec.description}")
     if what in ("all", "rules"):
         from ltbench.sdk.posthoc import RULES
 
@@ -497,6 +528,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace a finished run in OUT")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "draw", help="write a run's draw (its training, validation, meta images) to a file"
+    )
+    p.add_argument("run_dir", type=Path, help="an `ltbench train` output directory")
+    p.add_argument(
+        "--out", type=Path, required=True, help="the draw file to write (JSON; not overwritten)"
+    )
+    p.set_defaults(func=cmd_draw)
 
     p = sub.add_parser("eval", help="post-hoc decision rules on a finished run (no retraining)")
     p.add_argument("run_dir", type=Path, help="a finished `ltbench train` output directory")

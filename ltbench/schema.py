@@ -78,6 +78,9 @@ RESULTS_COLUMNS = [
     "rho",
     "seed",
     "subset_seed",
+    # the first 12 hex digits of the SHA-256 of the images trained on (result.json
+    # `fingerprints`, ltbench.data.draws): rows with different ones trained on different images
+    "train_fingerprint",
     *METRIC_COLUMNS,
     "worst_class",  # the name of the class with the largest test error
     *GROUP_COLUMNS,
@@ -138,6 +141,7 @@ OPTIONAL_COLUMNS = {
     "full_schedule": UNKNOWN,
     "rule": RAW_RULE,
     "worst_class": UNKNOWN,
+    "train_fingerprint": UNKNOWN,
 }
 
 

@@ -24,6 +24,7 @@ from reports.content import BEST, SECOND, Cell, Column, Table
 from reports.groups import EMPTY, empty_groups, group_note, has_values, worst_class_note
 from reports.labels import paper_match, precision_note
 from reports.paper import NATURAL_LT, PAPER_SETTINGS, PaperNumbers, reference_rows
+from reports.subsets import subset_note
 
 if TYPE_CHECKING:
     from reports.judge import Judge
@@ -357,7 +358,12 @@ def result_tables(results: pd.DataFrame, paper: PaperNumbers | None, judge_for=N
             judge=judged(parts),
         ),
     ]
-    for table, note in ((tables[1], group_note(framed)), (tables[2], worst_class_note(framed))):
+    notes = (
+        (tables[0], subset_note(framed)),
+        (tables[1], group_note(framed)),
+        (tables[2], worst_class_note(framed)),
+    )
+    for table, note in notes:
         if note:
             table.notes.append(note)
     fin = results[results["status"] == "finished"]

@@ -171,6 +171,8 @@ def test_registry_names():
         "cifar100-lt",
         "imagenet-lt",
         "inat2018",
+        "image-folder",
+        "split-files",
     ]
 
 

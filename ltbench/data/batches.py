@@ -44,10 +44,12 @@ def global_batches(n: int, batch_size: int, drop_last: bool, world: int) -> int:
 
 @dataclass
 class TensorData:
-    """An in-memory split: uint8 images (N, 3, H, W) and int64 labels (N,)."""
+    """An in-memory split: uint8 images (N, 3, H, W), int64 labels (N,) and, where the loader
+    knows them, each image's identity (`ltbench.data.draws`: what a fingerprint hashes)."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    ids: np.ndarray | None = None
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -55,6 +57,10 @@ class TensorData:
         if self.labels.shape != (self.images.shape[0],):
             raise ValueError("labels must have shape (N,) matching the images")
         self.labels = self.labels.to(torch.int64)
+        if self.ids is not None:
+            self.ids = np.asarray(self.ids, dtype=str)
+            if self.ids.shape != (self.images.shape[0],):
+                raise ValueError("ids must have shape (N,) matching the images")
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -62,7 +68,8 @@ class TensorData:
     def subset(self, positions: Sequence[int]) -> TensorData:
         """The images at `positions`, in that order."""
         idx = torch.as_tensor(list(positions), dtype=torch.int64)
-        return TensorData(self.images[idx], self.labels[idx])
+        ids = None if self.ids is None else self.ids[idx.numpy()]
+        return TensorData(self.images[idx], self.labels[idx], ids)
 
 
 # --------------------------------------------------------------------------- sampling

@@ -92,6 +92,11 @@ class SplitFileDataset(torch.utils.data.Dataset):
             self.transform if transform is None else transform,
         )
 
+    @property
+    def ids(self) -> list[str]:
+        """Each image's identity (`ltbench.data.draws`): its path as the split file gives it."""
+        return self.paths
+
     def __len__(self) -> int:
         return len(self.paths)
 
@@ -244,6 +249,16 @@ def load_image_folder(
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Decode `split_dir/<class>/<image>` (classes sorted by name = label order; the first `n_max`
     files of each class by name) into (class names, uint8 images (N, 3, H, W), int64 labels).
+    `read_image_folder` also gives each image's identity."""
+    classes, images, labels, _ = read_image_folder(split_dir, n_max, cache_dir)
+    return classes, images, labels
+
+
+def read_image_folder(
+    split_dir: Path, n_max: int | None = None, cache_dir: Path | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """`load_image_folder`'s (class names, images, labels) and the images' identities
+    (`<class>/<file name>`, `ltbench.data.draws`).
 
     The arrays are cached under `cache_dir` (see `default_cache_dir`), keyed by the folder's path,
     `n_max`, and each class folder's modification time and file count; pass cache_dir=False to
@@ -255,26 +270,37 @@ def load_image_folder(
         raise LtbenchError(
             f"no images found under {split_dir} (expected {split_dir}/<class>/*.jpg)"
         )
-    key_parts = [str(split_dir), n_max]
+    key_parts: list = [str(split_dir), n_max]
     for name, found in zip(classes, files, strict=True):
         key_parts.append([name, (split_dir / name).stat().st_mtime_ns, len(found)])
-    key = hashlib.sha1(json.dumps(key_parts).encode()).hexdigest()[:20]
-    cache_file = None
-    if cache_dir is not False:
-        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        cache_file = cache_dir / f"imagefolder-{split_dir.name}-{key}.npz"
-        if cache_file.exists():
-            with np.load(cache_file) as z:
-                return classes, z["images"], z["labels"]
-
     flat = [p for found in files for p in found]
     labels = np.concatenate(
         [np.full(len(found), c, dtype=np.int64) for c, found in enumerate(files)]
     )
+    ids = np.asarray([f"{p.parent.name}/{p.name}" for p in flat], dtype=str)
+    images = decode_images(flat, f"imagefolder-{split_dir.name}", key_parts, cache_dir)
+    return classes, images, labels, ids
+
+
+def decode_images(
+    paths: Sequence[Path], prefix: str, key_parts: list, cache_dir: Path | None | bool = None
+) -> np.ndarray:
+    """Decode image files of one size into uint8 (N, 3, H, W), in parallel threads, through an
+    on-disk cache (`cache_dir`, see `default_cache_dir`; False: none) whose file is named
+    `prefix` and a hash of `key_parts` (what must change when the files change). A file of
+    another size is a one-line error naming it and the size expected."""
+    key = hashlib.sha1(json.dumps(key_parts).encode()).hexdigest()[:20]
+    cache_file = None
+    if cache_dir is not False:
+        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        cache_file = cache_dir / f"{prefix}-{key}.npz"
+        if cache_file.exists():
+            with np.load(cache_file) as z:
+                return z["images"]
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        decoded = list(pool.map(_decode, flat, chunksize=256))
+        decoded = list(pool.map(_decode, paths, chunksize=256))
     shape = decoded[0].shape
-    for path, arr in zip(flat, decoded, strict=True):
+    for path, arr in zip(paths, decoded, strict=True):
         if arr.shape != shape:
             raise LtbenchError(
                 f"image {path} is {arr.shape[1]}x{arr.shape[0]}, expected "
@@ -287,9 +313,22 @@ def load_image_folder(
             # write then rename, so concurrent trials never read a half-written file
             fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".npz.tmp")
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, images=images, labels=labels)
+                np.savez(fh, images=images)
             os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
             os.replace(tmp, cache_file)
         except OSError:
             pass  # a read-only cache only costs the decoding time next run
-    return classes, images, labels
+    return images
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) of an image from its header (the pixels are not decoded); a file that
+    cannot be read is a one-line error naming it."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except Exception as exc:  # noqa: BLE001 (PIL raises many kinds)
+        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+        raise LtbenchError(f"cannot read image {path}: {reason}") from None

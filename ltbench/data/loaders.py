@@ -1,5 +1,6 @@
-"""The loader of each dataset in the registry: `_load_synthetic`, `_load_cifar` (torchvision
-pickles or image folders) and `_load_split_files` (ImageNet-LT, iNaturalist 2018).
+"""The loaders of the datasets held in arrays: `_load_synthetic`, `_load_cifar` (torchvision
+pickles or image folders), and `in_memory_bundle`, which draws the long-tailed subset of any
+pool of arrays (the generic kinds' small images too: `ltbench.data.kinds`).
 
 Each takes the `LoadRequest` of `load_dataset` (the common settings, checked there already) and
 its own keyword options, and returns a `DatasetBundle` (`in_memory_bundle` builds one from
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ltbench.data import synthetic
-from ltbench.data.bundle import CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, DatasetBundle
+from ltbench.data.bundle import CIFAR_MEAN, CIFAR_STD, DatasetBundle
 from ltbench.data.longtail import (
     class_counts,
     draw_outside,
@@ -44,38 +45,54 @@ def in_memory_bundle(
     *,
     mean,
     std,
+    ids=None,
+    val_set=None,
+    pool_n_max: int | None = None,
 ) -> DatasetBundle:
     """The bundle of a dataset held in arrays: the long-tailed subset (`request.imb_factor`,
     `profile`, `subset_seed`) and the validation hold-out (`val_fraction`, `val_seed`) of a
-    balanced training set. Images are uint8 arrays (N, 3, H, W), labels int64 (N,); `mean` and
+    training pool. Images are uint8 arrays (N, 3, H, W), labels int64 (N,); `mean` and
     `std` normalise the channels. `request` is the loader's `ltbench.sdk.datasets.LoadRequest`;
     its `extra_per_class` images per class are drawn from the images the long-tailed draw left
-    out (`longtail.draw_outside`), into `bundle.extra`."""
+    out (`longtail.draw_outside`), into `bundle.extra`.
+
+    `ids`: each pool image's identity (`ltbench.data.draws`; default `<class>/<index>`).
+    `val_set`: (images, labels, ids, source) of a validation split of its own, used instead of
+    a hold-out when the run asks for validation. `pool_n_max`: the n_max of the long-tailed
+    counts (default: pool size // classes, CIFAR's 5000). With `request.draw`, the subsets are
+    the draw file's, in its order, and nothing is drawn."""
     import torch
 
     from ltbench.data.batches import TensorData
 
-    name, imb_factor, profile = request.name, request.imb_factor, request.profile
-    subset_seed, val_fraction, val_seed = (
-        request.subset_seed,
-        request.val_fraction,
-        request.val_seed,
-    )
-
     num_classes = len(class_names)
-    kept, _ = long_tailed_indices(train_y, imb_factor, subset_seed, profile)
-    extra, from_draw = None, ()
-    if request.extra_per_class > 0:  # before the validation hold-out, which `kept` feeds
-        kept, chosen, from_draw = draw_outside(train_y, kept, request.extra_per_class, val_seed)
-        extra = TensorData(torch.from_numpy(train_x[chosen]), torch.from_numpy(train_y[chosen]))
-    train = TensorData(torch.from_numpy(train_x[kept]), torch.from_numpy(train_y[kept]))
-    val = None
-    if val_fraction > 0:
-        train_pos, val_pos = split_validation(train.labels, val_fraction, val_seed)
-        train, val = train.subset(train_pos), train.subset(val_pos)
+    if ids is None:
+        ids = [f"{class_names[int(y)]}/{i}" for i, y in enumerate(train_y)]
+    pool = TensorData(torch.from_numpy(train_x), torch.from_numpy(train_y), ids)
+    extra, from_draw, val = None, (), None
+    if request.draw is not None:
+        train, val, extra = _subsets_of_draw(request, pool, val_set)
+    else:
+        kept, _ = long_tailed_indices(
+            train_y, request.imb_factor, request.subset_seed, request.profile, n_max=pool_n_max
+        )
+        if request.extra_per_class > 0:  # before the validation hold-out, which `kept` feeds
+            kept, chosen, from_draw = draw_outside(
+                train_y, kept, request.extra_per_class, request.val_seed
+            )
+            extra = pool.subset(chosen)
+        train = pool.subset(kept)
+        if request.val_fraction > 0 and val_set is not None:
+            val = TensorData(*(torch.from_numpy(a) for a in val_set[:2]), val_set[2])
+        elif request.val_fraction > 0:
+            train_pos, val_pos = split_validation(
+                train.labels, request.val_fraction, request.val_seed
+            )
+            train, val = train.subset(train_pos), train.subset(val_pos)
     test = TensorData(torch.from_numpy(np.ascontiguousarray(test_x)), torch.from_numpy(test_y))
+    val_source = "" if val is None else (val_set[3] if val_set is not None else "holdout")
     return DatasetBundle(
-        name=name,
+        name=request.name,
         num_classes=num_classes,
         class_names=list(class_names),
         cls_num_list=class_counts(train.labels, num_classes),
@@ -86,12 +103,34 @@ def in_memory_bundle(
         in_memory=True,
         mean=tuple(mean),
         std=tuple(std),
-        imb_factor=imb_factor,
-        profile=profile,
-        val_source="holdout" if val is not None else "",
+        imb_factor=request.imb_factor,
+        profile=request.profile,
+        val_source=val_source,
         extra=extra,
         extra_from_draw=tuple(from_draw),
     )
+
+
+def _subsets_of_draw(request, pool, val_set):
+    """(train, val, extra) of a draw file (`request.draw`): the pool's images it names, in its
+    order; a validation split of the dataset's own (`val_set`) where the draw's came from one."""
+    import torch
+
+    from ltbench.data.batches import TensorData
+    from ltbench.data.draws import positions
+
+    draw, where = request.draw, f"draw file {request.draw.path}"
+    train = pool.subset(positions(pool.ids, draw.ids("train"), where))
+    val = extra = None
+    if draw.ids("val") is not None:
+        if val_set is not None:
+            own = TensorData(*(torch.from_numpy(a) for a in val_set[:2]), val_set[2])
+            val = own.subset(positions(own.ids, draw.ids("val"), where))
+        else:
+            val = pool.subset(positions(pool.ids, draw.ids("val"), where))
+    if draw.ids("meta") is not None and request.extra_per_class > 0:
+        extra = pool.subset(positions(pool.ids, draw.ids("meta"), where))
+    return train, val, extra
 
 
 def _load_synthetic(request, n_test_max=None) -> DatasetBundle:
@@ -129,7 +168,7 @@ CIFAR_CLASSES = {
 
 
 def _load_cifar(request, n_test_max=None, cache_dir=None) -> DatasetBundle:
-    from ltbench.data.files import load_image_folder
+    from ltbench.data.files import load_image_folder, read_image_folder
 
     name, root, download, n_max = request.name, request.root, request.download, request.n_max
 
@@ -137,12 +176,8 @@ def _load_cifar(request, n_test_max=None, cache_dir=None) -> DatasetBundle:
     source = _check_cifar(name, root=root, download=download)
     root = Path(root).expanduser()
     if source == "folders":
-        folder = root / "train", root / "test"
-        splits = [
-            load_image_folder(split_dir, limit, cache_dir)
-            for split_dir, limit in zip(folder, (n_max, n_test_max), strict=True)
-        ]
-        (class_names, train_x, train_y), (_, test_x, test_y) = splits
+        class_names, train_x, train_y, ids = read_image_folder(root / "train", n_max, cache_dir)
+        _, test_x, test_y = load_image_folder(root / "test", n_test_max, cache_dir)
     else:
         import torchvision
 
@@ -159,8 +194,18 @@ def _load_cifar(request, n_test_max=None, cache_dir=None) -> DatasetBundle:
         train_x = np.ascontiguousarray(tv_train.data[keep].transpose(0, 3, 1, 2))
         test_x = np.ascontiguousarray(tv_test.data[keep_test].transpose(0, 3, 1, 2))
         train_y, test_y = train_y_all[keep], test_y_all[keep_test]
+        # an image's identity: its index in torchvision's training set
+        ids = [f"{class_names[int(y)]}/{k}" for k, y in zip(keep, train_y, strict=True)]
     return in_memory_bundle(
-        request, class_names, train_x, train_y, test_x, test_y, mean=CIFAR_MEAN, std=CIFAR_STD
+        request,
+        class_names,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        mean=CIFAR_MEAN,
+        std=CIFAR_STD,
+        ids=ids,
     )
 
 
@@ -191,151 +236,4 @@ def _check_cifar(name, *, root, download, **_) -> str:
         f"{name}: no CIFAR data under {root}: expected {root / pickle_dir} (torchvision "
         f"pickles) or {root}/train/<class>/ and {root}/test/<class>/ image folders; "
         "download=True fetches the pickles"
-    )
-
-
-_SPLIT_FILES = {
-    "imagenet-lt": ("ImageNet_LT_train.txt", "ImageNet_LT_test.txt"),
-    "inat2018": ("iNaturalist18_train.txt", "iNaturalist18_val.txt"),
-}
-# The official validation split, balanced (ImageNet-LT: 20 images per class, disjoint from the
-# training and test files). With val_fraction > 0 it is the validation split when ROOT holds it,
-# and no training image is held out; iNaturalist's val file is its test set, so it has none.
-_VAL_FILES = {"imagenet-lt": "ImageNet_LT_val.txt"}
-
-
-def _resolve_split(root: Path, given, default: str, what: str, name: str) -> Path:
-    path = Path(given).expanduser() if given is not None else Path(default)
-    if not path.is_absolute():
-        path = root / path
-    if not path.is_file():
-        raise LtbenchError(f"{name}: {what} split file not found: {path}")
-    return path
-
-
-def _split_paths(
-    name,
-    *,
-    root,
-    imb_factor,
-    n_max,
-    download,
-    val_fraction,
-    train_split=None,
-    test_split=None,
-    val_split=None,
-) -> tuple[Path, Path, Path]:
-    """(root, train split file, test split file) of a split-file dataset, after the checks of
-    its settings and that the files exist."""
-    if imb_factor != 1.0:
-        raise LtbenchError(
-            f"{name} is long-tailed already and is used as published: imb_factor must be 1, "
-            f"got {imb_factor!r}"
-        )
-    if n_max is not None:
-        raise LtbenchError(f"{name}: n_max is not supported (the split files fix the images)")
-    if download:
-        raise LtbenchError(f"{name} cannot be downloaded by ltbench; point root at a local copy")
-    if root is None:
-        raise LtbenchError(f"dataset {name!r} needs its folder: pass --data-root DIR")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise LtbenchError(f"{name}: root folder not found: {root}")
-    if val_split is not None and val_fraction > 0:
-        raise LtbenchError(f"{name}: give val_split or val_fraction, not both")
-    train_file, test_file = _SPLIT_FILES[name]
-    train_path = _resolve_split(root, train_split, train_file, "train", name)
-    test_path = _resolve_split(root, test_split, test_file, "test", name)
-    return root, train_path, test_path
-
-
-def _check_split_files(name, *, image_root=None, image_size=224, **settings) -> None:
-    """The checks of `_split_paths`, and every line of the split files read (no image opened)."""
-    from ltbench.data.files import read_split_file
-
-    root, train_path, test_path = _split_paths(name, **settings)
-    read_split_file(train_path)
-    read_split_file(test_path)
-    if settings.get("val_split") is not None:
-        read_split_file(_resolve_split(root, settings["val_split"], "", "val", name))
-
-
-def _load_split_files(
-    request,
-    train_split=None,
-    test_split=None,
-    val_split=None,
-    image_root=None,
-    image_size=224,
-) -> DatasetBundle:
-    from ltbench.data.files import SplitFileDataset, imagenet_transform
-
-    name, root, imb_factor, n_max = request.name, request.root, request.imb_factor, request.n_max
-    download, val_fraction, val_seed = request.download, request.val_fraction, request.val_seed
-    profile = request.profile
-
-    root, train_path, test_path = _split_paths(
-        name,
-        root=root,
-        imb_factor=imb_factor,
-        n_max=n_max,
-        download=download,
-        val_fraction=val_fraction,
-        train_split=train_split,
-        test_split=test_split,
-        val_split=val_split,
-    )
-    image_root = Path(image_root).expanduser() if image_root is not None else root
-
-    train_tf, eval_tf = imagenet_transform(True, image_size), imagenet_transform(False, image_size)
-    train = SplitFileDataset.from_split_file(image_root, train_path, train_tf)
-    test = SplitFileDataset.from_split_file(image_root, test_path, eval_tf)
-    first = image_root / train.paths[0]
-    if not first.is_file():
-        raise LtbenchError(
-            f"{name}: image {first} (first entry of {train_path}) not found; is image_root right?"
-        )
-    val, val_source = None, ""
-    official = root / _VAL_FILES[name] if name in _VAL_FILES else None
-    if val_split is None and val_fraction > 0 and official is not None and official.is_file():
-        val_split = official
-    if val_split is not None:
-        val_path = _resolve_split(root, val_split, "", "val", name)
-        val = SplitFileDataset.from_split_file(image_root, val_path, eval_tf)
-        val_source = str(val_path)
-    elif val_fraction > 0:
-        train_pos, val_pos = split_validation(train.labels, val_fraction, val_seed)
-        train, val = train.subset(train_pos), train.subset(val_pos, transform=eval_tf)
-        val_source = "holdout"
-    num_classes = int(train.labels.max()) + 1
-    for split_name, ds in (("test", test), ("val", val)):
-        if ds is not None and int(ds.labels.max()) >= num_classes:
-            raise LtbenchError(
-                f"{name}: {split_name} split has label {int(ds.labels.max())}, "
-                f"but the train split only {num_classes} classes"
-            )
-    # split files carry no class names; the folder holding a class's first image is the best
-    # available (a WordNet id on ImageNet, a category id on iNaturalist)
-    class_names = [str(c) for c in range(num_classes)]
-    named = set()
-    for rel, label in zip(train.paths, train.labels.tolist(), strict=True):
-        if label not in named:
-            named.add(label)
-            parent = Path(rel).parent.name
-            class_names[label] = parent or str(label)
-    return DatasetBundle(
-        name=name,
-        num_classes=num_classes,
-        class_names=class_names,
-        cls_num_list=class_counts(train.labels, num_classes),
-        train=train,
-        val=val,
-        test=test,
-        image_size=image_size,
-        in_memory=False,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        imb_factor=1.0,
-        profile=profile,
-        val_source=val_source,
     )

@@ -82,10 +82,12 @@ def long_tailed_indices(
     imb_factor: float,
     seed: int,
     profile: str = "exp",
+    n_max: int | None = None,
 ) -> tuple[list[int], list[int]]:
     """Pick a long-tailed subset of a (balanced) training set, as Cui et al. and LDAM-DRW do.
 
-    C = max label + 1 and n_max = len(labels) // C; the target counts are `long_tailed_counts`.
+    C = max label + 1 and n_max = len(labels) // C unless given (a pool whose classes differ in
+    size gives its largest class's count); the target counts are `long_tailed_counts`.
     numpy's global generator is seeded once with `seed`; then, class by class in label order,
     the class's indices are shuffled and the first n_i kept. Returns the kept indices (grouped
     by class, in class order) and the number kept per class (fewer than n_i only if a class has
@@ -99,7 +101,9 @@ def long_tailed_indices(
     if labels.min() < 0:
         raise LtbenchError(f"labels must be >= 0, got {int(labels.min())}")
     num_classes = int(labels.max()) + 1
-    targets = long_tailed_counts(num_classes, len(labels) // num_classes, imb_factor, profile)
+    if n_max is None:
+        n_max = len(labels) // num_classes
+    targets = long_tailed_counts(num_classes, n_max, imb_factor, profile)
 
     saved = np.random.get_state()
     try:

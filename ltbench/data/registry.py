@@ -3,7 +3,10 @@
 The spec (`DatasetSpec`, `Recipe`) and the registry are the SDK's (`ltbench.sdk.datasets`): a
 third-party package registers a dataset through the entry-point group `ltbench.datasets` as
 ltbench's own are (`BUILT_IN`, entry point `built-in`). The training configuration fills its
-defaults from `get_dataset_spec(name).recipe`. Importing this module does not import torch.
+defaults from `dataset_recipe(name, root)` (the spec's recipe, or for data without a paper
+recipe the default by image size, `ltbench.data.recipes`). The generic kinds `image-folder`
+and `split-files` (`ltbench.data.kinds`) take any data with any classes; ImageNet-LT and
+iNaturalist 2018 are split-file instances. Importing this module does not import torch.
 """
 
 from __future__ import annotations
@@ -15,40 +18,34 @@ from collections.abc import Mapping
 from typing import Any
 
 from ltbench.data.bundle import DatasetBundle
-from ltbench.data.loaders import (
-    _check_cifar,
-    _check_split_files,
-    _load_cifar,
-    _load_split_files,
-    _load_synthetic,
-)
+from ltbench.data.kinds import ImageFolder, SplitFiles
+from ltbench.data.loaders import _check_cifar, _load_cifar, _load_synthetic
 from ltbench.data.longtail import check_imb_factor, check_profile, check_val_fraction
+from ltbench.data.recipes import CIFAR_RECIPE, IMAGENET_RECIPE, recipe_for_images_default
 from ltbench.errors import LtbenchError
 from ltbench.sdk.datasets import DATASETS as _REGISTRY
-from ltbench.sdk.datasets import DatasetSpec, LoadRequest, Recipe  # noqa: F401 (re-exported)
+from ltbench.sdk.datasets import (  # noqa: F401 (re-exported)
+    DatasetSpec,
+    LoadRequest,
+    Recipe,
+    dataset_recipe,
+)
 
-_CIFAR_RECIPE = Recipe(
-    model="resnet32",
-    batch_size=64,
-    lr=0.1,
-    weight_decay=2e-4,
-    warmup_epochs=5,
-    epochs=200,
-    lr_decay_epochs=(160, 180),
-    lr_decay_factor=0.01,
-    imb_factor=0.01,
+IMAGENET_LT = SplitFiles(
+    "ImageNet_LT_train.txt",
+    "ImageNet_LT_test.txt",
+    # the official validation list, balanced (20 images per class, disjoint from the training
+    # and test files): the validation split when ROOT holds it and validation is asked for
+    "ImageNet_LT_val.txt",
+    published=True,
+    image_size=224,
 )
-_IMAGENET_RECIPE = Recipe(
-    model="resnet50",
-    batch_size=128,
-    lr=0.1,
-    weight_decay=1e-4,
-    warmup_epochs=0,
-    epochs=180,
-    lr_decay_epochs=(120, 160),
-    lr_decay_factor=0.1,
-    imb_factor=1.0,  # already long-tailed: no further subsampling
+# iNaturalist's val file is its test set, so it has no validation list of its own
+INAT2018 = SplitFiles(
+    "iNaturalist18_train.txt", "iNaturalist18_val.txt", None, published=True, image_size=224
 )
+SPLIT_FILES = SplitFiles()  # the generic kind: train.txt, test.txt, val.txt
+IMAGE_FOLDER = ImageFolder()
 
 # ltbench's own datasets: registered through the entry point `built-in` of the group
 # `ltbench.datasets` (pyproject.toml), like any third-party dataset.
@@ -62,7 +59,7 @@ BUILT_IN = [
         # CIFAR's recipe on a shorter schedule, a half-width network and half CIFAR's
         # learning rate: the settings whose seed spread BENCHMARKS.md records
         recipe=dataclasses.replace(
-            _CIFAR_RECIPE,
+            CIFAR_RECIPE,
             epochs=30,
             lr_decay_epochs=(24, 27),
             width=0.5,
@@ -76,7 +73,7 @@ BUILT_IN = [
         num_classes=10,
         in_memory=True,
         description="CIFAR-10, long-tailed subset",
-        recipe=_CIFAR_RECIPE,
+        recipe=CIFAR_RECIPE,
         check=_check_cifar,
     ),
     DatasetSpec(
@@ -85,26 +82,46 @@ BUILT_IN = [
         num_classes=100,
         in_memory=True,
         description="CIFAR-100, long-tailed subset",
-        recipe=_CIFAR_RECIPE,
+        recipe=CIFAR_RECIPE,
         check=_check_cifar,
     ),
     DatasetSpec(
         name="imagenet-lt",
-        loader=_load_split_files,
+        loader=IMAGENET_LT,
         num_classes=1000,
         in_memory=False,
         description="ImageNet-LT (Liu et al. 2019) from its split files",
-        recipe=_IMAGENET_RECIPE,
-        check=_check_split_files,
+        recipe=IMAGENET_RECIPE,
+        check=IMAGENET_LT.check,
     ),
     DatasetSpec(
         name="inat2018",
-        loader=_load_split_files,
+        loader=INAT2018,
         num_classes=8142,
         in_memory=False,
         description="iNaturalist 2018 from its split files (val used as the test set)",
-        recipe=dataclasses.replace(_IMAGENET_RECIPE, batch_size=512, lr=0.2),
-        check=_check_split_files,
+        recipe=dataclasses.replace(IMAGENET_RECIPE, batch_size=512, lr=0.2),
+        check=INAT2018.check,
+    ),
+    DatasetSpec(
+        name="image-folder",
+        loader=IMAGE_FOLDER,
+        num_classes=0,
+        in_memory=False,
+        description="your images: ROOT/train/<class>/, ROOT/test/<class>/ (and val/); any classes",
+        recipe=recipe_for_images_default(),
+        check=IMAGE_FOLDER.check,
+        recipe_for=IMAGE_FOLDER.recipe_for,
+    ),
+    DatasetSpec(
+        name="split-files",
+        loader=SPLIT_FILES,
+        num_classes=0,
+        in_memory=False,
+        description="your images listed in ROOT/train.txt, test.txt (and val.txt): 'path label'",
+        recipe=recipe_for_images_default(),
+        check=SPLIT_FILES.check,
+        recipe_for=SPLIT_FILES.recipe_for,
     ),
 ]
 DATASETS: Mapping[str, DatasetSpec] = _REGISTRY.view()  # every registered dataset, read-only
@@ -163,6 +180,7 @@ def load_dataset(
     val_fraction: float = 0.0,
     val_seed: int = 0,
     extra_per_class: int = 0,
+    draw: str | os.PathLike | None = None,
     **options: Any,
 ) -> DatasetBundle:
     """Load dataset `name` as a long-tailed training set plus its balanced test set.
@@ -180,6 +198,10 @@ def load_dataset(
     extra_per_class: images per class to draw from outside the long-tailed subset into
         `bundle.extra` (a meta set), where the dataset's training pool has them (CIFAR,
         synthetic-lt); a dataset published long-tailed leaves `extra` None.
+    draw: a draw file (`ltbench.data.draws`, written by `ltbench draw`): its training,
+        validation and meta subsets are taken as they are, in its order, instead of drawn; it
+        must be a draw of this dataset with the same imb_factor, profile, subset_seed, n_max
+        and val_fraction.
     download: fetch CIFAR with torchvision (opt-in; never done otherwise).
     options: `n_test_max` (synthetic, CIFAR: images per class in the test set), `cache_dir`
         (CIFAR image folders; False disables the cache), `train_split`, `test_split`,
@@ -199,6 +221,14 @@ def load_dataset(
             f"dataset {name!r} has no option {unknown[0]!r}; its options: "
             f"{', '.join(sorted(accepted)) or 'none'}"
         )
+    drawn = None
+    if draw is not None:
+        from ltbench.data.draws import check_draw_settings, read_draw
+
+        drawn = read_draw(draw)
+        settings = {"imb_factor": imb_factor, "profile": profile, "subset_seed": int(subset_seed)}
+        settings.update(n_max=n_max, val_fraction=val_fraction)
+        check_draw_settings(drawn, name, settings)
     request = LoadRequest(
         name=name,
         root=root,
@@ -210,5 +240,6 @@ def load_dataset(
         val_fraction=val_fraction,
         val_seed=int(val_seed),
         extra_per_class=int(extra_per_class),
+        draw=drawn,
     )
     return spec.loader(request, **options)

@@ -83,7 +83,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 # Settings added to the configuration after runs were saved, with the value every run saved
 # before had: a checkpoint without the key was trained with it (so those runs still resume).
-ADDED_SETTINGS = {"variant": None, "keep_best_val": False, "nesterov": False}
+ADDED_SETTINGS = {
+    "variant": None,
+    "keep_best_val": False,
+    "nesterov": False,
+    "draw": None,
+}
 
 
 def load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from ltbench.data.longtail import check_imb_factor, check_profile, check_val_fraction
-from ltbench.data.registry import get_dataset_spec
+from ltbench.data.registry import dataset_recipe
 from ltbench.engine.schedule import anchor_of, check_decays, place_param, run_milestones
 from ltbench.errors import LtbenchError
 from ltbench.sdk.datasets import check_shot_thresholds
@@ -43,6 +43,8 @@ class TrainConfig:
     profile: str = "exp"  # "exp" or "step"
     subset_seed: int = 0  # seed of the long-tailed draw (the standard draw is 0)
     n_max: int | None = None  # images per class before the long-tailed draw (None: all)
+    # a draw file (`ltbench draw`): train on exactly its subsets instead of drawing them
+    draw: str | None = None
     val_fraction: float = 0.0  # held out of the training data for model selection
     # the many / medium / few-shot groups: more than many_shot training images, fewer than
     # few_shot, the rest (None: the dataset recipe's, 100 and 20 on the paper's datasets)
@@ -146,7 +148,7 @@ def resolve(cfg: TrainConfig) -> TrainConfig:
     )
 
     check_types(cfg)
-    d = get_dataset_spec(cfg.dataset).recipe
+    d = dataset_recipe(cfg.dataset, cfg.data_root)
     spec = get_spec(cfg.loss)
     variant = get_variant(spec, cfg.variant, cfg.dataset) if cfg.variant is not None else None
     # run settings the user left unset: a variant's, then the method's own on this dataset

@@ -28,7 +28,7 @@ import dataclasses
 import math
 from typing import Any
 
-from ltbench.data.registry import get_dataset_spec
+from ltbench.data.registry import dataset_recipe
 from ltbench.engine.config import TrainConfig, resolve
 from ltbench.engine.schedule import anchor_of
 from ltbench.sdk.registry import VARIANT_MARK, get_spec, get_variant
@@ -83,14 +83,14 @@ def reference_value(cfg: TrainConfig, name: str) -> Any:
     variant = variant_of(cfg)
     if variant is not None and name in variant.schedule:
         return variant.schedule[name]
-    return getattr(get_dataset_spec(cfg.dataset).recipe, name)
+    return getattr(dataset_recipe(cfg.dataset, cfg.data_root), name)
 
 
 def full_schedule(cfg: TrainConfig) -> bool:
     """Whether the run is the full schedule of the dataset recipe (of its variant, where the
     variant sets one of them): epochs, warm-up, decays and their factor, with every epoch
     parameter of the loss where the method puts it."""
-    d = get_dataset_spec(cfg.dataset).recipe
+    d = dataset_recipe(cfg.dataset, cfg.data_root)
     same = (
         cfg.epochs == d.epochs
         and cfg.warmup_epochs == d.warmup_epochs
@@ -103,7 +103,7 @@ def full_schedule(cfg: TrainConfig) -> bool:
 
 def setup_deviations(cfg: TrainConfig) -> list[str]:
     """How the run's setup differs from its dataset's paper recipe ([] when it does not)."""
-    d = get_dataset_spec(cfg.dataset).recipe
+    d = dataset_recipe(cfg.dataset, cfg.data_root)
     out = []
     variant = variant_of(cfg)
     if variant is not None:

@@ -47,6 +47,7 @@ from ltbench.engine.record import (
     add_test,
     add_validation,
     checkpoint_state,
+    data_fingerprints,
     epoch_row,
     final_result,
     kept_history,
@@ -495,6 +496,7 @@ def stage_result(
         result["meta_set"] = meta_set_record(
             run.bundle, run.meta_set, stage.meta_per_class, run.meta_source
         )
+        result["fingerprints"]["meta"] = data_fingerprints(run.bundle, run.meta_set)["meta"]
     earlier = previous.stages if previous is not None else []
     result["stage_plan"] = [s.describe() for s in earlier] + [stage.describe()]
     if previous is not None:

@@ -140,7 +140,21 @@ def build_result(
         "best_epoch_selected_on_test": best["epoch"],
         "class_counts": list(bundle.cls_num_list),
         "class_names": list(bundle.class_names),
+        "fingerprints": data_fingerprints(bundle),
+        "draw_file": cfg.draw,
         "worst_class_name": class_name(bundle, final.get("worst_class")),
+    }
+
+
+def data_fingerprints(bundle, meta_set=None) -> dict[str, str | None]:
+    """The SHA-256 fingerprints (`ltbench.data.draws.fingerprint`) of the images trained on,
+    of the validation split and of the meta set; None where there is no such split."""
+    from ltbench.data.draws import fingerprint, subset_ids
+
+    return {
+        "train": fingerprint(subset_ids(bundle.train)),
+        "val": fingerprint(subset_ids(bundle.val)),
+        "meta": fingerprint(subset_ids(meta_set)),
     }
 
 

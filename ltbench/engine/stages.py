@@ -50,11 +50,11 @@ CACHE_ENV = "LTBENCH_STAGE1_CACHE"
 
 def run_settings(cfg: TrainConfig) -> RunSettings:
     """What a method's `stages` function may read of a resolved run."""
-    from ltbench.data.registry import get_dataset_spec
+    from ltbench.data.registry import dataset_recipe
 
     return RunSettings(
         epochs=cfg.epochs,
-        paper_epochs=get_dataset_spec(cfg.dataset).recipe.epochs,
+        paper_epochs=dataset_recipe(cfg.dataset, cfg.data_root).epochs,
         lr=cfg.lr,
         batch_size=cfg.batch_size,
         weight_decay=cfg.weight_decay,
@@ -122,7 +122,7 @@ def _probe_loss(cfg: TrainConfig, stage: Stage, where: str) -> None:
     from ltbench.data.longtail import long_tailed_counts
     from ltbench.data.registry import get_dataset_spec
 
-    classes = get_dataset_spec(cfg.dataset).num_classes
+    classes = get_dataset_spec(cfg.dataset).num_classes or 10  # 0: known from the data only
     counts = [max(n, 1) for n in long_tailed_counts(classes, 500, cfg.imb_factor, cfg.profile)]
     try:
         build_loss(stage.loss, counts, **stage.loss_params)

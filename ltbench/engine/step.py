@@ -161,6 +161,7 @@ def load_run_data(cfg: TrainConfig, *, download: bool | None = None, meta_per_cl
         val_fraction=cfg.val_fraction,
         val_seed=cfg.seed,
         extra_per_class=meta_per_class,
+        draw=cfg.draw,
     )
 
 

@@ -23,7 +23,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from ltbench.data.registry import DATASETS
+from ltbench.data.draws import short
+from ltbench.data.registry import DATASETS, dataset_recipe
 from ltbench.engine.posthoc import FIXED_BY_USER, fixed_tau_rule
 from ltbench.errors import LtbenchError
 from ltbench.runner.trials import TrialSpec, format_point, load_trials
@@ -75,7 +76,10 @@ def _params_json(spec: TrialSpec) -> str:
 def _planned_epochs(spec: TrialSpec) -> int | None:
     epochs = spec.config.get("epochs")
     if epochs is None and spec.dataset in DATASETS:
-        epochs = DATASETS[spec.dataset].recipe.epochs
+        try:
+            epochs = dataset_recipe(spec.dataset, spec.config.get("data_root")).epochs
+        except LtbenchError:  # data without a paper recipe whose folder is gone
+            return None
     return epochs
 
 
@@ -195,6 +199,7 @@ def results_frames(
             "rho": spec.rho,
             "seed": spec.seed,
             "subset_seed": spec.subset_seed,
+            "train_fingerprint": "",
             **{c: math.nan for c in (*METRIC_COLUMNS, *OPTIONAL_RESULTS_COLUMNS)},
             **{c: math.nan for c in PROTOCOL_COLUMNS},
             "epochs": _planned_epochs(spec),
@@ -210,6 +215,7 @@ def results_frames(
                 row[c] = math.nan if value is None else value
             row.update(_protocol_cells(result))
             row["worst_class"] = _worst_class_name(result, result)
+            row["train_fingerprint"] = short((result.get("fingerprints") or {}).get("train"))
             row["epochs"] = result.get("epochs", row["epochs"])
             row["wall_seconds"] = result.get("wall_seconds", math.nan)
             class_rows += _class_rows(key, spec, result)

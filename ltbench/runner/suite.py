@@ -509,6 +509,8 @@ def expand(suite: Suite, preset_overrides: dict[str, Any] | None = None) -> list
                             loss_params=dict(m.params),
                             mixup_alpha=m.mixup_alpha,
                         )
+                        if cfg.get("draw"):  # trials keep the driver's folder; resumes may not
+                            cfg["draw"] = str(Path(cfg["draw"]).expanduser().resolve())
                         key = trial_key(m.name, dataset, rho, seed, ss if tag_subset else None)
                         rules = tuple(dict.fromkeys([*suite.posthoc, *m.posthoc]))
                         layers = (suite.config, m.config, preset_overrides)

@@ -73,6 +73,7 @@ class Recipe:
     width: float = 1.0
     many_shot: int = MANY_SHOT  # more training images than this: a many-shot class
     few_shot: int = FEW_SHOT  # fewer than this: a few-shot class (the rest: medium)
+    note: str = ""  # where the recipe comes from, when not from a paper (printed by a run)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class LoadRequest:
     # set: Jamal et al. take 10 per class before their draw); 0: none. A loader that has no
     # such pool (a dataset published long-tailed) ignores it and leaves `bundle.extra` None.
     extra_per_class: int = 0
+    # a draw file's subsets (`ltbench.data.draws.Draw`), checked against the settings above:
+    # the loader takes its images, in its order, instead of drawing (None: draw as usual)
+    draw: Any = None
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ class DatasetSpec:
 
     name: str
     loader: Callable[..., Any]  # loader(request: LoadRequest, **options) -> DatasetBundle
-    num_classes: int
+    num_classes: int  # 0: read from the data (the generic kinds)
     in_memory: bool
     description: str
     recipe: Recipe
@@ -108,11 +112,22 @@ class DatasetSpec:
     # check(name, root=, imb_factor=, n_max=, download=, val_fraction=, **options): the cheap
     # checks of the files before a run writes anything (folders and split files; no image read)
     check: Callable[..., Any] | None = None
+    # recipe_for(root) -> Recipe: the recipe for the data under `root`, for a dataset that has
+    # no paper recipe (the generic kinds: by image size); None: `recipe` everywhere
+    recipe_for: Callable[..., Recipe] | None = None
 
 
 DATASETS: Registry[DatasetSpec] = Registry(
     "dataset", "datasets", ENTRY_POINT_GROUP, DatasetSpec, sort_known=False
 )
+
+
+def dataset_recipe(name: str, root=None) -> Recipe:
+    """The recipe of dataset `name` for the data under `root`: the spec's `recipe_for(root)`
+    where it has one (data without a paper recipe), else its recipe. The one place that
+    chooses; configuration, labels and reports all ask here."""
+    spec = DATASETS.get(name)
+    return spec.recipe_for(root) if spec.recipe_for is not None else spec.recipe
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:

@@ -1,0 +1,353 @@
+"""Your own data: the generic `image-folder` and `split-files` kinds with any number of classes
+(as they are or drawn long-tailed), the default recipe by image size, the fingerprint of every
+draw, draw files, and whether ltbench's CIFAR draw is LDAM-DRW's."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ltbench.cli import main
+from ltbench.data import load_dataset, long_tailed_indices
+from ltbench.data.draws import fingerprint, read_draw
+from ltbench.data.registry import dataset_recipe
+from ltbench.errors import LtbenchError
+
+CLASSES = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu"]  # 7 classes, already long-tailed
+COUNTS = [60, 40, 25, 15, 10, 6, 4]
+TEST_PER_CLASS = 10
+FAST = ["--epochs", "2", "--width", "0.25", "--num-workers", "0"]
+
+
+def make_folder(root, size=16, counts=COUNTS, val_per_class=0):
+    """root/train/<class>/NNN.png (COUNTS images), root/test/<class>/ (10 each), optionally
+    root/val/<class>/; each class a colour of its own plus noise (learnable, not trivial)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    splits = [("train", counts), ("test", [TEST_PER_CLASS] * len(counts))]
+    if val_per_class:
+        splits.append(("val", [val_per_class] * len(counts)))
+    for split, per_class in splits:
+        for c, (name, n) in enumerate(zip(CLASSES[: len(counts)], per_class, strict=True)):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                img = np.zeros((size, size, 3), np.int64)
+                img[..., c % 3] = 35 * c
+                img += rng.integers(0, 80, (size, size, 3))
+                Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(folder / f"{i:03d}.png")
+    return root
+
+
+def run_cli(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def load(root, dataset="image-folder", **kw):
+    kw.setdefault("imb_factor", 1.0)
+    return load_dataset(dataset, root=root, cache_dir=False, **kw)
+
+
+# --------------------------------------------------------------------------- the kinds
+
+
+def test_an_image_folder_is_used_as_it_is_or_drawn_long_tailed(tmp_path):
+    root = make_folder(tmp_path / "data")
+    as_is = load(root)
+    assert as_is.class_names == CLASSES and as_is.num_classes == 7
+    assert as_is.cls_num_list == COUNTS and as_is.in_memory and as_is.image_size == 16
+    assert len(as_is.test) == 7 * TEST_PER_CLASS
+    assert sorted(as_is.train.ids)[:2] == ["ant/000.png", "ant/001.png"]
+    # drawn with imb_factor 0.1: int(60 * 0.1 ** (i / 6)) per class, at most what it has
+    drawn = load(root, imb_factor=0.1)
+    targets = [int(60 * 0.1 ** (i / 6)) for i in range(7)]
+    assert drawn.cls_num_list == [min(t, n) for t, n in zip(targets, COUNTS, strict=True)]
+    drawn = load(root, imb_factor=0.05)
+    assert drawn.cls_num_list[0] == 60 and drawn.cls_num_list[-1] == 3
+
+
+def test_an_image_folder_uses_its_own_val_folder_when_validation_is_asked(tmp_path):
+    root = make_folder(tmp_path / "data", val_per_class=3)
+    with_val = load(root, val_fraction=0.1)
+    assert with_val.val_source.endswith("val") and len(with_val.val) == 21
+    assert with_val.cls_num_list == COUNTS  # nothing held out of training
+    assert load(root).val is None  # no validation asked: none, as on ImageNet-LT
+
+
+def test_split_files_with_any_classes_and_their_errors(tmp_path):
+    root = make_folder(tmp_path / "data")
+    for split in ("train", "test"):
+        lines = [
+            f"{split}/{name}/{f.name} {c}"
+            for c, name in enumerate(CLASSES)
+            for f in sorted((root / split / name).iterdir())
+        ]
+        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    bundle = load(root, "split-files")
+    assert bundle.cls_num_list == COUNTS and bundle.class_names == CLASSES
+    assert sorted(bundle.train.ids)[0] == "train/ant/000.png"
+    assert load(root, "split-files", imb_factor=0.1).cls_num_list[:2] == [60, 40]
+    (root / "test.txt").write_text("test/ant/000.png 9\n")
+    with pytest.raises(LtbenchError, match="test split has label 9, but the train split only 7"):
+        load(root, "split-files")
+    (root / "test.txt").unlink()
+    with pytest.raises(LtbenchError, match=r"split-files: test split file not found: .*test\.txt"):
+        load(root, "split-files")
+
+
+def test_large_images_are_read_from_disk_with_the_imagenet_recipe(tmp_path):
+    root = make_folder(tmp_path / "data", size=80, counts=[3, 2])
+    bundle = load(root)
+    assert not bundle.in_memory and bundle.image_size == 224 and bundle.cls_num_list == [3, 2]
+    assert tuple(bundle.train[0][0].shape) == (3, 224, 224)
+    big = dataset_recipe("image-folder", str(root))
+    assert (big.model, big.epochs, big.lr_decay_epochs) == ("resnet50", 180, (120, 160))
+    assert "80x80 images" in big.note and "large" in big.note
+    small = dataset_recipe("image-folder", str(make_folder(tmp_path / "small", counts=[2, 2])))
+    assert (small.model, small.epochs, small.lr_decay_epochs, small.imb_factor) == (
+        "resnet32",
+        200,
+        (160, 180),
+        1.0,
+    )
+
+
+@pytest.mark.parametrize(
+    "layout, match",
+    [
+        ("no-test", r"image-folder: .*test not found; expected .*/train/<class>/<image>"),
+        ("other-classes", r"the class folders of .*test and .*train differ \(only in"),
+        ("no-root", r"dataset 'image-folder' needs its folder: pass --data-root DIR"),
+    ],
+)
+def test_a_bad_image_folder_is_a_one_line_error(tmp_path, layout, match):
+    root = make_folder(tmp_path / "data", counts=[2, 2])
+    if layout == "no-test":
+        for f in (root / "test").rglob("*.png"):
+            f.unlink()
+        for d in sorted((root / "test").iterdir()):
+            d.rmdir()
+        (root / "test").rmdir()
+    elif layout == "other-classes":
+        (root / "test" / "bee").rename(root / "test" / "bees")
+    code, _, err = run_cli(
+        ["train", "--dataset", "image-folder", *FAST, "--out", str(tmp_path / "run")]
+        + ([] if layout == "no-root" else ["--data-root", str(root)])
+    )
+    lines = err.strip().splitlines()  # the recipe note may come first; then one error line
+    assert code == 2 and sum("error" in line for line in lines) == 1, err
+    assert re.search(match, lines[-1]), err
+    assert not (tmp_path / "run" / "result.json").exists()
+
+
+def test_list_shows_the_generic_kinds():
+    code, out, _ = run_cli(["list", "datasets"])
+    assert code == 0
+    for name in ("image-folder", "split-files", "imagenet-lt"):
+        assert f"  {name} " in out
+    assert "recipe by image size" in out and "ROOT/train/<class>/" in out
+
+
+# --------------------------------------------------------------------------- a run and a suite
+
+
+def test_train_on_a_seven_class_folder_as_it_is_and_drawn(tmp_path):
+    root = make_folder(tmp_path / "data")
+    base = ["train", "--dataset", "image-folder", "--data-root", str(root), *FAST]
+    code, out, err = run_cli(
+        [*base, "--out", str(tmp_path / "as-is"), "--many-shot", "30", "--few-shot", "8"]
+    )
+    assert code == 0, err
+    assert "no paper recipe: 16x16 images" in err and "resnet32, 200 epochs" in err
+    r = json.loads((tmp_path / "as-is" / "result.json").read_text())
+    assert r["class_counts"] == COUNTS and r["class_names"] == CLASSES
+    assert (r["many_classes"], r["medium_classes"], r["few_classes"]) == (2, 3, 2)
+    assert r["worst_class_name"] in CLASSES and r["fingerprints"]["val"] is None
+    assert "worst class" in out and "(2)/" in out
+    code, _, err = run_cli([*base, "--out", str(tmp_path / "drawn"), "--imb-factor", "0.05"])
+    assert code == 0, err
+    d = json.loads((tmp_path / "drawn" / "result.json").read_text())
+    assert d["rho"] == 20 and d["class_counts"][-1] == 3
+    assert d["fingerprints"]["train"] != r["fingerprints"]["train"]
+
+
+SUITE = """
+description: two methods on a 7-class image folder, as it is and drawn
+methods:
+  - loss: ce
+  - loss: focal
+datasets: [image-folder]
+rhos: [1, 20]
+seeds: [0]
+config: {{epochs: 2, width: 0.25, data_root: {root}, many_shot: 30, few_shot: 8}}
+"""
+
+
+@pytest.mark.ray
+def test_a_two_method_suite_on_the_folder_reports_its_groups_and_worst_class(ray_session, tmp_path):
+    root = make_folder(tmp_path / "data")
+    suite = tmp_path / "folder.yaml"
+    suite.write_text(SUITE.format(root=root))
+    out = tmp_path / "out"
+    code, _, err = run_cli(["run", "--suite", str(suite), "--out", str(out), "--report", "md"])
+    assert code == 0, err
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(results["status"]) == ["finished"] * 4
+    # one training subset per setting: both methods trained on the same images
+    prints = results.groupby("rho")["train_fingerprint"].nunique()
+    assert prints.to_dict() == {1.0: 1, 20.0: 1}
+    report = (out / "report.md").read_text()
+    assert "image-folder" in report and "worst class" in report
+    assert "many (> 30) 2, medium (8-30) 3, few (< 8) 2" in report  # as it is: 60 ... 4
+    assert "Training subsets (SHA-256" in report and "DIFFERENT SUBSETS" not in report
+    for fp in results["train_fingerprint"].unique():
+        assert fp in report
+    assert "nan" not in report.lower().replace("nanmean", "")
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def test_the_same_draw_gives_the_same_fingerprint_another_subset_seed_another(tmp_path):
+    root = make_folder(tmp_path / "data")
+    first = load(root, imb_factor=0.05, val_fraction=0.2)
+    again = load(root, imb_factor=0.05, val_fraction=0.2)
+    other = load(root, imb_factor=0.05, val_fraction=0.2, subset_seed=1)
+    assert fingerprint(first.train.ids) == fingerprint(again.train.ids)
+    assert fingerprint(first.val.ids) == fingerprint(again.val.ids)
+    assert fingerprint(first.train.ids) != fingerprint(other.train.ids)
+    # the fingerprint is of the images, not their order; it is SHA-256 of the sorted names
+    ids = list(first.train.ids)
+    assert fingerprint(ids[::-1]) == fingerprint(ids)
+    import hashlib
+
+    assert fingerprint(ids) == hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
+
+
+def test_an_exported_draw_reproduces_the_run_bit_for_bit(tmp_path):
+    root = make_folder(tmp_path / "data")
+    data = ["--dataset", "image-folder", "--data-root", str(root), "--imb-factor", "0.1"]
+    data += ["--val-fraction", "0.2", *FAST]
+    assert run_cli(["train", *data, "--out", str(tmp_path / "a")])[0] == 0
+    code, out, err = run_cli(["draw", str(tmp_path / "a"), "--out", str(tmp_path / "d.json")])
+    assert code == 0, err
+    a = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert a["fingerprints"]["train"][:12] in out
+    draw = read_draw(tmp_path / "d.json")
+    assert fingerprint(draw.ids("train")) == a["fingerprints"]["train"]
+    # another machine: the folder copied elsewhere, the run made from the draw file alone
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(root, copy)
+    data[3] = str(copy)
+    again = ["train", *data, "--draw", str(tmp_path / "d.json"), "--out", str(tmp_path / "b")]
+    code, _, err = run_cli(again)
+    assert code == 0, err
+    b = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert b["fingerprints"] == a["fingerprints"] and b["draw_file"] == str(tmp_path / "d.json")
+    assert b["confusion_matrix"] == a["confusion_matrix"] and b["top1_error"] == a["top1_error"]
+    wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    rows = [
+        [json.loads(line) for line in (tmp_path / r / "metrics.jsonl").read_text().splitlines()]
+        for r in ("a", "b")
+    ]
+    for ra, rb in zip(*rows, strict=True):
+        ra.pop("epoch_seconds"), rb.pop("epoch_seconds")
+        assert ra == rb
+
+
+def test_a_draw_file_that_does_not_fit_is_refused_in_one_line(tmp_path):
+    root = make_folder(tmp_path / "data", counts=[6, 4])
+    first = ["train", "--data-root", str(root), *FAST, "--dataset", "image-folder"]
+    base = [*first, "--out", str(tmp_path / "x")]
+    assert run_cli([*first, "--out", str(tmp_path / "a")])[0] == 0
+    assert run_cli(["draw", str(tmp_path / "a"), "--out", str(tmp_path / "d.json")])[0] == 0
+    code, _, err = run_cli(["draw", str(tmp_path / "a"), "--out", str(tmp_path / "d.json")])
+    assert code == 2 and "exists already" in err  # a shared draw is never overwritten
+    cases = [
+        (["--imb-factor", "0.5"], r"drawn with imb_factor=1\.0; this run asks for imb_factor=0\.5"),
+        (["--dataset", "synthetic-lt"], r"is a draw of 'image-folder', not of 'synthetic-lt'"),
+    ]
+    record = json.loads((tmp_path / "d.json").read_text())
+    edited = dict(record, train=record["train"][:-1])
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    foreign = dict(
+        record, train=["ant/999.png"], fingerprints={"train": fingerprint(["ant/999.png"])}
+    )
+    (tmp_path / "foreign.json").write_text(json.dumps(foreign))
+    for flags, match in cases:
+        code, _, err = run_cli([*base, *flags, "--draw", str(tmp_path / "d.json")])
+        assert code == 2 and re.search(match, err), err
+    for name, match in (
+        ("edited.json", "the train subset does not match its fingerprint"),
+        ("foreign.json", r"1 image\(s\) of the draw are not in this dataset, e\.g\. 'ant/999.png'"),
+        ("none.json", "cannot read draw file"),
+    ):
+        code, _, err = run_cli([*base, "--draw", str(tmp_path / name)])
+        assert code == 2 and match.split(",")[0].replace("\\", "") in err.replace("\\", ""), err
+        assert sum("error" in line for line in err.strip().splitlines()) == 1
+    assert not (tmp_path / "x" / "result.json").exists()
+
+
+# --------------------------------------------------------------------------- LDAM-DRW's draw
+
+
+def ldam_drw_draw(targets, imb_factor, seed=0):
+    """LDAM-DRW's IMBALANCECIFAR10 draw (kaidic/LDAM-DRW, imbalance_cifar.py), restated here:
+    the global numpy generator seeded once; per class in label order, img_max * imb ** (i /
+    (C - 1.0)) images, img_max = len / C; the class's indices (np.where) shuffled in place and
+    the first ones kept."""
+    np.random.seed(seed)
+    targets = np.array(targets, dtype=np.int64)
+    classes = np.unique(targets)
+    img_max = len(targets) / len(classes)
+    kept = []
+    for i, cls in enumerate(classes):
+        n = int(img_max * imb_factor ** (i / (len(classes) - 1.0)))
+        idx = np.where(targets == cls)[0]
+        np.random.shuffle(idx)
+        kept.extend(idx[:n].tolist())
+    return kept
+
+
+@pytest.mark.parametrize("imb_factor", [0.01, 0.02, 0.1])
+def test_the_cifar_draw_is_ldam_drws_on_torchvisions_label_order(imb_factor):
+    # CIFAR-10's training labels come interleaved (the pickles' order), 5000 per class; the
+    # draw only reads the labels, so any interleaving of 5000 per class stands for the files
+    labels = np.random.default_rng(123).permutation(np.repeat(np.arange(10), 5000))
+    ours, counts = long_tailed_indices(labels, imb_factor, seed=0)
+    assert ours == ldam_drw_draw(labels, imb_factor)  # the same images, in the same order
+    assert counts[0] == 5000 and counts[-1] == int(5000 * imb_factor)
+
+
+def test_an_image_folder_copy_draws_the_same_ranks_within_each_class():
+    # a folder copy lists each class's images together (files sorted by name); the draw picks
+    # the same within-class positions as on the interleaved pickles, so the same images when
+    # the files sort in the pickles' order (docs/DATASETS.md)
+    labels = np.random.default_rng(7).permutation(np.repeat(np.arange(10), 500))
+    grouped = np.sort(labels, kind="stable")
+    a, _ = long_tailed_indices(labels, 0.01, seed=0)
+    b, _ = long_tailed_indices(grouped, 0.01, seed=0)
+
+    def ranks(kept, lab):
+        rank = np.empty(len(lab), dtype=np.int64)
+        for c in range(10):
+            where = np.where(lab == c)[0]
+            rank[where] = np.arange(len(where))
+        return [(int(lab[i]), int(rank[i])) for i in kept]
+
+    assert ranks(a, labels) == ranks(b, grouped)
