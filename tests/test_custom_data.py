@@ -172,6 +172,7 @@ def test_train_on_a_seven_class_folder_as_it_is_and_drawn(tmp_path):
     assert "no paper recipe: 16x16 images" in err and "resnet32, 200 epochs" in err
     r = json.loads((tmp_path / "as-is" / "result.json").read_text())
     assert r["class_counts"] == COUNTS and r["class_names"] == CLASSES
+    assert r["rho"] == 1 and r["class_count_ratio"] == 15
     assert (r["many_classes"], r["medium_classes"], r["few_classes"]) == (2, 3, 2)
     assert r["worst_class_name"] in CLASSES and r["fingerprints"]["val"] is None
     assert "worst class" in out and "(2)/" in out

@@ -11,7 +11,11 @@ def lengths(dataset):
     return sorted({paper, max(8, paper // 4), 12})
 
 
-@pytest.mark.parametrize("dataset", list(DATASETS))
+# the datasets with a paper recipe (the generic kinds' recipe follows their data's image size)
+PAPER_DATASETS = [name for name, spec in DATASETS.items() if spec.recipe_for is None]
+
+
+@pytest.mark.parametrize("dataset", PAPER_DATASETS)
 def test_drw_at_first_decay_and_ga_at_sixty_percent(dataset):
     imb = DATASETS[dataset].recipe.imb_factor
     for epochs in lengths(dataset):

@@ -140,10 +140,18 @@ def build_result(
         "best_epoch_selected_on_test": best["epoch"],
         "class_counts": list(bundle.cls_num_list),
         "class_names": list(bundle.class_names),
+        # the imbalance of the images trained on (rho is what the run asked the draw for: 1
+        # for data used as it is, whatever its own imbalance)
+        "class_count_ratio": _count_ratio(bundle.cls_num_list),
         "fingerprints": data_fingerprints(bundle),
         "draw_file": cfg.draw,
         "worst_class_name": class_name(bundle, final.get("worst_class")),
     }
+
+
+def _count_ratio(counts) -> float | None:
+    """max / min of the training counts, rounded to 4 places (None with an empty class)."""
+    return round(max(counts) / min(counts), 4) if counts and min(counts) > 0 else None
 
 
 def data_fingerprints(bundle, meta_set=None) -> dict[str, str | None]:
