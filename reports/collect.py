@@ -66,10 +66,14 @@ class RunData:
         return self.results[self.results["status"] == FINISHED]
 
 
+TEXT_COLUMNS = {"train_fingerprint": str}
+
+
 def _read_csv(path: Path, columns, optional=()) -> pd.DataFrame:
     """A CSV with `columns`; `optional` ones (which older files lack) are filled with NaN."""
     try:
-        df = pd.read_csv(path, keep_default_na=True)
+        # text columns that may look like numbers (a fingerprint of digits only) stay text
+        df = pd.read_csv(path, keep_default_na=True, dtype=TEXT_COLUMNS)
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise LtbenchError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
     except UnicodeDecodeError:

@@ -68,7 +68,7 @@ def test_an_image_folder_is_used_as_it_is_or_drawn_long_tailed(tmp_path):
     assert as_is.class_names == CLASSES and as_is.num_classes == 7
     assert as_is.cls_num_list == COUNTS and as_is.in_memory and as_is.image_size == 16
     assert len(as_is.test) == 7 * TEST_PER_CLASS
-    assert sorted(as_is.train.ids)[:2] == ["ant/000.png", "ant/001.png"]
+    assert sorted(as_is.train.ids)[:2] == ["train/ant/000.png", "train/ant/001.png"]
     # drawn with imb_factor 0.1: int(60 * 0.1 ** (i / 6)) per class, at most what it has
     drawn = load(root, imb_factor=0.1)
     targets = [int(60 * 0.1 ** (i / 6)) for i in range(7)]
@@ -352,3 +352,94 @@ def test_an_image_folder_copy_draws_the_same_ranks_within_each_class():
         return [(int(lab[i]), int(rank[i])) for i in kept]
 
     assert ranks(a, labels) == ranks(b, grouped)
+
+
+# --------------------------------------------------------------------------- what a review found
+
+
+def test_the_stage1_cache_key_of_runs_saved_before_draw_files_is_unchanged():
+    # the digest commit e822807 (before `draw` existed) gave this configuration: caches and
+    # two-stage runs saved then are found again
+    from ltbench.engine.config import TrainConfig, resolve
+    from ltbench.engine.stages import stage1_key
+
+    cfg = resolve(
+        TrainConfig(dataset="synthetic-lt", loss="ce", epochs=4, n_max=40, imb_factor=0.1)
+    )
+    assert stage1_key(cfg) == "93fc9a781335a874cc65f44d696aa247f8f57f8305176cc2c3362e649b23d42a"
+
+
+def test_two_folders_never_share_a_stage1_cache_a_pack_or_a_checkpoint(tmp_path):
+    from ltbench.engine.config import TrainConfig, resolve
+    from ltbench.engine.pack import pack_signature
+    from ltbench.engine.stages import stage1_key
+
+    a, b = (str(make_folder(tmp_path / n, counts=[3, 2])) for n in ("a", "b"))
+    ra, rb = (resolve(TrainConfig(dataset="image-folder", data_root=r, epochs=2)) for r in (a, b))
+    assert stage1_key(ra) != stage1_key(rb) and pack_signature(ra) != pack_signature(rb)
+    # a paper dataset is the same images wherever its copy lies
+    ca, cb = (resolve(TrainConfig(dataset="cifar10-lt", data_root=r, epochs=2)) for r in (a, b))
+    assert stage1_key(ca) == stage1_key(cb)
+
+
+def test_identities_name_the_split_so_a_val_folder_is_never_the_training_pool(tmp_path):
+    root = make_folder(tmp_path / "data", val_per_class=2)
+    bundle = load(root, val_fraction=0.1)
+    assert all(i.startswith("train/") for i in bundle.train.ids)
+    assert all(i.startswith("val/") for i in bundle.val.ids)
+    first = ["train", "--dataset", "image-folder", "--data-root", str(root), *FAST]
+    first += ["--val-fraction", "0.1"]
+    assert run_cli([*first, "--out", str(tmp_path / "a")])[0] == 0
+    assert run_cli(["draw", str(tmp_path / "a"), "--out", str(tmp_path / "d.json")])[0] == 0
+    import shutil
+
+    shutil.rmtree(root / "val")  # a copy without val/: the draw's validation images are gone
+    code, _, err = run_cli(
+        [*first, "--draw", str(tmp_path / "d.json"), "--out", str(tmp_path / "b")]
+    )
+    assert code == 2 and "are not in this dataset, e.g. 'val/" in err, err
+
+
+def test_split_files_take_a_named_validation_file(tmp_path):
+    root = make_folder(tmp_path / "data", val_per_class=2)
+    for split in ("train", "test", "val"):
+        lines = [
+            f"{split}/{name}/{f.name} {c}"
+            for c, name in enumerate(CLASSES)
+            for f in sorted((root / split / name).iterdir())
+        ]
+        (root / f"{split}.list").write_text("\n".join(lines) + "\n")
+    names = {"train_split": "train.list", "test_split": "test.list"}
+    bundle = load(root, "split-files", val_split="val.list", **names)
+    assert len(bundle.val) == 14 and bundle.val_source.endswith("val.list")
+    assert bundle.cls_num_list == COUNTS
+
+
+def test_a_meta_runs_draw_holds_the_subsets_it_used_and_replays_bit_for_bit(tmp_path):
+    root = make_folder(tmp_path / "data")
+    data = ["--dataset", "image-folder", "--data-root", str(root), "--imb-factor", "0.1", *FAST]
+    data += ["--loss", "meta-ce", "--epochs", "1", "--batch-size", "32"]
+    assert run_cli(["train", *data, "--out", str(tmp_path / "a")])[0] == 0
+    a = json.loads((tmp_path / "a" / "result.json").read_text())
+    assert run_cli(["draw", str(tmp_path / "a"), "--out", str(tmp_path / "d.json")])[0] == 0
+    draw = read_draw(tmp_path / "d.json")
+    assert fingerprint(draw.ids("train")) == a["fingerprints"]["train"]
+    assert fingerprint(draw.ids("meta")) == a["fingerprints"]["meta"] is not None
+    assert not set(draw.ids("meta")) & set(draw.ids("train"))
+    assert draw.meta_source == a["meta_set"]["source"]
+    replay = ["train", *data, "--draw", str(tmp_path / "d.json"), "--out", str(tmp_path / "b")]
+    assert run_cli(replay)[0] == 0
+    b = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert b["fingerprints"] == a["fingerprints"] and b["confusion_matrix"] == a["confusion_matrix"]
+    assert b["meta_set"]["source"].startswith("the meta set of the draw file")
+    wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_an_empty_folder_is_a_one_line_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(
+        ["train", "--dataset", "image-folder", "--data-root", str(tmp_path / "empty"), *FAST]
+    )
+    assert code == 2 and err.count("\n") == 1 and "train not found; expected" in err, err

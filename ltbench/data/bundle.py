@@ -50,6 +50,7 @@ class DatasetBundle:
     val_source: str = ""
     extra: Any | None = None
     extra_from_draw: tuple[int, ...] = ()
+    extra_source: str = ""  # where `extra` came from when not drawn here (a draw file's meta set)
 
     @property
     def crop_padding(self) -> int:

@@ -2,7 +2,7 @@
 draw files that carry a draw from one machine to another.
 
 An image's identity is a string that names it within its dataset's training pool, whatever the
-pixels: the path relative to the split's folder for files (`cat/0042.jpg`, ImageNet-LT's
+pixels: the path relative to the dataset's folder for files (`train/cat/0042.jpg`, ImageNet-LT's
 `train/n01440764/n01440764_190.JPEG`), `<class>/<index in the source's training set>` for a
 dataset read from arrays (CIFAR's torchvision pickles, synthetic-lt). Identities are comparable
 between runs that read the same source: the image-folder copy of CIFAR and its pickles name
@@ -37,6 +37,9 @@ SUBSETS = ("train", "val", "meta")
 # the data settings a draw was made with: a run on the draw must ask for the same ones, so
 # that its record (rho, profile, ...) says what the images are
 DRAW_SETTINGS = ("imb_factor", "profile", "subset_seed", "n_max", "val_fraction")
+# result.json `meta_set.source` of a meta set a draw file gave (then the file and, where the
+# file says it, how the run that wrote it drew it)
+META_FROM_DRAW = "the meta set of the draw file"
 
 
 def fingerprint(ids: Sequence[str] | None) -> str | None:
@@ -68,14 +71,28 @@ class Draw:
     dataset: str
     settings: dict[str, Any]
     subsets: dict[str, list[str] | None] = field(default_factory=dict)
+    meta_source: str = ""  # how the run that wrote the file drew its meta set
 
     def ids(self, subset: str) -> list[str] | None:
         return self.subsets.get(subset)
 
 
-def write_draw(path: str | os.PathLike, dataset: str, settings: dict[str, Any], subsets) -> Path:
-    """Write a draw file: `subsets` maps "train", "val", "meta" to identity lists (or None).
-    Refuses to overwrite an existing file (a draw someone shared is a record)."""
+def meta_source_of(draw: Draw) -> str:
+    """result.json's `meta_set.source` of a meta set taken from `draw`."""
+    how = f" (drawn there as {draw.meta_source})" if draw.meta_source else ""
+    return f"{META_FROM_DRAW} {draw.path}{how}"
+
+
+def write_draw(
+    path: str | os.PathLike,
+    dataset: str,
+    settings: dict[str, Any],
+    subsets,
+    meta_source: str = "",
+) -> Path:
+    """Write a draw file: `subsets` maps "train", "val", "meta" to identity lists (or None);
+    `meta_source` says how the meta set was drawn. Refuses to overwrite an existing file (a
+    draw someone shared is a record)."""
     path = Path(path).expanduser()
     if path.exists():
         raise LtbenchError(f"draw file {path} exists already; choose another --out")
@@ -84,6 +101,7 @@ def write_draw(path: str | os.PathLike, dataset: str, settings: dict[str, Any], 
         "dataset": dataset,
         "settings": {k: settings.get(k) for k in DRAW_SETTINGS},
         "fingerprints": {k: fingerprint(subsets.get(k)) for k in SUBSETS},
+        "meta_source": meta_source,
         **{k: subsets.get(k) for k in SUBSETS},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,11 +126,14 @@ def read_draw(path: str | os.PathLike) -> Draw:
     if not isinstance(record, dict) or record.get("format") != DRAW_FORMAT:
         raise LtbenchError(f"{path} is not an ltbench draw file (format {DRAW_FORMAT!r})")
     subsets: dict[str, list[str] | None] = {}
+    prints = record.get("fingerprints")
+    if not isinstance(prints, dict):
+        raise LtbenchError(f"draw file {path} has no fingerprints (write one with `ltbench draw`)")
     for name in SUBSETS:
         ids = record.get(name)
         if ids is not None and not (isinstance(ids, list) and all(isinstance(i, str) for i in ids)):
             raise LtbenchError(f"draw file {path}: {name!r} must be a list of image identities")
-        if fingerprint(ids) != record.get("fingerprints", {}).get(name):
+        if fingerprint(ids) != prints.get(name):
             raise LtbenchError(
                 f"draw file {path}: the {name} subset does not match its fingerprint "
                 "(the file was changed after `ltbench draw` wrote it)"
@@ -120,7 +141,9 @@ def read_draw(path: str | os.PathLike) -> Draw:
         subsets[name] = ids
     if not subsets["train"]:
         raise LtbenchError(f"draw file {path} has no training images")
-    return Draw(str(path), str(record.get("dataset")), dict(record.get("settings") or {}), subsets)
+    settings = record.get("settings") if isinstance(record.get("settings"), dict) else {}
+    meta_source = str(record.get("meta_source") or "")
+    return Draw(str(path), str(record.get("dataset")), dict(settings), subsets, meta_source)
 
 
 def check_draw_settings(draw: Draw, dataset: str, settings: dict[str, Any]) -> None:

@@ -258,7 +258,7 @@ def read_image_folder(
     split_dir: Path, n_max: int | None = None, cache_dir: Path | None = None
 ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     """`load_image_folder`'s (class names, images, labels) and the images' identities
-    (`<class>/<file name>`, `ltbench.data.draws`).
+    (`<split folder>/<class>/<file name>`, `ltbench.data.draws`).
 
     The arrays are cached under `cache_dir` (see `default_cache_dir`), keyed by the folder's path,
     `n_max`, and each class folder's modification time and file count; pass cache_dir=False to
@@ -277,18 +277,27 @@ def read_image_folder(
     labels = np.concatenate(
         [np.full(len(found), c, dtype=np.int64) for c, found in enumerate(files)]
     )
-    ids = np.asarray([f"{p.parent.name}/{p.name}" for p in flat], dtype=str)
-    images = decode_images(flat, f"imagefolder-{split_dir.name}", key_parts, cache_dir)
+    # relative to the dataset's folder: "train/cat/0042.jpg"
+    ids = np.asarray([f"{split_dir.name}/{p.parent.name}/{p.name}" for p in flat], dtype=str)
+    images = decode_images(
+        flat, f"imagefolder-{split_dir.name}", key_parts, cache_dir, labels=labels
+    )
     return classes, images, labels, ids
 
 
 def decode_images(
-    paths: Sequence[Path], prefix: str, key_parts: list, cache_dir: Path | None | bool = None
+    paths: Sequence[Path],
+    prefix: str,
+    key_parts: list,
+    cache_dir: Path | None | bool = None,
+    labels: np.ndarray | None = None,
 ) -> np.ndarray:
     """Decode image files of one size into uint8 (N, 3, H, W), in parallel threads, through an
     on-disk cache (`cache_dir`, see `default_cache_dir`; False: none) whose file is named
     `prefix` and a hash of `key_parts` (what must change when the files change). A file of
-    another size is a one-line error naming it and the size expected."""
+    another size is a one-line error naming it and the size expected. `labels`, when given, are
+    stored beside the images: the cache files of image folders have always held both, and
+    older ltbench versions sharing the cache read them."""
     key = hashlib.sha1(json.dumps(key_parts).encode()).hexdigest()[:20]
     cache_file = None
     if cache_dir is not False:
@@ -313,7 +322,7 @@ def decode_images(
             # write then rename, so concurrent trials never read a half-written file
             fd, tmp = tempfile.mkstemp(dir=cache_file.parent, suffix=".npz.tmp")
             with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, images=images)
+                np.savez(fh, images=images, **({} if labels is None else {"labels": labels}))
             os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache may be shared
             os.replace(tmp, cache_file)
         except OSError:

@@ -77,9 +77,8 @@ class Pools:
 def build_bundle(request, pools: Pools, *, image_size: int | None, published: bool, cache_dir=None):
     """The bundle of a generic kind: in memory for small images (`image_size` None and the first
     image at most SMALL_IMAGE_SIDE a side; decoded through the cache in `cache_dir`, False:
-    none), else read from disk with `image_size` crops."""
-    if pools.val is not None and request.val_fraction <= 0:
-        pools = Pools(pools.train, pools.test, None, "", pools.class_names)
+    none), else read from disk with `image_size` crops. `pools.val`, where the kind found one
+    (asked for by val_fraction > 0, or named by `val_split`), is the validation split."""
     if image_size is None and max(_image_side(pools.train)) <= SMALL_IMAGE_SIDE:
         return _memory_bundle(request, pools, cache_dir)
     return _file_bundle(request, pools, image_size or DEFAULT_IMAGE_SIZE, published)
@@ -136,9 +135,9 @@ def _file_bundle(request, pools: Pools, image_size: int, published: bool) -> Dat
     pool = pools.train.subset(_first_per_class(pools.train.labels.numpy(), request.n_max))
     pool.transform = train_tf
     own_val = pools.val.subset(range(len(pools.val)), eval_tf) if pools.val is not None else None
-    val, val_source = None, ""
+    val, val_source, meta = None, "", None
     if request.draw is not None:
-        train, val = _file_subsets_of_draw(request, pool, own_val, eval_tf)
+        train, val, meta = _file_subsets_of_draw(request, pool, own_val, eval_tf)
         val_source = "" if val is None else (pools.val_source if own_val else "holdout")
     else:
         train = pool
@@ -174,19 +173,35 @@ def _file_bundle(request, pools: Pools, image_size: int, published: bool) -> Dat
         imb_factor=request.imb_factor,
         profile=request.profile,
         val_source=val_source,
+        extra=meta,
+        extra_source=_draw_meta_source(request) if meta is not None else "",
     )
 
 
+def _draw_meta_source(request) -> str:
+    from ltbench.data.draws import meta_source_of
+
+    return meta_source_of(request.draw)
+
+
 def _file_subsets_of_draw(request, pool, own_val, eval_tf):
+    """(train, val, meta) of a draw file on a dataset read from disk: the images it names, in
+    its order; validation out of the dataset's own validation split where it has one; the
+    meta set (asked for by the run) out of the split that holds its images."""
     from ltbench.data.draws import positions
 
     draw, where = request.draw, f"draw file {request.draw.path}"
     train = pool.subset(positions(pool.paths, draw.ids("train"), where))
-    val = None
+    val = meta = None
     if draw.ids("val") is not None:
         source = own_val if own_val is not None else pool
         val = source.subset(positions(source.paths, draw.ids("val"), where), transform=eval_tf)
-    return train, val
+    wanted = draw.ids("meta")
+    if wanted is not None and request.extra_per_class > 0:
+        names = set(pool.paths)
+        source = pool if wanted[0] in names or own_val is None else own_val
+        meta = source.subset(positions(source.paths, wanted, where))
+    return train, val, meta
 
 
 def _check_labels(name: str, num_classes: int, splits) -> None:
@@ -348,10 +363,10 @@ class ImageFolder:
         classes = sorted(p.name for p in train_dir.iterdir() if _is_class(p))
         label = {c: i for i, c in enumerate(classes)}
 
-        def split(folder: Path):
+        def split(folder: Path):  # paths (and so identities) relative to the dataset's folder
             files = _listed(folder)
-            rel = [f"{f.parent.name}/{f.name}" for f in files]
-            return SplitFileDataset(folder, rel, [label[f.parent.name] for f in files])
+            rel = [f"{folder.name}/{f.parent.name}/{f.name}" for f in files]
+            return SplitFileDataset(folder.parent, rel, [label[f.parent.name] for f in files])
 
         val = split(val_dir) if val_dir is not None else None
         pools = Pools(split(train_dir), split(test_dir), val, str(val_dir or ""), classes)
@@ -368,6 +383,10 @@ def _listed(folder: Path) -> list[Path]:
     """The images of `folder/<class>/`, classes by name, files by name; one-line error if none."""
     from ltbench.data.files import IMAGE_EXTENSIONS
 
+    if not folder.is_dir():
+        raise LtbenchError(
+            f"{folder} not found; expected {folder}/<class>/<image> (docs/DATASETS.md)"
+        )
     files = [
         f
         for c in sorted(p for p in folder.iterdir() if _is_class(p))

@@ -82,7 +82,7 @@ def in_memory_bundle(
             )
             extra = pool.subset(chosen)
         train = pool.subset(kept)
-        if request.val_fraction > 0 and val_set is not None:
+        if val_set is not None:  # the kind found one: asked for, or named by val_split
             val = TensorData(*(torch.from_numpy(a) for a in val_set[:2]), val_set[2])
         elif request.val_fraction > 0:
             train_pos, val_pos = split_validation(
@@ -108,6 +108,7 @@ def in_memory_bundle(
         val_source=val_source,
         extra=extra,
         extra_from_draw=tuple(from_draw),
+        extra_source=_meta_source(request, extra),
     )
 
 
@@ -131,6 +132,13 @@ def _subsets_of_draw(request, pool, val_set):
     if draw.ids("meta") is not None and request.extra_per_class > 0:
         extra = pool.subset(positions(pool.ids, draw.ids("meta"), where))
     return train, val, extra
+
+
+def _meta_source(request, extra) -> str:
+    """Where `bundle.extra` came from when a draw file gave it ("" otherwise)."""
+    from ltbench.data.draws import meta_source_of
+
+    return meta_source_of(request.draw) if request.draw is not None and extra is not None else ""
 
 
 def _load_synthetic(request, n_test_max=None) -> DatasetBundle:

@@ -58,7 +58,7 @@ def recipe_for_images(size: tuple[int, int]) -> Recipe:
         f"{'small' if small else 'large'} images ({how}): {base.model}, {base.epochs} epochs, "
         f"batch {base.batch_size}, lr {base.lr:g}, decays at "
         f"{','.join(map(str, base.lr_decay_epochs))}, weight decay {base.weight_decay:g}, "
-        "the data as it is (docs/DATASETS.md)"
+        "the data as it is; flags and suite settings replace any of these (docs/DATASETS.md)"
     )
     return dataclasses.replace(base, note=note)
 

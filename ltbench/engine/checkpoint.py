@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 import ltbench
-from ltbench.engine.config import RUNTIME_KEYS, TrainConfig
+from ltbench.engine.config import TrainConfig, runtime_keys
 from ltbench.engine.curves import close_curves
 from ltbench.engine.identity import precision_name
 from ltbench.errors import LtbenchError
@@ -113,8 +113,9 @@ def load_checkpoint(path: Path, cfg: TrainConfig) -> dict[str, Any]:
             "give a checkpoint.pt that ltbench wrote"
         )
     saved, now = {**ADDED_SETTINGS, **state["config"]}, cfg.to_dict()
+    skip = runtime_keys(cfg.dataset)
     for key in now:
-        if key not in RUNTIME_KEYS and saved.get(key) != now[key]:
+        if key not in skip and saved.get(key) != now[key]:
             raise LtbenchError(
                 f"checkpoint {path} belongs to another run: {key} is {saved.get(key)!r} there, "
                 f"{now[key]!r} here"

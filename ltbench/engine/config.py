@@ -279,6 +279,18 @@ RUNTIME_KEYS = frozenset(
 )
 
 
+def runtime_keys(dataset: str) -> frozenset[str]:
+    """`RUNTIME_KEYS` of a run on `dataset`: without data_root where the dataset is whatever its
+    folder holds (data without a paper recipe: the generic kinds), so that runs on two folders
+    never share a stage-1 cache, a pack or a checkpoint."""
+    from ltbench.data.registry import DATASETS
+
+    spec = DATASETS.get(dataset)
+    if spec is not None and spec.recipe_for is not None:
+        return RUNTIME_KEYS - {"data_root"}
+    return RUNTIME_KEYS
+
+
 def save_yaml(cfg: TrainConfig, path: Path) -> None:
     """Write the resolved configuration as YAML."""
     path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -35,7 +35,7 @@ import torch
 
 from ltbench.engine import record
 from ltbench.engine.checkpoint import load_checkpoint, prepare_out_dir, read_rows, write_rows
-from ltbench.engine.config import RUNTIME_KEYS, TrainConfig, save_yaml
+from ltbench.engine.config import TrainConfig, runtime_keys, save_yaml
 from ltbench.engine.fuse import check_fusion, silence
 from ltbench.engine.locks import check_out_dir, hold
 from ltbench.engine.metrics import Evaluator
@@ -71,9 +71,9 @@ def solo_reason(cfg: TrainConfig, stages: Sequence[Stage]) -> str | None:
 
 def pack_signature(cfg: TrainConfig) -> tuple:
     """The settings the members of one pack share (a resolved configuration's, as a key)."""
-    data = cfg.to_dict()
+    data, skip = cfg.to_dict(), runtime_keys(cfg.dataset)
     return tuple(
-        (k, repr(v)) for k, v in data.items() if k not in MEMBER_KEYS and k not in RUNTIME_KEYS
+        (k, repr(v)) for k, v in data.items() if k not in MEMBER_KEYS and k not in skip
     ) + tuple((k, repr(data[k])) for k in ("device", "amp", "compile", "cuda_graphs"))
 
 

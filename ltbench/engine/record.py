@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ltbench.data.draws import META_FROM_DRAW
 from ltbench.engine.checkpoint import append_row, environment, save_checkpoint, write_json
 from ltbench.engine.config import TrainConfig
 from ltbench.engine.curves import close_curves, log_epoch
@@ -229,6 +230,7 @@ META_DRAWS = {
     "dataset's validation list, which keeps the rest (ltbench.data.longtail.split_meta)",
     META_FROM_TRAIN: "held out of the training split after the validation hold-out, per class "
     "min(per_class, n_j // 2) images at random (ltbench.data.longtail.split_meta)",
+    META_FROM_DRAW: "the images the draw file lists, in its order (ltbench.data.draws)",
 }
 
 

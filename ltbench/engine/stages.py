@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltbench.engine.config import RUNTIME_KEYS, TrainConfig, resolve
+from ltbench.engine.config import TrainConfig, resolve, runtime_keys
 from ltbench.engine.locks import hold
 from ltbench.engine.models import CosineClassifier, build_head, check_model
 from ltbench.errors import LtbenchError
@@ -175,7 +175,11 @@ def stage_config(cfg: TrainConfig, stage: Stage) -> TrainConfig:
 
 def stage1_key(cfg1: TrainConfig) -> str:
     """Digest of a resolved stage-1 config, without the settings that leave its numbers alone."""
-    kept = {k: v for k, v in cfg1.to_dict().items() if k not in RUNTIME_KEYS}
+    skip = runtime_keys(cfg1.dataset)
+    # a setting added later leaves the keys of the caches written before it alone while unset
+    kept = {
+        k: v for k, v in cfg1.to_dict().items() if k not in skip and not (k == "draw" and v is None)
+    }
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 

@@ -201,7 +201,7 @@ def hold_out_meta(bundle, per_class: int, seed: int):
     from ltbench.engine.record import META_FROM_EXTRA, META_FROM_TRAIN, META_FROM_VAL_LIST
 
     if bundle.extra is not None:
-        return bundle, bundle.extra, META_FROM_EXTRA
+        return bundle, bundle.extra, bundle.extra_source or META_FROM_EXTRA
     if bundle.val is not None and bundle.val_source not in ("", "holdout"):
         val_pos, meta_pos = split_meta(bundle.val.labels, per_class, seed + META_SEED_OFFSET)
         val = bundle.val.subset(val_pos)

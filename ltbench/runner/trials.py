@@ -209,14 +209,15 @@ def first_difference(old: TrialSpec, new: TrialSpec) -> str | None:
     Settings that do not change a run's numbers (device, workers, evaluation period, ...) may
     differ: a resumed suite can move to other hardware.
     """
-    from ltbench.engine.config import RUNTIME_KEYS
+    from ltbench.engine.config import runtime_keys
 
     for name in ("key", "method"):
         a, b = getattr(old, name), getattr(new, name)
         if a != b:
             return f"{name} is {a!r} there, {b!r} now"
+    skip = runtime_keys(str(new.config.get("dataset")))
     for name in sorted(set(old.config) | set(new.config)):
-        if name in RUNTIME_KEYS:
+        if name in skip:
             continue
         x, y = old.config.get(name), new.config.get(name)
         if x != y and not (_is_number(x) and _is_number(y) and math.isclose(x, y)):
