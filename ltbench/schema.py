@@ -81,6 +81,9 @@ RESULTS_COLUMNS = [
     # the first 12 hex digits of the SHA-256 of the images trained on (result.json
     # `fingerprints`, ltbench.data.draws): rows with different ones trained on different images
     "train_fingerprint",
+    # largest / smallest training class of the images trained on (result.json; rho is what the
+    # draw asked for: 1 for data used as it is, whatever its own imbalance)
+    "class_count_ratio",
     *METRIC_COLUMNS,
     "worst_class",  # the name of the class with the largest test error
     *GROUP_COLUMNS,
@@ -110,6 +113,7 @@ PROTOCOL_COLUMNS = {  # column: (protocol, key) in result.json's `epoch_protocol
     "epoch_best_on_test": ("best-on-test", "epoch"),
 }
 OPTIONAL_RESULTS_COLUMNS = (
+    "class_count_ratio",
     "val_balanced_error",
     "val_top1_error",
     *PROTOCOL_COLUMNS,

@@ -212,6 +212,9 @@ def test_a_two_method_suite_on_the_folder_reports_its_groups_and_worst_class(ray
     assert "image-folder" in report and "worst class" in report
     assert "many (> 30) 2, medium (8-30) 3, few (< 8) 2" in report  # as it is: 60 ... 4
     assert "Training subsets (SHA-256" in report and "DIFFERENT SUBSETS" not in report
+    # as it is, ρ reads 1: the note gives the data's own imbalance (60 / 4)
+    assert "image-folder ρ=1: " in report and "trained at imbalance 15 (largest" in report
+    assert results.set_index("rho")["class_count_ratio"].to_dict() == {1.0: 15.0, 20.0: 20.0}
     for fp in results["train_fingerprint"].unique():
         assert fp in report
     assert "nan" not in report.lower().replace("nanmean", "")
@@ -443,3 +446,28 @@ def test_an_empty_folder_is_a_one_line_error(tmp_path):
         ["train", "--dataset", "image-folder", "--data-root", str(tmp_path / "empty"), *FAST]
     )
     assert code == 2 and err.count("\n") == 1 and "train not found; expected" in err, err
+
+
+def test_the_report_flags_a_setting_whose_rows_trained_on_different_subsets():
+    from reports.subsets import subset_note
+    from reports.tables import with_setting
+
+    rows = pd.DataFrame(
+        {
+            "dataset": ["cifar10-lt"] * 3 + ["image-folder"],
+            "rho": [100.0, 100.0, 100.0, 1.0],
+            "status": ["finished"] * 4,
+            "rule": ["raw"] * 4,
+            "train_fingerprint": ["aaaaaaaaaaaa", "aaaaaaaaaaaa", "bbbbbbbbbbbb", "0123456789ab"],
+            "class_count_ratio": [100.0, 100.0, 100.0, 15.0],
+        }
+    )
+    note = subset_note(with_setting(rows))
+    assert (
+        "cifar10-lt ρ=100: DIFFERENT SUBSETS, 2 of them: aaaaaaaaaaaa (2 runs), bbbbbbbbbbbb"
+        in note
+    )
+    assert "image-folder ρ=1: 0123456789ab (all 1 runs), trained at imbalance 15" in note
+    assert "bbbbbbbbbbbb (1 runs);" in note  # each subset with its number of rows
+    older = rows.drop(columns=["train_fingerprint", "class_count_ratio"])
+    assert subset_note(with_setting(older)) is None  # older results say nothing
