@@ -18,8 +18,9 @@ from ltbench.schema import UNKNOWN
 
 
 def _own_imbalance(rows: pd.DataFrame) -> str:
-    """", trained at imbalance 15" where the images trained on are more imbalanced than the
-    setting's ρ says (data used as it is: ρ = 1); "" otherwise or where not recorded."""
+    """The words "trained at imbalance 15" (after a comma) where the images trained on are more
+    imbalanced than the setting's ρ says (data used as it is: ρ = 1); "" otherwise or where
+    not recorded."""
     if "class_count_ratio" not in rows.columns:
         return ""
     ratio = pd.to_numeric(rows["class_count_ratio"], errors="coerce").dropna()
