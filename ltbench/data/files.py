@@ -225,6 +225,11 @@ def check_class_names(split_dir: Path, expected: Sequence[str], whose: str) -> N
         )
 
 
+def _reason(exc: Exception) -> str:
+    """Why PIL could not read a file, on one line."""
+    return getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
+
+
 def _open_rgb(path: Path):
     """The image at `path` as an RGB PIL image; a file that cannot be read or decoded (missing,
     truncated, not an image) is a one-line error naming it."""
@@ -234,9 +239,8 @@ def _open_rgb(path: Path):
         with Image.open(path) as img:
             return img.convert("RGB")
     except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBomb..
-        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
         raise LtbenchError(
-            f"cannot read image {path}: {reason}; replace or remove the file"
+            f"cannot read image {path}: {_reason(exc)}; replace or remove the file"
         ) from None
 
 
@@ -339,5 +343,4 @@ def image_size(path: Path) -> tuple[int, int]:
         with Image.open(path) as img:
             return img.size
     except Exception as exc:  # noqa: BLE001 (PIL raises many kinds)
-        reason = getattr(exc, "strerror", None) or " ".join(str(exc).split()) or type(exc).__name__
-        raise LtbenchError(f"cannot read image {path}: {reason}") from None
+        raise LtbenchError(f"cannot read image {path}: {_reason(exc)}") from None

@@ -26,7 +26,13 @@ from typing import Any
 import numpy as np
 
 from ltbench.data.bundle import IMAGENET_MEAN, IMAGENET_STD, DatasetBundle
-from ltbench.data.longtail import class_counts, long_tailed_indices, split_validation
+from ltbench.data.draws import meta_source_of
+from ltbench.data.longtail import (
+    class_counts,
+    first_per_class,
+    long_tailed_indices,
+    split_validation,
+)
 from ltbench.data.recipes import SMALL_IMAGE_SIDE, recipe_for_images
 from ltbench.errors import LtbenchError
 
@@ -49,17 +55,6 @@ def _resolve(root: Path, given, default: str | None, what: str, name: str) -> Pa
     if not path.is_file():
         raise LtbenchError(f"{name}: {what} split file not found: {path}")
     return path
-
-
-def _first_per_class(labels, n_max: int | None) -> list[int]:
-    """Positions of the first `n_max` images of each class (all with None), in file order."""
-    labels = np.asarray(labels)
-    if n_max is None:
-        return list(range(len(labels)))
-    keep = np.zeros(len(labels), dtype=bool)
-    for cls in np.unique(labels):
-        keep[np.where(labels == cls)[0][:n_max]] = True
-    return np.where(keep)[0].tolist()
 
 
 @dataclass(frozen=True)
@@ -102,7 +97,7 @@ def _decode(ds, name: str, cache_dir) -> np.ndarray:
 def _memory_bundle(request, pools: Pools, cache_dir=None) -> DatasetBundle:
     from ltbench.data.loaders import in_memory_bundle
 
-    keep = _first_per_class(pools.train.labels.numpy(), request.n_max)
+    keep = first_per_class(pools.train.labels.numpy(), request.n_max)
     train = pools.train.subset(keep)
     labels = train.labels.numpy()
     val_set = None
@@ -132,7 +127,7 @@ def _file_bundle(request, pools: Pools, image_size: int, published: bool) -> Dat
     from ltbench.data.files import imagenet_transform
 
     train_tf, eval_tf = imagenet_transform(True, image_size), imagenet_transform(False, image_size)
-    pool = pools.train.subset(_first_per_class(pools.train.labels.numpy(), request.n_max))
+    pool = pools.train.subset(first_per_class(pools.train.labels.numpy(), request.n_max))
     pool.transform = train_tf
     own_val = pools.val.subset(range(len(pools.val)), eval_tf) if pools.val is not None else None
     val, val_source, meta = None, "", None
@@ -174,14 +169,8 @@ def _file_bundle(request, pools: Pools, image_size: int, published: bool) -> Dat
         profile=request.profile,
         val_source=val_source,
         extra=meta,
-        extra_source=_draw_meta_source(request) if meta is not None else "",
+        extra_source=meta_source_of(request.draw) if meta is not None else "",
     )
-
-
-def _draw_meta_source(request) -> str:
-    from ltbench.data.draws import meta_source_of
-
-    return meta_source_of(request.draw)
 
 
 def _file_subsets_of_draw(request, pool, own_val, eval_tf):

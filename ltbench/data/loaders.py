@@ -16,23 +16,15 @@ import numpy as np
 
 from ltbench.data import synthetic
 from ltbench.data.bundle import CIFAR_MEAN, CIFAR_STD, DatasetBundle
+from ltbench.data.draws import meta_source_of
 from ltbench.data.longtail import (
     class_counts,
     draw_outside,
+    first_per_class,
     long_tailed_indices,
     split_validation,
 )
 from ltbench.errors import LtbenchError
-
-
-def _first_per_class(labels: np.ndarray, n_max: int | None) -> np.ndarray:
-    """Positions of the first `n_max` images of each class, in their original order."""
-    if n_max is None:
-        return np.arange(len(labels))
-    keep = np.zeros(len(labels), dtype=bool)
-    for cls in np.unique(labels):
-        keep[np.where(labels == cls)[0][:n_max]] = True
-    return np.where(keep)[0]
 
 
 def in_memory_bundle(
@@ -108,7 +100,7 @@ def in_memory_bundle(
         val_source=val_source,
         extra=extra,
         extra_from_draw=tuple(from_draw),
-        extra_source=_meta_source(request, extra),
+        extra_source=meta_source_of(request.draw) if request.draw and extra is not None else "",
     )
 
 
@@ -132,13 +124,6 @@ def _subsets_of_draw(request, pool, val_set):
     if draw.ids("meta") is not None and request.extra_per_class > 0:
         extra = pool.subset(positions(pool.ids, draw.ids("meta"), where))
     return train, val, extra
-
-
-def _meta_source(request, extra) -> str:
-    """Where `bundle.extra` came from when a draw file gave it ("" otherwise)."""
-    from ltbench.data.draws import meta_source_of
-
-    return meta_source_of(request.draw) if request.draw is not None and extra is not None else ""
 
 
 def _load_synthetic(request, n_test_max=None) -> DatasetBundle:
@@ -197,8 +182,8 @@ def _load_cifar(request, n_test_max=None, cache_dir=None) -> DatasetBundle:
         class_names = list(tv_train.classes)
         train_y_all = np.asarray(tv_train.targets, dtype=np.int64)
         test_y_all = np.asarray(tv_test.targets, dtype=np.int64)
-        keep = _first_per_class(train_y_all, n_max)
-        keep_test = _first_per_class(test_y_all, n_test_max)
+        keep = first_per_class(train_y_all, n_max)
+        keep_test = first_per_class(test_y_all, n_test_max)
         train_x = np.ascontiguousarray(tv_train.data[keep].transpose(0, 3, 1, 2))
         test_x = np.ascontiguousarray(tv_test.data[keep_test].transpose(0, 3, 1, 2))
         train_y, test_y = train_y_all[keep], test_y_all[keep_test]

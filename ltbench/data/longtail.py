@@ -122,6 +122,18 @@ def long_tailed_indices(
     return kept, counts
 
 
+def first_per_class(labels: Sequence[int] | np.ndarray | Any, n_max: int | None) -> np.ndarray:
+    """Positions of the first `n_max` images of each class (all with None), in their original
+    order: the `n_max` cut made before a long-tailed draw."""
+    labels = _as_numpy(labels)
+    if n_max is None:
+        return np.arange(len(labels))
+    keep = np.zeros(len(labels), dtype=bool)
+    for cls in np.unique(labels):
+        keep[np.where(labels == cls)[0][:n_max]] = True
+    return np.where(keep)[0]
+
+
 # A class with at least 2 * VAL_MIN_PER_CLASS images gives at least this many to validation.
 VAL_MIN_PER_CLASS = 5
 
