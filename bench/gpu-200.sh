@@ -29,9 +29,13 @@ nvidia-smi > "$out/nvidia-smi.txt" 2>&1 || echo "nvidia-smi: not found" > "$out/
 if [ ! -d /work/data/cifar10-jpeg/train ]; then
     mkdir -p /work/data && unzip -q "$zip" -d /work/data || { say "unzip failed"; exit 2; }
 fi
-if ! ltbench list >/dev/null 2>&1; then
-    # a bare machine: the package from this checkout, nothing downloaded
-    python3 -m pip install -q --no-deps --no-index --no-build-isolation -e . || exit 2
+lt="python3 -m ltbench.cli"
+if ! $lt list >/dev/null 2>&1; then
+    # a bare machine: the package from this checkout, nothing downloaded; failing that, the
+    # checkout on the path with its carried ltbench.egg-info (the losses' entry points)
+    python3 -m pip install -q --no-deps --no-index --no-build-isolation -e . >/dev/null 2>&1 ||
+        export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+    $lt list >/dev/null || { say "ltbench does not run here"; exit 2; }
 fi
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'cudnn', torch.backends.cudnn.version(), torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
@@ -44,7 +48,7 @@ export OMP_NUM_THREADS=4 PYTHONUNBUFFERED=1
 # and its epoch time is the time of a run with the GPU to itself.
 say "smoke: one epoch of kps-ga (authors-script) alone"
 # shellcheck disable=SC2086
-if ! ltbench train $common --loss kps-ga --variant authors-script --epochs 1 \
+if ! $lt train $common --loss kps-ga --variant authors-script --epochs 1 \
         --out "$runs/smoke" > "$out/smoke.log" 2>&1; then
     tail -n 30 "$out/smoke.log"; say "smoke failed"; exit 3
 fi
@@ -58,12 +62,14 @@ snapshot() {  # each run folder as OUT/<run>.tar, written whole before it replac
     done
 }
 run() {  # name, flags...
-    local name=$1 s e rc
+    local name=$1 s e rc left
     shift
+    left=$(( train_seconds - ($(date +%s) - t0) ))
+    [ "$left" -gt 0 ] || left=1
     s=$(date +%s.%N)
     # shellcheck disable=SC2086
-    timeout -s TERM "$(( train_seconds - ($(date +%s) - t0) ))" \
-        ltbench train $common "$@" --out "$runs/$name" > "$runs/$name.log" 2>&1
+    timeout -s TERM "$left" \
+        $lt train $common "$@" --out "$runs/$name" > "$runs/$name.log" 2>&1
     rc=$?
     e=$(date +%s.%N)
     echo "$name rc=$rc wall_s=$(python3 -c "print(round($e - $s, 1))") start=$s end=$e" >> "$out/times.txt"
@@ -83,7 +89,7 @@ for n in ce-200 kps-ga-200 kps-ga-script-200; do
     cp "$runs/$n.log" "$runs/$n/train.log"
     if [ -f "$runs/$n/result.json" ]; then
         say "post-hoc rules: $n"
-        ltbench eval "$runs/$n" > "$runs/$n/eval.log" 2>&1 || tail -n 5 "$runs/$n/eval.log"
+        $lt eval "$runs/$n" > "$runs/$n/eval.log" 2>&1 || tail -n 5 "$runs/$n/eval.log"
     fi
 done
 snapshot
