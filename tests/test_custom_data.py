@@ -471,3 +471,30 @@ def test_the_report_flags_a_setting_whose_rows_trained_on_different_subsets():
     assert "bbbbbbbbbbbb (1 runs);" in note  # each subset with its number of rows
     older = rows.drop(columns=["train_fingerprint", "class_count_ratio"])
     assert subset_note(with_setting(older)) is None  # older results say nothing
+
+
+@pytest.mark.parametrize("own_val", [0, 2])
+def test_a_draw_replays_on_images_read_from_disk(tmp_path, own_val):
+    """Large images stay on disk: a draw picks its subsets out of the files by identity, the
+    validation images (held out, or the folder's own val/) with the evaluation transform."""
+    from ltbench.data.draws import write_draw
+
+    root = make_folder(tmp_path / "data", size=80, counts=[6, 5, 4], val_per_class=own_val)
+    settings = {"imb_factor": 0.5, "profile": "exp", "subset_seed": 0, "val_fraction": 0.25}
+    a = load(root, **settings)
+    assert not a.in_memory and len(a.val)
+    assert a.val_source == (str(root / "val") if own_val else "holdout")
+    assert all(i.startswith("val/" if own_val else "train/") for i in a.val.ids)
+    subsets = {"train": list(a.train.ids)[::-1], "val": list(a.val.ids)}  # another order than drawn
+    write_draw(tmp_path / "d.json", "image-folder", {**settings, "n_max": None}, subsets)
+    b = load(root, draw=tmp_path / "d.json", **settings)
+    assert list(b.train.ids) == subsets["train"] and list(b.val.ids) == subsets["val"]
+    assert b.cls_num_list == a.cls_num_list and b.val_source == a.val_source
+    first = [b.val[0][0] for _ in range(2)]  # no random crop or flip on validation images
+    assert torch.equal(*first) and tuple(first[0].shape) == (3, 224, 224)
+    missing = {**subsets, "val": [*subsets["val"][:-1], "train/ant/999.png"]}
+    write_draw(tmp_path / "bad.json", "image-folder", {**settings, "n_max": None}, missing)
+    with pytest.raises(
+        LtbenchError, match=r"draw file .*bad.json: 1 image\(s\) of the draw are not"
+    ):
+        load(root, draw=tmp_path / "bad.json", **settings)

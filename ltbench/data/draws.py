@@ -161,6 +161,28 @@ def check_draw_settings(draw: Draw, dataset: str, settings: dict[str, Any]) -> N
             )
 
 
+def subsets_of_draw(draw: Draw, pool, own_val=None, *, with_meta: bool, val_transform=None):
+    """(train, val, meta) of a draw file: the images it names, in its order, out of `pool` (the
+    dataset's training images, in memory or on disk: anything with `.ids` and
+    `.subset(positions)`); validation out of the dataset's own split `own_val` where it has one,
+    given `val_transform` where one is named (images read from disk); the meta set, asked for by
+    the run (`with_meta`), out of whichever of the two holds its images."""
+    where = f"draw file {draw.path}"
+
+    def pick(source, subset: str, **options):
+        return source.subset(positions(source.ids, draw.ids(subset), where), **options)
+
+    val = meta = None
+    if draw.ids("val") is not None:
+        options = {} if val_transform is None else {"transform": val_transform}
+        val = pick(pool if own_val is None else own_val, "val", **options)
+    wanted = draw.ids("meta")
+    if wanted is not None and with_meta:
+        in_pool = own_val is None or str(wanted[0]) in {str(i) for i in pool.ids}
+        meta = pick(pool if in_pool else own_val, "meta")
+    return pick(pool, "train"), val, meta
+
+
 def positions(pool_ids: Sequence[str], wanted: Sequence[str], where: str) -> list[int]:
     """The positions in the pool of each wanted identity, in the wanted order; a one-line error
     names the first identity the pool does not hold (another dataset copy, or other files)."""

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ltbench.data.bundle import IMAGENET_MEAN, IMAGENET_STD, DatasetBundle
-from ltbench.data.draws import meta_source_of
+from ltbench.data.draws import meta_source_of, subsets_of_draw
 from ltbench.data.longtail import (
     class_counts,
     first_per_class,
@@ -132,7 +132,10 @@ def _file_bundle(request, pools: Pools, image_size: int, published: bool) -> Dat
     own_val = pools.val.subset(range(len(pools.val)), eval_tf) if pools.val is not None else None
     val, val_source, meta = None, "", None
     if request.draw is not None:
-        train, val, meta = _file_subsets_of_draw(request, pool, own_val, eval_tf)
+        with_meta = request.extra_per_class > 0
+        train, val, meta = subsets_of_draw(
+            request.draw, pool, own_val, with_meta=with_meta, val_transform=eval_tf
+        )
         val_source = "" if val is None else (pools.val_source if own_val else "holdout")
     else:
         train = pool
@@ -171,26 +174,6 @@ def _file_bundle(request, pools: Pools, image_size: int, published: bool) -> Dat
         extra=meta,
         extra_source=meta_source_of(request.draw) if meta is not None else "",
     )
-
-
-def _file_subsets_of_draw(request, pool, own_val, eval_tf):
-    """(train, val, meta) of a draw file on a dataset read from disk: the images it names, in
-    its order; validation out of the dataset's own validation split where it has one; the
-    meta set (asked for by the run) out of the split that holds its images."""
-    from ltbench.data.draws import positions
-
-    draw, where = request.draw, f"draw file {request.draw.path}"
-    train = pool.subset(positions(pool.paths, draw.ids("train"), where))
-    val = meta = None
-    if draw.ids("val") is not None:
-        source = own_val if own_val is not None else pool
-        val = source.subset(positions(source.paths, draw.ids("val"), where), transform=eval_tf)
-    wanted = draw.ids("meta")
-    if wanted is not None and request.extra_per_class > 0:
-        names = set(pool.paths)
-        source = pool if wanted[0] in names or own_val is None else own_val
-        meta = source.subset(positions(source.paths, wanted, where))
-    return train, val, meta
 
 
 def _check_labels(name: str, num_classes: int, splits) -> None:

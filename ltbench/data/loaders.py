@@ -105,25 +105,17 @@ def in_memory_bundle(
 
 
 def _subsets_of_draw(request, pool, val_set):
-    """(train, val, extra) of a draw file (`request.draw`): the pool's images it names, in its
-    order; a validation split of the dataset's own (`val_set`) where the draw's came from one."""
+    """(train, val, extra) of a draw file (`request.draw`) on images in memory; a validation
+    split of the dataset's own (`val_set`, arrays) where it has one."""
     import torch
 
     from ltbench.data.batches import TensorData
-    from ltbench.data.draws import positions
+    from ltbench.data.draws import subsets_of_draw
 
-    draw, where = request.draw, f"draw file {request.draw.path}"
-    train = pool.subset(positions(pool.ids, draw.ids("train"), where))
-    val = extra = None
-    if draw.ids("val") is not None:
-        if val_set is not None:
-            own = TensorData(*(torch.from_numpy(a) for a in val_set[:2]), val_set[2])
-            val = own.subset(positions(own.ids, draw.ids("val"), where))
-        else:
-            val = pool.subset(positions(pool.ids, draw.ids("val"), where))
-    if draw.ids("meta") is not None and request.extra_per_class > 0:
-        extra = pool.subset(positions(pool.ids, draw.ids("meta"), where))
-    return train, val, extra
+    own = None
+    if val_set is not None and request.draw.ids("val") is not None:
+        own = TensorData(*(torch.from_numpy(a) for a in val_set[:2]), val_set[2])
+    return subsets_of_draw(request.draw, pool, own, with_meta=request.extra_per_class > 0)
 
 
 def _load_synthetic(request, n_test_max=None) -> DatasetBundle:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ltbench.engine.locks import hold
+from ltbench.engine.record import EPOCH_GROUP_METRICS
 from ltbench.errors import LtbenchError, one_line
 from ltbench.runner.hooks import TuneHooks
 from ltbench.runner.trials import TrialSpec, load_trials
@@ -27,17 +28,9 @@ from ltbench.schema import (
     trial_dir,
 )
 
-# the group numbers of a finished trial's final report (an empty group's None is left out)
-FINAL_GROUP_METRICS = (
-    "many_acc",
-    "medium_acc",
-    "few_acc",
-    "head_error",
-    "mid_error",
-    "tail_error",
-    "worst_class_error",
-    "ece",
-)
+# the group numbers of a finished trial's final report (an empty group's None is left out):
+# those of every evaluated epoch, and the calibration error
+FINAL_GROUP_METRICS = (*EPOCH_GROUP_METRICS, "ece")
 
 
 def final_metrics(result: dict[str, Any]) -> dict[str, Any]:
