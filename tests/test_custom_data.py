@@ -438,6 +438,11 @@ def test_a_meta_runs_draw_holds_the_subsets_it_used_and_replays_bit_for_bit(tmp_
     wa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["model"]
     wb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # a replay asking for another meta set size than the draw holds is refused, nothing written
+    other = [*replay[:-1], str(tmp_path / "c"), "-p", "meta_per_class=4"]
+    code, _, err = run_cli(other)
+    assert code == 2 and not (tmp_path / "c" / "result.json").exists()
+    assert re.search(r"meta set holds 10 images per class .* asks for meta_per_class=4", err)
 
 
 def test_an_empty_folder_is_a_one_line_error(tmp_path):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -161,12 +162,14 @@ def check_draw_settings(draw: Draw, dataset: str, settings: dict[str, Any]) -> N
             )
 
 
-def subsets_of_draw(draw: Draw, pool, own_val=None, *, with_meta: bool, val_transform=None):
+def subsets_of_draw(draw: Draw, pool, own_val=None, *, meta_per_class: int, val_transform=None):
     """(train, val, meta) of a draw file: the images it names, in its order, out of `pool` (the
     dataset's training images, in memory or on disk: anything with `.ids` and
     `.subset(positions)`); validation out of the dataset's own split `own_val` where it has one,
     given `val_transform` where one is named (images read from disk); the meta set, asked for by
-    the run (`with_meta`), out of whichever of the two holds its images."""
+    the run (`meta_per_class` > 0), out of whichever of the two holds its images. A meta set of
+    another size per class than the run asks for is refused: the run would silently train with
+    the draw's."""
     where = f"draw file {draw.path}"
 
     def pick(source, subset: str, **options):
@@ -177,9 +180,16 @@ def subsets_of_draw(draw: Draw, pool, own_val=None, *, with_meta: bool, val_tran
         options = {} if val_transform is None else {"transform": val_transform}
         val = pick(pool if own_val is None else own_val, "val", **options)
     wanted = draw.ids("meta")
-    if wanted is not None and with_meta:
+    if wanted is not None and meta_per_class > 0:
         in_pool = own_val is None or str(wanted[0]) in {str(i) for i in pool.ids}
         meta = pick(pool if in_pool else own_val, "meta")
+        largest = max(Counter(meta.labels.tolist()).values(), default=0)
+        if largest != meta_per_class:
+            raise LtbenchError(
+                f"{where}: its meta set holds {largest} images per class (its largest class), "
+                f"this run asks for meta_per_class={meta_per_class}; pass -p "
+                f"meta_per_class={largest} to replay it, or train without --draw"
+            )
     return pick(pool, "train"), val, meta
 
 

@@ -132,9 +132,12 @@ def _file_bundle(request, pools: Pools, image_size: int, published: bool) -> Dat
     own_val = pools.val.subset(range(len(pools.val)), eval_tf) if pools.val is not None else None
     val, val_source, meta = None, "", None
     if request.draw is not None:
-        with_meta = request.extra_per_class > 0
         train, val, meta = subsets_of_draw(
-            request.draw, pool, own_val, with_meta=with_meta, val_transform=eval_tf
+            request.draw,
+            pool,
+            own_val,
+            meta_per_class=request.extra_per_class,
+            val_transform=eval_tf,
         )
         val_source = "" if val is None else (pools.val_source if own_val else "holdout")
     else:

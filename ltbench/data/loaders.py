@@ -115,7 +115,7 @@ def _subsets_of_draw(request, pool, val_set):
     own = None
     if val_set is not None and request.draw.ids("val") is not None:
         own = TensorData(*(torch.from_numpy(a) for a in val_set[:2]), val_set[2])
-    return subsets_of_draw(request.draw, pool, own, with_meta=request.extra_per_class > 0)
+    return subsets_of_draw(request.draw, pool, own, meta_per_class=request.extra_per_class)
 
 
 def _load_synthetic(request, n_test_max=None) -> DatasetBundle:
