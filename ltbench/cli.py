@@ -281,7 +281,19 @@ def _print_recipe_note(cfg) -> None:
 
     if get_dataset_spec(cfg.dataset).recipe_for is not None and cfg.data_root is not None:
         note = dataset_recipe(cfg.dataset, cfg.data_root).note
-        print(f"ltbench: {cfg.dataset}: {note}", file=sys.stderr)
+        given = []
+        for key in RECIPE_NOTE_FIELDS:
+            value = getattr(cfg, key, None)
+            if isinstance(value, list):
+                value = ",".join(map(str, value))
+            if value is not None:
+                given.append(f"{key.replace('_', ' ')} {value}")
+        mine = f"; this run's own: {', '.join(given)}" if given else ""
+        print(f"ltbench: {cfg.dataset}: {note}{mine}", file=sys.stderr)
+
+
+# the recipe values the note names, which a flag or a --config may replace for one run
+RECIPE_NOTE_FIELDS = ("model", "epochs", "batch_size", "lr", "lr_decay_epochs", "weight_decay")
 
 
 def cmd_draw(args: argparse.Namespace) -> int:

@@ -170,6 +170,7 @@ def test_train_on_a_seven_class_folder_as_it_is_and_drawn(tmp_path):
     )
     assert code == 0, err
     assert "no paper recipe: 16x16 images" in err and "resnet32, 200 epochs" in err
+    assert "this run's own: epochs 2" in err  # the flags that replace the recipe's values
     r = json.loads((tmp_path / "as-is" / "result.json").read_text())
     assert r["class_counts"] == COUNTS and r["class_names"] == CLASSES
     assert r["rho"] == 1 and r["class_count_ratio"] == 15
