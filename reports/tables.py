@@ -47,9 +47,13 @@ class Setting:
 
     @property
     def label(self) -> str:
-        """Column label, e.g. "cifar10-lt ρ=100" (ImageNet-LT and iNat show no ρ)."""
+        """Column label, e.g. "cifar10-lt ρ=100" (ImageNet-LT and iNat show no ρ). ρ = 1 is
+        data used as it is, not drawn (its own imbalance, if any, is in the subset note): "as
+        is", since "ρ=1" would read as balanced."""
         if self.dataset in NATURAL_LT or math.isnan(self.rho):
             return self.dataset
+        if self.rho == 1:
+            return f"{self.dataset} as is"
         return f"{self.dataset} ρ={_num(self.rho)}"
 
     @property

@@ -214,7 +214,7 @@ def test_a_two_method_suite_on_the_folder_reports_its_groups_and_worst_class(ray
     assert "many (> 30) 2, medium (8-30) 3, few (< 8) 2" in report  # as it is: 60 ... 4
     assert "Training subsets (SHA-256" in report and "DIFFERENT SUBSETS" not in report
     # as it is, ρ reads 1: the note gives the data's own imbalance (60 / 4)
-    assert "image-folder ρ=1: " in report and "trained at imbalance 15 (largest" in report
+    assert "image-folder as is: " in report and "trained at imbalance 15 (largest" in report
     assert results.set_index("rho")["class_count_ratio"].to_dict() == {1.0: 15.0, 20.0: 20.0}
     for fp in results["train_fingerprint"].unique():
         assert fp in report
@@ -473,7 +473,7 @@ def test_the_report_flags_a_setting_whose_rows_trained_on_different_subsets():
         "cifar10-lt ρ=100: DIFFERENT SUBSETS, 2 of them: aaaaaaaaaaaa (2 runs), bbbbbbbbbbbb"
         in note
     )
-    assert "image-folder ρ=1: 0123456789ab (all 1 runs), trained at imbalance 15" in note
+    assert "image-folder as is: 0123456789ab (all 1 runs), trained at imbalance 15" in note
     assert "bbbbbbbbbbbb (1 runs);" in note  # each subset with its number of rows
     older = rows.drop(columns=["train_fingerprint", "class_count_ratio"])
     assert subset_note(with_setting(older)) is None  # older results say nothing
