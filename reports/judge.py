@@ -107,12 +107,25 @@ class Judge:
             return "n/a"
         iv = self._note_interval(self.comparer.interval(method, ref, setting, metric))
         if iv is None:
-            self.missing.append(f"{method} on {setting}: one seed against several")
+            self.missing.append(
+                f"{method} on {setting}: {self._why_no_interval(method, setting, metric)}"
+            )
             return "n/a"
         text = iv.text()
         if iv.kind == BOOTSTRAP:
             text += f" {TEST_NOISE}"
         return text + (f" {DISTINCT}" if iv.distinguishable else "")
+
+    def _why_no_interval(self, method: str, setting: str, metric: str) -> str:
+        """Why a Δ cell has no interval: one seed against several, or one seed each on a metric
+        that the test images cannot resample (ECE: not a mean over images), or, with several
+        seeds, seeds that neither pair nor number two on each side."""
+        seeds = [len(self.comparer.values(m, setting, metric)) for m in (method, self.reference)]
+        if seeds == [1, 1]:
+            return f"one seed each, and {self.labels[metric]} has no bootstrap over test images"
+        if 1 in seeds:
+            return "one seed against several"
+        return "seeds that neither pair nor number two on each side"
 
     def rule_note(self) -> str:
         """The marking rule, for the table's first note."""

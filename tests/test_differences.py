@@ -326,3 +326,18 @@ def test_bootstrap_matches_scipy_bootstrap():
     ).confidence_interval  # fmt: skip
     assert ours.delta == pytest.approx(stat(d, w))
     assert (ours.low, ours.high) == pytest.approx((ref.low, ref.high), abs=0.5)
+
+
+def test_a_delta_without_an_interval_says_why():
+    """One seed each on a metric the test images cannot resample (ECE), one seed against
+    several: each n/a cell's note gives its own reason."""
+    one_each = _results({"ce": [20.0], "kps": [15.0]}).rename(columns={"top1_error": "ece"})
+    judge = Judge(Comparer(one_each, None), "ce", {"ece": "ECE"})
+    assert judge.delta_text("kps", SETTING, "ece") == "n/a"
+    assert judge.missing == [
+        f"kps on {SETTING}: one seed each, and ECE has no bootstrap over test images"
+    ]
+    several = _results({"ce": [30.0, 31.0, 29.5], "kps": [28.0]})
+    judge = Judge(Comparer(several, None), "ce", {"top1_error": "err"})
+    assert judge.delta_text("kps", SETTING, "top1_error") == "n/a"
+    assert judge.missing == [f"kps on {SETTING}: one seed against several"]
