@@ -74,23 +74,39 @@ def _group_stats(groups: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _spread_words(groups: pd.DataFrame) -> str:
+    """What the error bars of a per-class figure show, given its methods' seed counts."""
+    seeds = _group_stats(groups).groupby("method")["n"].max()
+    if (seeds <= 1).all():
+        return "no error bars (one seed each: no spread to show)"
+    if (seeds <= 1).any():
+        return "error bars: std over seeds (none for a method with one seed)"
+    return "error bars: std over seeds"
+
+
 def _draw_bars(ax, stats, methods, colours, n_groups, hatch=None) -> None:
-    """Side-by-side bars of ``methods`` per group on ``ax``; error bars: std over seeds."""
+    """Side-by-side bars of ``methods`` per group on ``ax``; error bars: std over seeds (none
+    for a method with one seed: a zero-length bar would read as a spread of 0)."""
     width = 0.8 / max(len(methods), 1)
     x = np.arange(n_groups)
     for i, m in enumerate(methods):
         s = stats[stats["method"] == m].set_index("group").reindex(range(1, n_groups + 1))
+        spread = {}
+        if s["std"].notna().any():
+            spread = {
+                "yerr": s["std"].fillna(0.0),
+                "error_kw": {"elinewidth": 0.8, "capsize": 1.5, "ecolor": "#333333"},
+            }
         ax.bar(
             x - 0.4 + width * (i + 0.5),
             s["mean"],
             width,
-            yerr=s["std"].fillna(0.0),
             label=m,
             color=colours[m],
             edgecolor="white",
             linewidth=0.4,
             hatch=(hatch or {}).get(m),
-            error_kw={"elinewidth": 0.8, "capsize": 1.5, "ecolor": "#333333"},
+            **spread,
         )
 
 
@@ -247,7 +263,7 @@ def make_figures(data, fig_dir: Path, reference: str | None = None) -> list[Figu
                 path,
                 f"Top-1 error per {kind} ({what}, sorted by training count, most frequent "
                 "first) for each method, as in the paper's Figs. 6 and 7; bars: mean over "
-                "finished seeds, error bars: std over seeds."
+                f"finished seeds, {_spread_words(g)}."
                 + (
                     f" One panel per method, the reference {reference}'s bars (grey, hatched) "
                     "beside its own."

@@ -724,3 +724,32 @@ def test_title_page_keys_do_not_run_into_their_values():
     boxes = {t.get_text(): t.get_window_extent(renderer) for t in fig.texts}
     for key, value in meta[1:]:
         assert boxes[key].x1 < boxes[value].x0, (key, boxes[key].x1, boxes[value].x0)
+
+
+def test_a_one_seed_method_gets_no_error_bars_and_the_caption_says_so():
+    """A single seed has no spread: no zero-length error bars (they would read as sd 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure as MplFigure
+
+    from reports.figures import _draw_bars, _group_stats, _spread_words
+
+    rows = [
+        {"method": m, "group": g, "error": 10.0 * g + seed, "trial": f"{m}{seed}"}
+        for m, seeds in (("ce", [0]), ("kps", [0, 1]))
+        for seed in seeds
+        for g in (1, 2, 3)
+    ]
+    groups = pd.DataFrame(rows)
+    ax = MplFigure().add_subplot()
+    colours = {"ce": "grey", "kps": "blue"}
+    _draw_bars(ax, _group_stats(groups), ["ce", "kps"], colours, 3)
+    from matplotlib.container import BarContainer
+
+    one, two = [c for c in ax.containers if isinstance(c, BarContainer)]
+    assert one.errorbar is None and two.errorbar is not None
+    assert _spread_words(groups) == "error bars: std over seeds (none for a method with one seed)"
+    single = groups[groups["trial"] != "kps1"]
+    assert _spread_words(single).startswith("no error bars (one seed each")
+    assert _spread_words(groups[groups["method"] == "kps"]) == "error bars: std over seeds"
