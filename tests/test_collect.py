@@ -73,3 +73,26 @@ def test_collect_refuses_unfinished_runs_and_used_folders(runs, tmp_path, capsys
     assert "already holds results" in capsys.readouterr().err
     kept = pd.read_csv(tmp_path / "b" / "results.csv")
     assert set(kept["trial"]) == {"ce-2"}  # nothing overwritten
+
+
+def test_a_result_from_before_a_metric_existed_takes_it_from_the_raw_rule(runs, tmp_path):
+    """A result.json written by an older ltbench lacks e.g. the worst class; `ltbench eval`'s
+    raw rule measured it on the same final model, so the results table takes it from there,
+    and never overrides a number the result has."""
+    import shutil
+
+    old = tmp_path / "old-ce"
+    shutil.copytree(runs / "ce-2", old)
+    saved = json.loads((old / "result.json").read_text())
+    raw = saved["posthoc"]["rules"]["raw"]
+    for key in ("worst_class_error", "worst_class", "many_shot"):
+        saved.pop(key)
+    saved["top1_error"] = raw["top1_error"] + 1.0  # the result's own number wins
+    (old / "result.json").write_text(json.dumps(saved))
+    assert main(["collect", str(tmp_path / "rec"), str(old)]) == 0
+    results = pd.read_csv(tmp_path / "rec" / "results.csv")
+    row = results[results["rule"] == "raw"].iloc[0]
+    assert row["worst_class_error"] == pytest.approx(raw["worst_class_error"])
+    assert row["worst_class"] == saved["class_names"][raw["worst_class"]]
+    assert row["many_shot"] == raw["many_shot"]
+    assert row["top1_error"] == pytest.approx(saved["top1_error"])

@@ -130,6 +130,16 @@ def _posthoc_rules(result: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _raw_rule(result: dict[str, Any]) -> dict[str, Any]:
+    """The `raw` rule of a result's `ltbench eval` (the final model's own decision, measured
+    again), or {}: it supplies the numbers a result.json written before they existed lacks
+    (e.g. `worst_class_error`); a number the result has is always the result's."""
+    block = result.get("posthoc") or {}
+    rules = block.get("rules") if isinstance(block, dict) else None
+    raw = rules.get(RAW_RULE) if isinstance(rules, dict) else None
+    return raw if isinstance(raw, dict) else {}
+
+
 def _class_rows(
     key: str, spec: TrialSpec, result: dict[str, Any], rule: str = RAW_RULE
 ) -> list[dict[str, Any]]:
@@ -210,11 +220,14 @@ def results_frames(
             "rule": RAW_RULE,
         }
         if result is not None:
+            raw = _raw_rule(result)
             for c in (*METRIC_COLUMNS, *OPTIONAL_RESULTS_COLUMNS):
-                value = result.get(c)
+                value = result.get(c, raw.get(c))
                 row[c] = math.nan if value is None else value
             row.update(_protocol_cells(result))
-            row["worst_class"] = _worst_class_name(result, result)
+            row["worst_class"] = _worst_class_name(
+                result, result if "worst_class" in result else raw
+            )
             row["train_fingerprint"] = short((result.get("fingerprints") or {}).get("train"))
             row["epochs"] = result.get("epochs", row["epochs"])
             row["wall_seconds"] = result.get("wall_seconds", math.nan)
