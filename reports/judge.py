@@ -60,7 +60,7 @@ class Judge:
         self.unsettled: list[str] = []  # columns whose best is not distinguishable
         self.kinds: set[str] = set()
         self.bootstrap_images: set[int] = set()
-        self.missing: list[str] = []
+        self.missing: list[tuple[str, str]] = []  # (whose cell, why it has no interval)
 
     def _note_interval(self, iv: Interval | None) -> Interval | None:
         if iv is not None:
@@ -103,13 +103,12 @@ class Judge:
         if self.comparer.values(method, setting, metric).empty:
             return "-"
         if self.comparer.values(ref, setting, metric).empty:
-            self.missing.append(f"{ref} has no finished seed on {setting}")
+            self.missing.append(("", f"{ref} has no finished seed on {setting}"))
             return "n/a"
         iv = self._note_interval(self.comparer.interval(method, ref, setting, metric))
         if iv is None:
-            self.missing.append(
-                f"{method} on {setting}: {self._why_no_interval(method, setting, metric)}"
-            )
+            why = self._why_no_interval(method, setting, metric)
+            self.missing.append((f"{method} on {setting}", why))
             return "n/a"
         text = iv.text()
         if iv.kind == BOOTSTRAP:
@@ -164,9 +163,20 @@ class Judge:
                 "used: the interval is, if anything, too wide."
             )
         if self.missing:
-            out.append("n/a: " + _capped(list(dict.fromkeys(self.missing))) + ".")
+            out.append("n/a: " + self.missing_note() + ".")
         out.append(self.power_note(metrics))
         return out
+
+    def missing_note(self) -> str:
+        """The n/a cells' reasons, each said once with the cells it applies to."""
+        cells: dict[str, list[str]] = {}
+        for who, why in dict.fromkeys(self.missing):
+            cells.setdefault(why, [])
+            if who:
+                cells[why].append(who)
+        return "; ".join(
+            f"{_capped(who, sep=', ')}: {why}" if who else why for why, who in cells.items()
+        )
 
     def power_note(self, metrics: list[str]) -> str:
         """Smallest detectable difference at the run's seeds; seeds needed for 1 point."""

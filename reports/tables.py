@@ -144,11 +144,11 @@ def rank_marks(means: dict[str, float], higher_is_better: bool) -> dict[str, str
     return marks
 
 
-def _capped(items: list[str], limit: int = 12) -> str:
+def _capped(items: list[str], limit: int = 12, sep: str = "; ") -> str:
     """Join a list for a note, naming at most ``limit`` items."""
     if len(items) <= limit:
-        return "; ".join(items)
-    return "; ".join(items[:limit]) + f"; and {len(items) - limit} more"
+        return sep.join(items)
+    return sep.join(items[:limit]) + f"{sep}and {len(items) - limit} more"
 
 
 class _Notes:

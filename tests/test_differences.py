@@ -334,10 +334,20 @@ def test_a_delta_without_an_interval_says_why():
     one_each = _results({"ce": [20.0], "kps": [15.0]}).rename(columns={"top1_error": "ece"})
     judge = Judge(Comparer(one_each, None), "ce", {"ece": "ECE"})
     assert judge.delta_text("kps", SETTING, "ece") == "n/a"
-    assert judge.missing == [
+    assert judge.missing_note() == (
         f"kps on {SETTING}: one seed each, and ECE has no bootstrap over test images"
-    ]
+    )
     several = _results({"ce": [30.0, 31.0, 29.5], "kps": [28.0]})
     judge = Judge(Comparer(several, None), "ce", {"top1_error": "err"})
     assert judge.delta_text("kps", SETTING, "top1_error") == "n/a"
-    assert judge.missing == [f"kps on {SETTING}: one seed against several"]
+    assert judge.missing_note() == f"kps on {SETTING}: one seed against several"
+    # one reason for several cells is said once, with the cells it applies to
+    three = _results({"ce": [20.0], "kps": [15.0], "la": [16.0]}).rename(
+        columns={"top1_error": "ece"}
+    )
+    judge = Judge(Comparer(three, None), "ce", {"ece": "ECE"})
+    assert [judge.delta_text(m, SETTING, "ece") for m in ("kps", "la")] == ["n/a", "n/a"]
+    assert judge.missing_note() == (
+        f"kps on {SETTING}, la on {SETTING}: one seed each, and ECE has no bootstrap over test "
+        "images"
+    )
