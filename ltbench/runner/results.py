@@ -114,12 +114,16 @@ def _identity(spec: TrialSpec, result: dict[str, Any] | None) -> dict[str, Any]:
     return info
 
 
-def _posthoc_rules(result: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """The post-hoc rules of a result (not `raw`: the trained model's row is that rule)."""
+def _rules_of(result: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the `posthoc` block of a result, its rules by name); empty where there are none."""
     block = (result or {}).get("posthoc") or {}
     rules = block.get("rules") if isinstance(block, dict) else None
-    if not isinstance(rules, dict):
-        return {}
+    return (block, rules) if isinstance(rules, dict) else ({}, {})
+
+
+def _posthoc_rules(result: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """The post-hoc rules of a result (not `raw`: the trained model's row is that rule)."""
+    block, rules = _rules_of(result)
     out = {}
     for rule, r in rules.items():
         if rule == RAW_RULE or not isinstance(r, dict):
@@ -134,9 +138,7 @@ def _raw_rule(result: dict[str, Any]) -> dict[str, Any]:
     """The `raw` rule of a result's `ltbench eval` (the final model's own decision, measured
     again), or {}: it supplies the numbers a result.json written before they existed lacks
     (e.g. `worst_class_error`); a number the result has is always the result's."""
-    block = result.get("posthoc") or {}
-    rules = block.get("rules") if isinstance(block, dict) else None
-    raw = rules.get(RAW_RULE) if isinstance(rules, dict) else None
+    raw = _rules_of(result)[1].get(RAW_RULE)
     return raw if isinstance(raw, dict) else {}
 
 
