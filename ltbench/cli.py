@@ -72,6 +72,14 @@ def _epochs(text: str) -> list[int]:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     """The arguments of `ltbench train`: data, method, model and schedule, run."""
+    _add_data_group(p)
+    _add_method_group(p)
+    _add_schedule_group(p)
+    _add_run_group(p)
+
+
+def _add_data_group(p: argparse.ArgumentParser) -> None:
+    """The `data` group of `ltbench train`: the dataset, its long-tailed draw, the split."""
     g = p.add_argument_group("data")
     g.add_argument("--dataset", default=None, help="dataset name (see `ltbench list datasets`)")
     g.add_argument("--data-root", default=None, help="folder holding the dataset")
@@ -87,7 +95,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="1/rho in (0, 1], e.g. 0.01 for rho=100 (default: the paper's)",
     )
-    g.add_argument("--profile", choices=["exp", "step"], default=None)
+    g.add_argument(
+        "--profile",
+        choices=["exp", "step"],
+        default=None,
+        help="imbalance profile: exp (counts fall geometrically from head to tail, the "
+        "paper's) or step (half the classes at the head's count, half at the tail's); default exp",
+    )
     g.add_argument(
         "--subset-seed",
         type=int,
@@ -127,6 +141,10 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="few-shot classes: fewer than N training images (default: the dataset's, 20)",
     )
+
+
+def _add_method_group(p: argparse.ArgumentParser) -> None:
+    """The `method` group of `ltbench train`: the loss, its parameters and variant, mixup."""
     g = p.add_argument_group("method")
     g.add_argument("--loss", default=None, help="loss or method name (see `ltbench list`)")
     g.add_argument(
@@ -145,29 +163,56 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "(kps, kps-ga, kps-drw: the authors' public CIFAR script); see `ltbench list`",
     )
     g.add_argument("--mixup-alpha", type=float, default=None, help="mixup alpha (0: off)")
+
+
+def _add_schedule_group(p: argparse.ArgumentParser) -> None:
+    """The `model and schedule` group of `ltbench train` (defaults: the recipe's)."""
     g = p.add_argument_group("model and schedule (default: the paper's Table 2)")
-    g.add_argument("--model", default=None)
+    g.add_argument(
+        "--model", default=None, help="network (see `ltbench list models`; default: the dataset's)"
+    )
     g.add_argument("--width", type=float, default=None, help="channel width multiplier")
-    g.add_argument("--epochs", type=int, default=None)
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--lr", type=float, default=None)
-    g.add_argument("--weight-decay", type=float, default=None)
-    g.add_argument("--warmup-epochs", type=int, default=None)
+    g.add_argument("--epochs", type=int, default=None, help="training epochs")
+    g.add_argument("--batch-size", type=int, default=None, help="images per SGD step")
+    g.add_argument("--lr", type=float, default=None, help="base learning rate (after warm-up)")
+    g.add_argument("--weight-decay", type=float, default=None, help="SGD weight decay")
+    g.add_argument(
+        "--warmup-epochs",
+        type=int,
+        default=None,
+        help="epochs of linear learning-rate warm-up from lr / N to lr",
+    )
     g.add_argument(
         "--lr-decay-epochs",
         type=_epochs,
         default=None,
         metavar="E1,E2",
+        help="epochs after which the learning rate is multiplied by --lr-decay-factor",
     )
-    g.add_argument("--lr-decay-factor", type=float, default=None)
-    _add_run_group(p)
+    g.add_argument(
+        "--lr-decay-factor",
+        type=float,
+        default=None,
+        help="factor of each decay (the paper's CIFAR text: 0.01)",
+    )
 
 
 def _add_run_group(p: argparse.ArgumentParser) -> None:
     """The `run` group of `ltbench train`: seed, device, precision, evaluation."""
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None)
+    g.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the weights, the batch order and the augmentation (default 0); the "
+        "long-tailed draw has its own, --subset-seed",
+    )
+    g.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default=None,
+        help="where to train (default auto: CUDA when there is a GPU, else the CPU)",
+    )
     g.add_argument(
         "--amp",
         action=argparse.BooleanOptionalAction,
@@ -186,7 +231,13 @@ def _add_run_group(p: argparse.ArgumentParser) -> None:
         default=None,
         help="CUDA only, unmeasured: capture and replay the step as CUDA graphs (off)",
     )
-    g.add_argument("--num-workers", type=int, default=None)
+    g.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes for datasets read from files (default 4; 0: read in "
+        "the training process)",
+    )
     g.add_argument(
         "--eval-every",
         type=int,
@@ -443,8 +494,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _add_bench_args(p: argparse.ArgumentParser) -> None:
     """The arguments of `ltbench bench`."""
-    p.add_argument("what", choices=["losses", "train", "data"])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument(
+        "what",
+        choices=["losses", "train", "data"],
+        help="losses: each loss's forward and backward; train: ltbench's training step against "
+        "a plain reference loop; data: loading and augmenting images",
+    )
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where to measure")
     p.add_argument(
         "--repeats",
         type=int,
@@ -517,6 +573,37 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=cmd_bench)
 
 
+def _add_eval_parser(sub) -> None:
+    """`ltbench eval`: post-hoc rules on a finished run."""
+    p = sub.add_parser("eval", help="post-hoc decision rules on a finished run (no retraining)")
+    p.add_argument("run_dir", type=Path, help="a finished `ltbench train` output directory")
+    p.add_argument(
+        "--rules",
+        default=None,
+        help="comma-separated post-hoc rules (see `ltbench list rules`; default: all)",
+    )
+    p.add_argument(
+        "--tau-grid",
+        default=None,
+        metavar="START:STOP:STEP",
+        help="tau values tried on the validation split (default 0:2:0.1; both ends included)",
+    )
+    p.add_argument(
+        "--tau",
+        type=float,
+        default=None,
+        help="fix tau instead of choosing it on the validation split (the rows are labelled "
+        "'tau fixed'); a run without a validation split needs it for logit-adjust and tau-norm",
+    )
+    p.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda"],
+        default="auto",
+        help="where to compute the logits (default auto: CUDA when there is a GPU)",
+    )
+    p.set_defaults(func=cmd_eval)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     import ltbench
@@ -550,28 +637,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_draw)
 
-    p = sub.add_parser("eval", help="post-hoc decision rules on a finished run (no retraining)")
-    p.add_argument("run_dir", type=Path, help="a finished `ltbench train` output directory")
-    p.add_argument(
-        "--rules",
-        default=None,
-        help="comma-separated post-hoc rules (see `ltbench list rules`; default: all)",
-    )
-    p.add_argument(
-        "--tau-grid",
-        default=None,
-        metavar="START:STOP:STEP",
-        help="tau values tried on the validation split (default 0:2:0.1; both ends included)",
-    )
-    p.add_argument(
-        "--tau",
-        type=float,
-        default=None,
-        help="fix tau instead of choosing it on the validation split (the rows are labelled "
-        "'tau fixed'); a run without a validation split needs it for logit-adjust and tau-norm",
-    )
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.set_defaults(func=cmd_eval)
+    _add_eval_parser(sub)
 
     p = sub.add_parser(
         "list", help="list losses, datasets, post-hoc rules, models and suites (the registries)"
@@ -581,6 +647,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="?",
         default="all",
         choices=["all", "losses", "datasets", "rules", "models", "suites"],
+        help="which registry to list (default: all)",
     )
     p.add_argument("--pattern", default="*", help="wildcard on loss names, e.g. 'kps*'")
     p.set_defaults(func=cmd_list)
@@ -601,9 +668,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_collect)
 
     p = sub.add_parser("report", help="write the markdown / PDF report of a results folder")
-    p.add_argument("dir", type=Path)
+    p.add_argument(
+        "dir",
+        type=Path,
+        help="a results folder: the --out of `ltbench run` or `ltbench sweep`, or one written "
+        "by `ltbench collect`",
+    )
     p.add_argument("--format", default="md,pdf", help="comma-separated: md, pdf")
-    p.add_argument("--out", type=Path, default=None, help="output folder or file prefix")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="a folder for report.md / report.pdf, or a file name (x.md or x.pdf gives x.md and "
+        "x.pdf); figures/ goes beside them (default: DIR itself)",
+    )
     p.add_argument("--reference", metavar="METHOD", help=REFERENCE_HELP)
     p.set_defaults(func=cmd_report)
 

@@ -15,6 +15,7 @@ import torch
 
 from ltbench.engine.config import TrainConfig
 from ltbench.engine.loop import train
+from ltbench.engine.record import CLOCK_KEYS
 from ltbench.sdk.registry import _REGISTRY, LossSpec, get_spec, load_entry_points, register
 from ltbench.sdk.stages import Stage
 
@@ -97,7 +98,7 @@ def test_a_run_interrupted_in_stage_three_resumes_to_the_same_numbers(
     for key in ("top1_error", "confusion_matrix", "per_class_accuracy"):
         assert resumed[key] == whole[key]
         assert resumed["stages"]["retrain"][key] == whole["stages"]["retrain"][key]
-    drop = ("epoch_seconds",)
+    drop = CLOCK_KEYS
     assert [{k: v for k, v in r.items() if k not in drop} for r in lines(tmp_path / "cut")] == [
         {k: v for k, v in r.items() if k not in drop} for r in lines(tmp_path / "whole")
     ]

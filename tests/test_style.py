@@ -1,5 +1,6 @@
 """House style: the code passes ruff's lint and format checks (ruff is in the test extra)."""
 
+import argparse
 import shutil
 import subprocess
 import sys
@@ -23,3 +24,23 @@ def test_ruff(check):
         pytest.importorskip("ruff")
     done = _ruff(*check)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _undocumented(parser: argparse.ArgumentParser, path: str) -> list[str]:
+    found = []
+    for action in parser._actions:  # argparse has no public walk over a parser's arguments
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _undocumented(sub, f"{path} {name}")
+        elif not isinstance(action, argparse._HelpAction | argparse._VersionAction):
+            if not action.help:
+                found.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+    return found
+
+
+def test_every_command_line_argument_says_what_it_does():
+    """`ltbench <command> --help` explains every argument and option (a bare `--seed SEED`
+    leaves a user guessing what it seeds and what the default is)."""
+    from ltbench.cli import build_parser
+
+    assert _undocumented(build_parser(), "ltbench") == []

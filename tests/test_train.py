@@ -1,6 +1,7 @@
 """The training loop end to end on tiny settings: files, reproducibility, resume, errors."""
 
 import json
+import time
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from ltbench.cli import main
 from ltbench.engine.config import TrainConfig
 from ltbench.engine.loop import learning_rate, train
+from ltbench.engine.record import EpochClock
 from ltbench.errors import LtbenchError
 from ltbench.sdk.registry import _REGISTRY, LossSpec, register
 
@@ -160,6 +162,41 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path):
         for x in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     ]
     assert epochs == [1, 2, 3]
+
+
+def test_each_line_says_its_epochs_time_and_threads_across_a_resume(tmp_path):
+    """A run stopped after epoch 2 and resumed with two threads: each line carries the thread
+    count it ran at, its wall time and this process's CPU time."""
+    cfg, before = tiny(loss="ce", epochs=3), torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, tmp_path / "cut", hooks=_Crash(after=2))
+        torch.set_num_threads(2)
+        train(cfg, tmp_path / "cut", resume=True)
+    finally:
+        torch.set_num_threads(before)
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
+    assert [r["threads"] for r in rows] == [1, 1, 2]
+    for r in rows:
+        assert r["epoch_seconds"] > 0 and r["epoch_cpu_seconds"] > 0
+
+
+def test_an_epoch_clock_tells_a_pause_from_work():
+    """Time asleep (a paused process, a busy machine) is wall time without CPU time; work is
+    both. Loose bounds: this checks what is measured, not how fast anything runs."""
+    clock = EpochClock()
+    time.sleep(0.5)
+    paused = clock.read()
+    assert paused["epoch_seconds"] >= 0.5 and paused["epoch_cpu_seconds"] < 0.25
+    clock = EpochClock()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    busy = clock.read()
+    assert busy["epoch_cpu_seconds"] >= 0.3 and busy["epoch_seconds"] >= 0.3
+    assert busy["threads"] == torch.get_num_threads()
 
 
 def test_finished_run_is_never_overwritten_without_overwrite(tmp_path):

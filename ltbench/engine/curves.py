@@ -2,7 +2,8 @@
 
 Every number of a metrics.jsonl line becomes a scalar at step = the line's epoch, tagged
 `<section>/<key>` with the line's own key (`train/train_loss`, `schedule/lr`,
-`test/test_top1_error`, `test/test_many_acc`, `val/val_balanced_error`, `time/epoch_seconds`);
+`test/test_top1_error`, `test/test_many_acc`, `val/val_balanced_error`, `time/epoch_seconds`,
+`time/epoch_cpu_seconds`, `time/threads`);
 a group without a class (None) and the lists are left out. `tensorboard --logdir DIR` on a run's
 folder or a suite's (one run per trial folder) shows them.
 
@@ -26,7 +27,12 @@ from typing import Any
 from ltbench.runfiles import TENSORBOARD_SUFFIX
 
 SECTIONS = (("train_", "train"), ("test_", "test"), ("val_", "val"))
-OTHER_SECTIONS = {"lr": "schedule", "epoch_seconds": "time"}
+OTHER_SECTIONS = {
+    "lr": "schedule",
+    "epoch_seconds": "time",
+    "epoch_cpu_seconds": "time",
+    "threads": "time",
+}
 
 _writers: dict[Path, Any] = {}
 _failed = False  # warned once: no more attempts in this process

@@ -43,6 +43,7 @@ from ltbench.engine.locks import check_out_dir, hold, missing_folders, remove_if
 from ltbench.engine.network import build_stages_network
 from ltbench.engine.protocols import due_for_test, new_validation_minimum
 from ltbench.engine.record import (
+    EpochClock,
     add_precision,
     add_test,
     add_validation,
@@ -402,7 +403,7 @@ def train_epochs(
     main = distributed.ranks().is_main  # the one process that writes the run's files
     bar = _progress_bar(progress, stage, cfg, start, multi) if main else None
     for epoch in range(start, stage.epochs):
-        tick = time.perf_counter()
+        clock = EpochClock()
         lr = stage_learning_rate(cfg, stage, epoch)
         for group in run.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_factor", 1.0)
@@ -431,7 +432,7 @@ def train_epochs(
             add_validation(row, run.assess(run.loaders.val))
         if due_for_test(epoch + 1, stage.epochs, cfg.eval_every, row, history):
             add_test(row, run.assess(run.loaders.test))
-        row["epoch_seconds"] = time.perf_counter() - tick
+        row.update(clock.read())
         keep_best = cfg.keep_best_val and new_validation_minimum(row, history)
         history.append(row)
         state = checkpoint_state(

@@ -13,8 +13,8 @@ metrics.jsonl, a checkpoint.pt in the solo layout (so a member can be resumed al
 pack is resumed from its members' checkpoints) and result.json, with `pack` added (its size
 and its members' folders). A member whose loss goes NaN or infinite fails with the solo run's
 error at the end of that epoch; its weights are zeroed and it leaves the summed loss, and the
-others go on. `epoch_seconds` and `wall_seconds` of a member are the pack's (the time it
-waited), not a share of it.
+others go on. `epoch_seconds`, `epoch_cpu_seconds` and `wall_seconds` of a member are the
+pack's (the time it waited), not a share of it.
 
 What may differ between members: seed, loss and its parameters, mixup alpha (and the settings
 that leave the numbers alone, e.g. `num_workers`). Everything else must be equal
@@ -289,7 +289,7 @@ class _Group:
         from ltbench.engine.schedule import stage_learning_rate
         from ltbench.engine.step import nonfinite_loss
 
-        tick = time.perf_counter()
+        clock = record.EpochClock()
         lr = stage_learning_rate(self.cfg, self.stage, epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -327,16 +327,17 @@ class _Group:
             for k, metrics in self.assess("test").items():
                 if k in due:
                     record.add_test(rows[k], metrics)
-        self.save(epoch, rows, time.perf_counter() - tick)
+        self.save(epoch, rows, clock)
         return True
 
-    def save(self, epoch: int, rows: dict[int, dict[str, Any]], seconds: float) -> None:
+    def save(self, epoch: int, rows: dict[int, dict[str, Any]], clock: record.EpochClock) -> None:
         """Each living member's line and checkpoint of `epoch`, then its hooks."""
         packed_state = self.model.state_dict()
         optimizer_state = self.optimizer.state_dict()
+        times = clock.read()  # the pack's, the same in every member's line
         for k, row in rows.items():
             m = self.members[k]
-            row["epoch_seconds"] = seconds
+            row.update(times)
             keep_best = m.cfg.keep_best_val and new_validation_minimum(row, m.history)
             m.history.append(row)
             state = record.checkpoint_state(

@@ -8,6 +8,7 @@ A run's files and their names: `ltbench.runfiles`. The fields of result.json: do
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,35 @@ def epoch_row(epoch: int, stage: str | None, lr: float, train: dict[str, float])
     row["lr"] = lr
     row.update(train)
     return row
+
+
+# The keys of an epoch's line that differ between two otherwise identical runs
+CLOCK_KEYS = ("epoch_seconds", "epoch_cpu_seconds")
+
+
+class EpochClock:
+    """The time an epoch took, started when the epoch starts and written into its line by
+    `stamp`: `epoch_seconds` (wall clock, evaluation included), `epoch_cpu_seconds` (the CPU
+    time of this process over the same span, all its threads together; data-loading worker
+    processes and the GPU's own time are not in it) and `threads` (torch's intra-op threads).
+    `read` gives the three; a pack reads them once for all its members' lines.
+
+    The pair tells a slow epoch's cause from the record alone: alone on a CPU machine an epoch's
+    CPU time is close to `threads` times its wall time; an epoch that spans a pause (SIGSTOP, a
+    suspended laptop) or ran beside other work has a wall time far above its CPU time. `threads`
+    per line shows a run resumed with another thread count."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def read(self) -> dict[str, float | int]:
+        """The epoch's times, from the clock's start to now, by their metrics.jsonl keys."""
+        return {
+            "epoch_seconds": time.perf_counter() - self.wall,
+            "epoch_cpu_seconds": time.process_time() - self.cpu,
+            "threads": torch.get_num_threads(),
+        }
 
 
 # The per-group numbers of an evaluated epoch's line, each as `test_<name>` (None: an empty group)

@@ -38,8 +38,12 @@ SOLO = [
 ]
 PACK = ["ce", "ldam-drw", "kps-ga"]
 POSTHOC = ["kps-ga-val", "crt"]  # `ltbench eval`: result.json gets its `posthoc` block
-# What differs between two identical runs: clocks, machine, folders.
-VOLATILE = {"wall_seconds", "epoch_seconds", "env", "stage1_dir", "out_dir", "run_dir"}
+# What differs between two identical runs: clocks, machine, folders (a literal list: this tool
+# also runs against commits whose ltbench has no `CLOCK_KEYS`).
+VOLATILE = {
+    *("wall_seconds", "epoch_seconds", "epoch_cpu_seconds", "threads", "env"),
+    *("stage1_dir", "out_dir", "run_dir"),
+}
 
 PACK_SCRIPT = """
 import sys
